@@ -1,0 +1,87 @@
+"""The read API and admin actions, behind `Authorization: Bearer <admin.token>`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from daemon.auth import AuthError, check_admin
+from daemon.http_util import json_error
+from daemon.runtime import RUNTIME
+from storage import reads
+from storage.db import StoreUnavailable
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def admin(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            check_admin(request, request.app[RUNTIME].settings.admin.token)
+        except AuthError as exc:
+            return json_error(401, str(exc))
+        try:
+            return await handler(request)
+        except StoreUnavailable:
+            return json_error(503, "the store is unavailable; retry later")
+
+    return wrapped
+
+
+@admin
+async def get_user(request: web.Request) -> web.StreamResponse:
+    user = await reads.get_user(request.app[RUNTIME].db, request.match_info["user_id"])
+    if user is None:
+        return json_error(404, "no such user")
+    return web.json_response(user)
+
+
+@admin
+async def get_decisions(request: web.Request) -> web.StreamResponse:
+    found = await reads.decisions(request.app[RUNTIME].db, request.match_info["user_id"])
+    if found is None:
+        return json_error(404, "no such user")
+    return web.json_response({"userId": request.match_info["user_id"], "decisions": found})
+
+
+@admin
+async def get_account(request: web.Request) -> web.StreamResponse:
+    account = await reads.get_account(request.app[RUNTIME].db, request.match_info["group_id"])
+    if account is None:
+        return json_error(404, "no such account")
+    return web.json_response(account)
+
+
+@admin
+async def get_nps(request: web.Request) -> web.StreamResponse:
+    by = request.query.get("by")
+    if by not in (None, "account", "month"):
+        return json_error(400, "by must be account or month")
+    return web.json_response(await reads.nps_report(request.app[RUNTIME].db, by))
+
+
+@admin
+async def get_status(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    return web.json_response(await reads.status(runtime.db, runtime.clock.now()))
+
+
+@admin
+async def post_sync(request: web.Request) -> web.StreamResponse:
+    from jobs.sync import SYNCER  # the syncer lives with the scheduler's cleanup context
+
+    syncer = request.app.get(SYNCER)
+    if syncer is None or not request.app[RUNTIME].settings.segment.enabled:
+        return json_error(409, "sync-back is off: set segment.write_key")
+    report = await syncer.run("api")
+    return web.json_response(report, status=200 if report.get("result") != "busy" else 409)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/users/{user_id}", get_user)
+    app.router.add_get("/v1/users/{user_id}/decisions", get_decisions)
+    app.router.add_get("/v1/accounts/{group_id}", get_account)
+    app.router.add_get("/v1/nps", get_nps)
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_post("/v1/sync", post_sync)

@@ -1,0 +1,154 @@
+"""create_app: the aiohttp application, with the store, the email backend, the HTTP client
+and the scheduler as cleanup contexts, started in dependency order and stopped in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from daemon import admin_api, health, intake, survey_page, tracking_api
+from daemon.config import Settings
+from daemon.metrics import Metrics
+from daemon.runtime import RUNTIME, Runtime
+from daemon.watchdog import watchdog_loop
+from jobs.clock import Clock, SystemClock
+from jobs.dispatch import Dispatcher
+from jobs.email import EmailBackend, make_backend
+from jobs.housekeeping import housekeeping
+from jobs.planning import make_planner
+from jobs.scheduler import Schedule
+from jobs.sync import SYNCER, Syncer
+from storage.db import Database
+from storage.group_commit import GroupCommitter
+from storage.migrations import migrate
+
+log = structlog.get_logger("npsd")
+
+EMAIL = web.AppKey("email", EmailBackend)
+SCHEDULE = web.AppKey("schedule", Schedule)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+
+
+@web.middleware
+async def count_requests(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        request.app[RUNTIME].metrics.requests.labels(name, str(exc.status)).inc()
+        raise
+    request.app[RUNTIME].metrics.requests.labels(name, str(response.status)).inc()
+    return response
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None,
+               config_path: Path | None = None, run_jobs: bool = True) -> web.Application:
+    clock = clock or SystemClock()
+    db = Database(settings.storage.url)
+    metrics = Metrics()
+    holder: dict[str, Runtime] = {}  # the committer reads the settings live (SIGHUP)
+    committer = GroupCommitter(
+        db, clock, lambda: holder["rt"].book_rules(),
+        lambda: make_planner(holder["rt"].settings.survey),
+        on_commit=lambda n, seconds: metrics.commit_seconds.observe(seconds))
+    runtime = Runtime(settings=settings, clock=clock, db=db, metrics=metrics,
+                      committer=committer, config_path=config_path)
+    holder["rt"] = runtime
+    app = web.Application(client_max_size=1 << 30, middlewares=[count_requests])
+    app[RUNTIME] = runtime
+    intake_routes(app)
+    app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(email_ctx)
+    if run_jobs:
+        app.cleanup_ctx.append(jobs_ctx)
+    app.cleanup_ctx.append(watchdog_ctx)
+    return app
+
+
+def intake_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/segment", intake.segment_intake)
+    tracking_api.add_routes(app)
+    admin_api.add_routes(app)
+    survey_page.add_routes(app)
+    health.add_routes(app)
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    before, after = await migrate(runtime.db, runtime.clock.now())
+    if before != after:
+        log.info("storage.migrated", from_version=before, to_version=after)
+    runtime.committer.start()
+    log.info("storage.ready", backend=runtime.db.dialect)
+    yield
+    await runtime.committer.stop()
+    await runtime.db.close()
+
+
+async def email_ctx(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    app[EMAIL] = make_backend(runtime.settings.email, runtime.clock)
+    yield
+    await app[EMAIL].close()
+
+
+async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    m = runtime.metrics
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    dispatcher = Dispatcher(runtime.db, runtime.clock, runtime.owner, lambda: runtime.settings,
+                            lambda: app[EMAIL], on_email=lambda r: m.emails.labels(r).inc())
+
+    def on_batch(result: str, n: int) -> None:
+        m.sync_batches.labels(result).inc()
+        m.sync_messages.inc(n)
+
+    syncer = Syncer(runtime.db, runtime.clock, runtime.owner, lambda: runtime.settings.segment,
+                    session, on_batch=on_batch)
+
+    async def tidy() -> None:
+        await housekeeping(runtime.db, runtime.clock.now(), runtime.settings.intake.dedup_window)
+
+    schedule = Schedule(runtime.db, runtime.clock, dispatcher, syncer,
+                        lambda: runtime.settings.segment, tidy)
+    app[SYNCER], app[SCHEDULE], app[DISPATCHER] = syncer, schedule, dispatcher
+    schedule.start()
+    waker = asyncio.create_task(_wake_on_identify(runtime, schedule), name="dispatch-waker")
+    yield
+    dispatcher.stopping = True
+    schedule.shutdown()
+    waker.cancel()
+    grace = runtime.settings.server.shutdown_timeout.total_seconds()
+    try:
+        # Let an in-flight dispatch chunk finish and record its outcomes.
+        await asyncio.wait_for(dispatcher.idle(), timeout=grace)
+    except TimeoutError:
+        log.warning("shutdown.dispatch_timeout")
+    await session.close()
+
+
+async def _wake_on_identify(runtime: Runtime, schedule: Schedule) -> None:
+    while True:
+        await runtime.wake_dispatcher.wait()
+        runtime.wake_dispatcher.clear()
+        schedule.wake()
+        await asyncio.sleep(0.2)  # coalesce bursts of identifies into one wake-up
+
+
+async def watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(watchdog_loop(app[RUNTIME]), name="watchdog")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise

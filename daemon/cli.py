@@ -1,0 +1,194 @@
+"""The `npsd` command: run, check-config, migrate, sync-now, report, why, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from daemon.config import ConfigError, Settings, config_path, load_settings
+from daemon.logging import configure_logging
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="npsd", description="Segment destination: customer book, NPS surveys, sync-back.")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $NPSD_CONFIG, else ./config.toml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the daemon (intake, survey dispatch, sync-back)")
+    sub.add_parser("check-config", help="validate the config file and exit")
+    sub.add_parser("migrate", help="upgrade the database schema and exit")
+    sub.add_parser("sync-now", help="sync new answers back to Segment now")
+    report = sub.add_parser("report", help="NPS overall, by account and by month")
+    report.add_argument("--json", action="store_true", help="print JSON")
+    report.add_argument("--by", choices=("account", "month"), help="only this breakdown")
+    why = sub.add_parser("why", help="every survey decision for a user, with its reason")
+    why.add_argument("user_id")
+    why.add_argument("--json", action="store_true", help="print JSON")
+    status = sub.add_parser("status", help="pending surveys, last sync, backlog")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = config_path(args.config)
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        print(f"npsd: invalid config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        print(f"{path}: ok")
+        return 0
+    configure_logging(settings.log.format, settings.log.level)
+    if args.command == "run":
+        from daemon.server import serve
+
+        return asyncio.run(serve(settings, path))
+    commands: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+        "migrate": _migrate, "sync-now": _sync_now, "report": _report, "why": _why,
+        "status": _status,
+    }
+    try:
+        return asyncio.run(commands[args.command](settings, args))
+    except Exception as exc:
+        print(f"npsd {args.command}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+async def _with_db(settings: Settings, work: Callable[[Any], Awaitable[int]],
+                   *, upgrade: bool = False) -> int:
+    from jobs.clock import SystemClock
+    from storage.db import Database
+    from storage.migrations import LATEST, current_version, migrate
+
+    db = Database(settings.storage.url)
+    try:
+        if upgrade:
+            before, after = await migrate(db, SystemClock().now())
+            print(f"schema: version {before if before is not None else 'none'} → {after}")
+            return 0
+        version = await current_version(db)
+        if version != LATEST:
+            print(f"npsd: the database schema is {version}, expected {LATEST}: run `npsd "
+                  "migrate` (or start `npsd run`, which upgrades it)", file=sys.stderr)
+            return EXIT_FAILED
+        return await work(db)
+    finally:
+        await db.close()
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async def nothing(_db: Any) -> int:
+        return 0
+
+    return await _with_db(settings, nothing, upgrade=True)
+
+
+async def _sync_now(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.segment.enabled:
+        print("npsd sync-now: sync-back is off (set segment.write_key or "
+              "NPSD_SEGMENT_WRITE_KEY)", file=sys.stderr)
+        return EXIT_FAILED
+
+    async def work(db: Any) -> int:
+        import aiohttp
+
+        from daemon.runtime import process_identity
+        from jobs.clock import SystemClock
+        from jobs.sync import Syncer
+
+        async with aiohttp.ClientSession() as session:
+            syncer = Syncer(db, SystemClock(), process_identity(), lambda: settings.segment,
+                            session)
+            report = await syncer.run("cli")
+        print(json.dumps(report))
+        return 0 if report["result"] == "ok" else EXIT_FAILED
+
+    return await _with_db(settings, work)
+
+
+def _table(rows: list[dict[str, Any]], key_name: str) -> str:
+    header = f"{key_name:<24} {'NPS':>7} {'prom':>6} {'pass':>6} {'detr':>6} {'resp':>6} " \
+             f"{'sent':>6} {'rate':>7}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        nps = "—" if r["nps"] is None else f"{r['nps']:+.1f}"
+        rate = "—" if r["response_rate"] is None else f"{100 * r['response_rate']:.1f}%"
+        lines.append(f"{str(r['key'])[:24]:<24} {nps:>7} {r['promoters']:>6} {r['passives']:>6}"
+                     f" {r['detractors']:>6} {r['responses']:>6} {r['sent']:>6} {rate:>7}")
+    return "\n".join(lines)
+
+
+async def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from storage import reads
+
+    async def work(db: Any) -> int:
+        overall = await reads.nps_report(db)
+        wanted = [args.by] if args.by else ["account", "month"]
+        parts = {by: (await reads.nps_report(db, by))["groups"] for by in wanted}
+        if args.json:
+            print(json.dumps({"overall": overall, **{f"by_{k}": v for k, v in parts.items()}},
+                             indent=2))
+            return 0
+        print(_table([{"key": "overall", **overall}], "NPS"))
+        for by, rows in parts.items():
+            print(f"\nby {by}")
+            print(_table(rows, by) if rows else "(no surveys sent yet)")
+        return 0
+
+    return await _with_db(settings, work)
+
+
+async def _why(settings: Settings, args: argparse.Namespace) -> int:
+    from storage import reads
+
+    async def work(db: Any) -> int:
+        found = await reads.decisions(db, args.user_id)
+        if found is None:
+            print(f"npsd why: no user {args.user_id!r}", file=sys.stderr)
+            return EXIT_FAILED
+        if args.json:
+            print(json.dumps({"userId": args.user_id, "decisions": found}, indent=2))
+        elif not found:
+            print(f"{args.user_id}: no survey decisions yet (no identify with an email)")
+        for d in found:
+            print(f"{d['at']}  {d['outcome']:<12} {d['reason']}")
+        return 0
+
+    return await _with_db(settings, work)
+
+
+async def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.clock import SystemClock
+    from storage import reads
+
+    async def work(db: Any) -> int:
+        s = await reads.status(db, SystemClock().now())
+        if args.json:
+            print(json.dumps(s, indent=2))
+            return 0
+        surveys = ", ".join(f"{k} {v}" for k, v in s["surveys"].items() if v) or "none"
+        sync = s["sync"]
+        print(f"users: {s['users']}  accounts: {s['accounts']}")
+        print(f"surveys: {surveys}")
+        print(f"due now: {s['due_now']} (oldest {s['oldest_due_seconds']:.0f}s overdue)")
+        print(f"sync: {'on' if settings.segment.enabled else 'off'}; last run "
+              f"{sync['last_started_at'] or 'never'} → {sync['last_result'] or '-'}; last "
+              f"success {sync['last_success_at'] or 'never'}; backlog {sync['backlog']} "
+              f"answers; refused messages {sync['failed_messages']}")
+        return 0
+
+    return await _with_db(settings, work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

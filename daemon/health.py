@@ -1,0 +1,51 @@
+"""/healthz (the process answers), /readyz (store reachable and migrated), /metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from daemon.runtime import RUNTIME
+from storage import reads
+from storage.db import StoreUnavailable
+from storage.migrations import LATEST, current_version
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if runtime.stopping:
+        return web.json_response({"status": "stopping"}, status=503)
+    try:
+        version = await current_version(runtime.db)
+    except (StoreUnavailable, OSError) as exc:
+        return web.json_response({"status": "store unreachable", "reason": str(exc)},
+                                 status=503)
+    if version != LATEST:
+        return web.json_response({"status": "schema not current", "version": version},
+                                 status=503)
+    return web.json_response({"status": "ready", "schema": version})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    try:
+        status = await reads.status(runtime.db, runtime.clock.now())
+    except StoreUnavailable:
+        status = None
+    if status is not None:
+        for state, count in status["surveys"].items():
+            runtime.metrics.surveys.labels(state).set(count)
+        runtime.metrics.backlog.set(status["due_now"])
+        runtime.metrics.oldest_due.set(status["oldest_due_seconds"])
+    body = generate_latest(runtime.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

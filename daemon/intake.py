@@ -1,0 +1,104 @@
+"""The Segment intake, `POST /v1/segment`, and the pipeline both intake doors share:
+validate each message, commit the valid ones (grouped across requests), then answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from daemon.auth import AuthError, check_segment_auth
+from daemon.http_util import BodyError, check_json_content_type, json_error, parse_json, read_body
+from daemon.messages import MAX_MESSAGE_BYTES, InvalidMessage, UnknownType, parse_message
+from daemon.runtime import RUNTIME, Runtime
+from storage.db import StoreUnavailable
+from storage.events import Message
+
+log = structlog.get_logger("npsd.intake")
+
+
+@dataclass
+class IntakeResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def body(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates,
+                "rejected": self.rejected}
+
+
+async def accept_messages(
+    runtime: Runtime, raws: list[Any], arrival: datetime, *, check_sizes: bool,
+    overrides: list[datetime | None] | None = None, door: str = "segment",
+) -> IntakeResult:
+    """Validate and commit; raises StoreUnavailable when nothing could be committed."""
+    result = IntakeResult()
+    valid: list[Message] = []
+    for index, raw in enumerate(raws):
+        try:
+            override = overrides[index] if overrides is not None else None
+            valid.append(parse_message(raw, arrival, check_size=check_sizes,
+                                       timestamp_override=override))
+        except InvalidMessage as exc:
+            result.rejected.append({"index": index, "message": str(exc)})
+    runtime.metrics.rejected.inc(len(result.rejected))
+    if valid:
+        flags = await runtime.committer.submit(valid)
+        for message, new in zip(valid, flags, strict=True):
+            if new:
+                result.accepted += 1
+                runtime.metrics.events.labels(message.type).inc()
+            else:
+                result.duplicates += 1
+        runtime.metrics.duplicates.inc(result.duplicates)
+        if any(m.type == "identify" for m in valid):
+            runtime.wake_dispatcher.set()
+    log.info("intake.accepted", door=door, accepted=result.accepted,
+             duplicates=result.duplicates, rejected=len(result.rejected))
+    return result
+
+
+def unwrap(payload: Any) -> tuple[list[Any], bool]:
+    """(messages, is_single) from one message, an array, or {"batch": [...]}."""
+    if isinstance(payload, list):
+        return payload, False
+    if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
+        return payload["batch"], False
+    return [payload], True
+
+
+async def segment_intake(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    settings = runtime.settings.intake
+    arrival = runtime.clock.now()
+    try:
+        check_json_content_type(request)
+        body = await read_body(request, settings.max_body_bytes)
+        is_array = body.lstrip()[:1] == b"["
+        check_segment_auth(request, body, is_array, settings.api_keys, settings.shared_secrets)
+        payload = parse_json(body)
+    except BodyError as exc:
+        return exc.response()
+    except AuthError as exc:
+        return json_error(401, str(exc))
+    raws, single = unwrap(payload)
+    if single:
+        try:
+            parse_message(raws[0], arrival)
+        except UnknownType as exc:
+            return json_error(501, str(exc))
+        except InvalidMessage as exc:
+            return json_error(400, str(exc))
+    try:
+        result = await accept_messages(runtime, raws, arrival,
+                                       check_sizes=len(body) > MAX_MESSAGE_BYTES)
+    except StoreUnavailable as exc:
+        log.warning("intake.unavailable", reason=str(exc))
+        return web.json_response(
+            {"message": "the store cannot commit right now; retry later"}, status=503,
+            headers={"Retry-After": "5"})
+    return web.json_response(result.body())

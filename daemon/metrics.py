@@ -1,0 +1,34 @@
+"""Prometheus metrics, one registry per app (never the global one: tests run many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("npsd_http_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=r)
+        self.events = Counter("npsd_events_accepted", "Accepted events by type", ["type"],
+                              registry=r)
+        self.duplicates = Counter("npsd_events_duplicate", "Redelivered events (dedup hits)",
+                                  registry=r)
+        self.rejected = Counter("npsd_events_rejected", "Events refused as invalid", registry=r)
+        self.commit_seconds = Histogram(
+            "npsd_intake_commit_seconds", "Time to commit a group of intake messages",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r)
+        self.emails = Counter("npsd_emails", "Survey emails by result (sent, retry, failed)",
+                              ["result"], registry=r)
+        self.surveys = Gauge("npsd_surveys", "Surveys by state", ["state"], registry=r)
+        self.backlog = Gauge("npsd_survey_backlog", "Surveys due now and not yet sent",
+                             registry=r)
+        self.oldest_due = Gauge("npsd_survey_oldest_due_seconds",
+                                "Age of the oldest due, unsent survey", registry=r)
+        self.sync_batches = Counter("npsd_sync_batches", "Sync-back batches by result",
+                                    ["result"], registry=r)
+        self.sync_messages = Counter("npsd_sync_messages", "Messages synced back to Segment",
+                                     registry=r)
+        self.answers = Counter("npsd_answers", "Survey answers recorded", registry=r)

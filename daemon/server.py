@@ -1,0 +1,84 @@
+"""Running the daemon: listen, tell systemd we are ready, reload on SIGHUP, stop on SIGTERM.
+
+aiohttp's AppRunner is used directly (rather than run_app) so READY=1 is sent only once the
+port accepts connections, and so SIGHUP can reload without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from daemon import systemd
+from daemon.app import EMAIL, SCHEDULE, create_app
+from daemon.config import ConfigError, Settings, load_settings
+from daemon.logging import configure_logging
+from daemon.runtime import RUNTIME
+from jobs.email import make_backend
+
+log = structlog.get_logger("npsd")
+
+
+async def serve(settings: Settings, config_path: Path | None) -> int:
+    app = create_app(settings, config_path=config_path)
+    runtime = app[RUNTIME]
+    grace = settings.server.shutdown_timeout.total_seconds()
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port,
+                       shutdown_timeout=grace, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("server.listen_failed", host=settings.server.host,
+                  port=settings.server.port, reason=str(exc))
+        await runner.cleanup()
+        return 1
+    log.info("server.started", host=settings.server.host, port=settings.server.port,
+             storage=runtime.db.dialect, email=settings.email.backend,
+             sync="on" if settings.segment.enabled else "off")
+    systemd.notify(systemd.READY, systemd.status("listening"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(app))
+    await stop.wait()
+    log.info("server.stopping", grace_s=grace)
+    runtime.stopping = True
+    systemd.notify(systemd.STOPPING)
+    await runner.cleanup()
+    log.info("server.stopped")
+    return 0
+
+
+def reload(app: web.Application) -> None:
+    runtime = app[RUNTIME]
+    systemd.notify(systemd.RELOADING)
+    try:
+        try:
+            new = load_settings(runtime.config_path or Path("config.toml"))
+        except ConfigError as exc:
+            log.error("config.reload_failed", reason=str(exc))
+            return
+        old = runtime.settings
+        if new.storage != old.storage:
+            log.warning("config.restart_needed", key="storage.url")
+            new = replace(new, storage=old.storage)
+        if (new.server.host, new.server.port) != (old.server.host, old.server.port):
+            log.warning("config.restart_needed", key="server.host/server.port")
+        runtime.settings = new
+        configure_logging(new.log.format, new.log.level)
+        if new.email != old.email and EMAIL in app:
+            previous = app[EMAIL]
+            app[EMAIL] = make_backend(new.email, runtime.clock)
+            asyncio.get_running_loop().create_task(previous.close())
+        if new.segment != old.segment and SCHEDULE in app:
+            app[SCHEDULE].reschedule_sync()
+        log.info("config.reloaded", path=str(runtime.config_path))
+    finally:
+        systemd.notify(systemd.READY, systemd.status("listening"))

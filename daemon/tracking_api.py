@@ -1,0 +1,109 @@
+"""Segment's HTTP Tracking API, so analytics-python, analytics-node and friends can send
+straight to npsd. The same pipeline as /v1/segment; only the door differs: the write key
+(Basic auth or `writeKey` in the body), `sentAt` skew correction, and Segment's limits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from daemon.auth import basic_username, key_matches
+from daemon.http_util import BodyError, check_json_content_type, json_error, parse_json, read_body
+from daemon.intake import accept_messages
+from daemon.messages import MAX_MESSAGE_BYTES, field
+from daemon.runtime import RUNTIME
+from storage.db import StoreUnavailable
+from storage.events import TYPES
+from storage.timeparse import parse_timestamp
+
+log = structlog.get_logger("npsd.intake")
+
+MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_MESSAGES = 2500
+SINGLE_TYPES = ("identify", "track", "group", "page", "screen", "alias")
+
+
+def corrected_timestamp(raw: dict[str, Any], sent_at: datetime | None,
+                        received_at: datetime) -> datetime | None:
+    """Segment's clock-skew correction: timestamp = receivedAt - (sentAt - originalTimestamp).
+    `originalTimestamp` is the device's time of the event (the `timestamp` it sent)."""
+    original = parse_timestamp(field(raw, "originalTimestamp", "original_timestamp")) \
+        or parse_timestamp(raw.get("timestamp"))
+    message_sent = parse_timestamp(field(raw, "sentAt", "sent_at")) or sent_at
+    if original is None or message_sent is None:
+        return original
+    return received_at - (message_sent - original)
+
+
+async def _handle(request: web.Request, single_type: str | None) -> web.Response:
+    runtime = request.app[RUNTIME]
+    arrival = runtime.clock.now()
+    limit = MAX_BATCH_BYTES if single_type is None else MAX_MESSAGE_BYTES
+    try:
+        check_json_content_type(request)
+        body = await read_body(request, limit)
+    except BodyError as exc:
+        status = 400 if exc.status == 413 else exc.status  # Segment answers 400 for size
+        return json_error(status, exc.message)
+    try:
+        payload = parse_json(body)
+    except BodyError as exc:
+        if not key_matches(basic_username(request.headers.get("Authorization")),
+                           runtime.settings.intake.api_keys):
+            return json_error(401, "invalid write key")
+        return exc.response()
+    if not isinstance(payload, dict):
+        return json_error(400, "body must be a JSON object")
+    key = basic_username(request.headers.get("Authorization"))
+    if key is None and isinstance(payload.get("writeKey"), str):
+        key = payload["writeKey"]
+    if not key_matches(key, runtime.settings.intake.api_keys):
+        return json_error(401, "invalid write key")
+    if single_type is None:
+        raws = payload.get("batch")
+        if not isinstance(raws, list):
+            return json_error(400, "batch must be an array of messages")
+        if len(raws) > MAX_BATCH_MESSAGES:
+            return json_error(400, f"a batch holds at most {MAX_BATCH_MESSAGES} messages")
+    else:
+        raws = [{**payload, "type": single_type}]
+    sent_at = parse_timestamp(field(payload, "sentAt", "sent_at"))
+    overrides = [corrected_timestamp(r, sent_at, arrival) if isinstance(r, dict) else None
+                 for r in raws]
+    for raw in raws:
+        if isinstance(raw, dict):
+            raw.pop("writeKey", None)
+            raw.setdefault("receivedAt", arrival.isoformat())
+    try:
+        result = await accept_messages(runtime, raws, arrival, overrides=overrides,
+                                       check_sizes=single_type is None, door="tracking_api")
+    except StoreUnavailable as exc:
+        log.warning("intake.unavailable", reason=str(exc))
+        return web.json_response({"message": "the store cannot commit right now; retry later"},
+                                 status=503, headers={"Retry-After": "5"})
+    body_out: dict[str, Any] = {"success": True}
+    if result.rejected:
+        body_out["rejected"] = result.rejected
+    return web.json_response(body_out)
+
+
+async def batch(request: web.Request) -> web.Response:
+    return await _handle(request, None)
+
+
+def single(kind: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return await _handle(request, kind)
+
+    return handler
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/batch", batch)
+    app.router.add_post("/v1/import", batch)  # older libraries' name for the batch endpoint
+    for kind in SINGLE_TYPES:
+        assert kind in TYPES
+        app.router.add_post(f"/v1/{kind}", single(kind))

@@ -1,0 +1,202 @@
+"""Survey dispatch: claim due surveys, check them again, hand them to the email backend.
+
+At most once: the hand-off is committed (storage.surveys.mark_handoff) before SMTP starts,
+in chunks, so a crash can lose at most the chunk in flight — recorded failed, never resent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+
+from daemon.config import Settings
+from jobs.clock import Clock
+from jobs.email import EmailBackend
+from jobs.email_message import (
+    PermanentEmailError,
+    SurveyEmail,
+    TransientEmailError,
+    build_message,
+)
+from jobs.planning import candidate_from
+from jobs.rules import (
+    expires_at,
+    format_instant,
+    next_send_time,
+    recheck_at_dispatch,
+    recipient_timezone,
+    reminder_due,
+    sampled_in,
+)
+from jobs.segment_client import RetryPolicy, backoff_s
+from storage import surveys
+from storage.db import Database
+from storage.surveys import Claimed, Outcome
+
+log = structlog.get_logger("npsd.survey")
+
+LEASE = timedelta(seconds=30)
+CLAIM_BATCH = 500
+HANDOFF_CHUNK = 64
+SMTP_RETRY = RetryPolicy(max_attempts=8, base_s=30.0, cap_s=3600.0)
+
+
+class Dispatcher:
+    def __init__(self, db: Database, clock: Clock, owner: str,
+                 settings: Callable[[], Settings], backend: Callable[[], EmailBackend],
+                 on_email: Callable[[str], None] | None = None) -> None:
+        self._db, self._clock, self._owner = db, clock, owner
+        self._settings, self._backend = settings, backend
+        self._lock = asyncio.Lock()
+        self._on_email = on_email
+        self.stopping = False
+
+    async def idle(self) -> None:
+        """Wait until no dispatch run is in flight."""
+        async with self._lock:
+            return
+
+    async def run_once(self) -> int:
+        """Send everything that is due now; returns how many surveys were handled."""
+        if self._lock.locked():
+            return 0
+        async with self._lock:
+            now = self._clock.now()
+            back, lost = await surveys.release_expired_leases(self._db, now)
+            if back or lost:
+                log.warning("survey.leases_taken_over", returned=back, interrupted=lost)
+            total = 0
+            while not self.stopping:
+                claimed = await surveys.claim_due(self._db, self._clock.now(), self._owner,
+                                                  CLAIM_BATCH, LEASE)
+                if not claimed:
+                    break
+                total += len(claimed)
+                await self._process(claimed)
+            return total
+
+    async def _process(self, claimed: list[Claimed]) -> None:
+        settings = self._settings()
+        now = self._clock.now()
+        skipped: list[Outcome] = []
+        sendable: list[Claimed] = []
+        caps = await self._account_counts(claimed, settings, now)
+        for c in claimed:
+            outcome = self._check(c, settings, now, caps)
+            if outcome is None:
+                sendable.append(c)
+            else:
+                skipped.append(outcome)
+        await surveys.record_outcomes(self._db, skipped, now)
+        for o in skipped:
+            log.info("survey.deferred" if o.state == "pending" else "survey.skipped",
+                     survey_id=o.survey_id, reason=o.reason)
+        for start in range(0, len(sendable), HANDOFF_CHUNK):
+            if self.stopping:
+                break  # leases run out and another start picks these up
+            chunk = sendable[start:start + HANDOFF_CHUNK]
+            mine = await surveys.mark_handoff(
+                self._db, [c.id for c in chunk if not c.reminder], self._owner,
+                self._clock.now(), LEASE)
+            chunk = [c for c in chunk if c.reminder or c.id in mine]
+            outcomes = await asyncio.gather(*(self._send(c, settings) for c in chunk))
+            await surveys.record_outcomes(self._db, list(outcomes), self._clock.now())
+            await surveys.renew_leases(self._db, self._owner, self._clock.now(), LEASE)
+
+    async def _account_counts(self, claimed: list[Claimed], settings: Settings,
+                              now: datetime) -> dict[str, int]:
+        if settings.survey.max_per_account <= 0:
+            return {}
+        groups = sorted({g for c in claimed if not c.reminder for g in c.accounts})
+        since = now - settings.survey.resurvey_interval
+        return await surveys.sent_per_account(self._db, groups, since) if groups else {}
+
+    def _check(self, c: Claimed, settings: Settings, now: datetime,
+               caps: dict[str, int]) -> Outcome | None:
+        """Eligibility again, at the moment of sending: None means send it."""
+        s = settings.survey
+        skip = Outcome(c.id, c.user_id, "skipped", "", reminder=c.reminder)
+        if c.user is None:
+            return _with(skip, "skipped: the user no longer exists")
+        candidate = candidate_from(c.user, has_pending=False, last_survey_at=None,
+                                   suppressed=c.suppressed)
+        reason = recheck_at_dispatch(candidate, now)
+        if reason is not None:
+            return _with(skip, f"skipped at dispatch: {reason}")
+        if c.reminder:
+            return None
+        if not sampled_in(c.user_id, s.sample_rate):
+            return _with(skip, f"skipped: not in the sample (sample_rate {s.sample_rate})")
+        zone = recipient_timezone(candidate, s)
+        opens = next_send_time(now, s.send_window, zone)
+        if opens > now + timedelta(seconds=1):
+            window = s.send_window
+            span = f"{window.start:%H:%M}-{window.end:%H:%M}" if window else ""
+            return Outcome(c.id, c.user_id, "pending",
+                           f"deferred to {format_instant(opens)}: outside the send window "
+                           f"{span} ({zone})", due_at=opens)
+        if s.max_per_account > 0 and c.accounts:
+            full = [g for g in c.accounts if caps.get(g, 0) >= s.max_per_account]
+            if full:
+                return _with(skip, f"skipped: account {full[0]} already had "
+                                   f"{caps.get(full[0], 0)} surveys in the interval "
+                                   f"(max_per_account {s.max_per_account})")
+            for g in c.accounts:
+                caps[g] = caps.get(g, 0) + 1
+        return None
+
+    async def _send(self, c: Claimed, settings: Settings) -> Outcome:
+        assert c.user is not None
+        email = SurveyEmail(
+            survey_id=c.id, token=c.token, to=c.user["email"], first_name=c.user["first_name"],
+            name=c.user["name"], product_name=settings.survey.product_name,
+            public_url=settings.server.public_url, sender=settings.email.sender,
+            reminder=c.reminder)
+        try:
+            await self._backend().send(build_message(email, now=self._clock.now()))
+        except TransientEmailError as exc:
+            return self._retry(c, exc)
+        except PermanentEmailError as exc:
+            self._count("failed")
+            log.warning("survey.failed", survey_id=c.id, code=exc.code, reason=exc.reply[:200])
+            return Outcome(c.id, c.user_id, "failed",
+                           f"failed: the mail server refused it ({exc.code} {exc.reply[:300]})",
+                           reminder=c.reminder)
+        except Exception as exc:
+            self._count("failed")
+            log.exception("survey.failed", survey_id=c.id, error=exc.__class__.__name__)
+            return Outcome(c.id, c.user_id, "failed", f"failed: {exc.__class__.__name__}",
+                           reminder=c.reminder)
+        self._count("sent")
+        now = self._clock.now()
+        log.info("survey.sent", survey_id=c.id, reminder=c.reminder)
+        return Outcome(c.id, c.user_id, "sent", "reminder sent" if c.reminder else "sent",
+                       expires_at=expires_at(now, settings.survey),
+                       reminder_due_at=reminder_due(now, settings.survey), reminder=c.reminder)
+
+    def _retry(self, c: Claimed, exc: TransientEmailError) -> Outcome:
+        detail = f"{exc.code or ''} {exc.reply[:200]}".strip()
+        if c.reminder or c.attempts + 1 >= SMTP_RETRY.max_attempts:
+            self._count("failed")
+            log.warning("survey.failed", survey_id=c.id, code=exc.code, reason=detail)
+            return Outcome(c.id, c.user_id, "failed",
+                           f"failed after {c.attempts + 1} attempts: {detail}",
+                           reminder=c.reminder)
+        delay = max(1.0, backoff_s(c.attempts, SMTP_RETRY))
+        due = self._clock.now() + timedelta(seconds=delay)
+        self._count("retry")
+        log.info("survey.retry", survey_id=c.id, code=exc.code, delay_s=round(delay, 1))
+        return Outcome(c.id, c.user_id, "pending",
+                       f"retry at {format_instant(due)}: the mail server said {detail}",
+                       due_at=due)
+
+    def _count(self, result: str) -> None:
+        if self._on_email is not None:
+            self._on_email(result)
+
+
+def _with(o: Outcome, reason: str) -> Outcome:
+    return Outcome(o.survey_id, o.user_id, o.state, reason, reminder=o.reminder)
+

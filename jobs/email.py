@@ -1,0 +1,266 @@
+"""Email backends: where a built survey message goes (an SMTP server, or .eml files).
+
+Backends only deliver. They turn every failure into TransientEmailError (retry later) or
+PermanentEmailError (record and stop), so the dispatcher's retry policy never sees aiosmtplib.
+Message building lives in jobs/email_message.py and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from daemon.config import EmailSettings, SmtpSettings
+from jobs.clock import Clock, SystemClock
+from jobs.email_message import (
+    EmailError,
+    PermanentEmailError,
+    SurveyEmail,
+    TransientEmailError,
+    build_message,
+)
+
+__all__ = [
+    "EmailBackend",
+    "EmailError",
+    "FileBackend",
+    "PermanentEmailError",
+    "SmtpBackend",
+    "SurveyEmail",
+    "TransientEmailError",
+    "build_message",
+    "make_backend",
+]
+
+
+class EmailBackend(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def make_backend(settings: EmailSettings, clock: Clock | None = None) -> EmailBackend:
+    if settings.backend == "smtp":
+        return SmtpBackend(settings.smtp)
+    if settings.backend == "file":
+        return FileBackend(settings.file_dir, clock=clock)
+    raise ValueError(f"unknown email backend {settings.backend!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# File backend: one .eml per message, for trying npsd out and for acceptance tests.
+
+_SURVEY_ID = re.compile(r"<npsd-survey-(\d+(?:-reminder)?)@")
+
+
+class FileBackend:
+    def __init__(self, directory: Path, *, clock: Clock | None = None) -> None:
+        self.directory = Path(directory)
+        self._clock = clock or SystemClock()
+
+    async def send(self, message: EmailMessage) -> None:
+        match = _SURVEY_ID.search(str(message.get("Message-ID", "")))
+        survey = match.group(1) if match else "unknown"
+        stamp = self._clock.now().strftime("%Y%m%dT%H%M%S.%fZ")
+        data = message.as_bytes()
+        try:
+            await asyncio.to_thread(self._write, f"{stamp}-survey-{survey}", data)
+        except OSError as exc:
+            # A full disk or a permission problem may be fixed by the operator: retry.
+            raise TransientEmailError(None, f"cannot write .eml: {exc.strerror or exc}") from exc
+
+    async def close(self) -> None:
+        pass
+
+    def _write(self, stem: str, data: bytes) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"{stem}.eml"
+        n = 1
+        while final.exists():  # same microsecond: never overwrite an earlier message
+            final = self.directory / f"{stem}-{n}.eml"
+            n += 1
+        # Written under a dot-name first so a reader globbing *.eml never sees half a file.
+        temp = self.directory / f".{final.name}.tmp"
+        try:
+            with open(temp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+        _fsync_dir(self.directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX only; Windows cannot open directories)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------
+# SMTP backend: a small pool of kept-open connections, reused across messages.
+
+
+class SmtpBackend:
+    # A connection idle longer than this is probed with NOOP before use: servers drop idle
+    # clients, and finding out during MAIL FROM would look like a real failure.
+    idle_probe_s = 5.0
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._timeout_s = settings.timeout.total_seconds()
+        self._slots = asyncio.Semaphore(max(1, settings.max_connections))
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # (connection, last used)
+        self._closed = False
+
+    async def send(self, message: EmailMessage) -> None:
+        if self._closed:
+            raise RuntimeError("SmtpBackend is closed")
+        async with self._slots:
+            smtp = await self._acquire()
+            try:
+                sender, recipients = _envelope(message)
+                await smtp.send_message(
+                    message, sender=sender, recipients=recipients, timeout=self._timeout_s
+                )
+            except _ANSWERED as exc:
+                # The server answered (and aiosmtplib sent RSET): the connection is still good.
+                self._release(smtp)
+                raise _classify(exc) from exc
+            except _FAILURES as exc:
+                # Timeouts and drops leave the session in an unknown state: never reuse it.
+                smtp.close()
+                raise _classify(exc) from exc
+            except BaseException:
+                smtp.close()  # cancelled mid-transaction
+                raise
+            self._release(smtp)
+
+    async def close(self) -> None:
+        """Say QUIT on idle connections; idempotent."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for smtp, _ in idle:
+            try:
+                await asyncio.wait_for(smtp.quit(), timeout=min(self._timeout_s, 5.0))
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                pass
+            finally:
+                smtp.close()
+
+    async def _acquire(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            smtp, last_used = self._idle.pop()  # LIFO: the warmest connection first
+            if not smtp.is_connected:
+                smtp.close()
+                continue
+            if time.monotonic() - last_used < self.idle_probe_s:
+                return smtp
+            try:
+                await smtp.noop(timeout=self._timeout_s)
+                return smtp
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                smtp.close()  # nothing was sent on it yet: just open a fresh one
+        return await self._connect()
+
+    def _release(self, smtp: aiosmtplib.SMTP) -> None:
+        if self._closed or not smtp.is_connected:
+            smtp.close()
+        else:
+            self._idle.append((smtp, time.monotonic()))
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        smtp = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username or None,
+            password=s.password if s.username else None,
+            timeout=self._timeout_s,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",
+        )
+        try:
+            await smtp.connect()
+        except _FAILURES as exc:
+            smtp.close()
+            raise _classify(exc, connecting=True) from exc
+        return smtp
+
+
+# Failures after which the connection can be reused, and all failures we classify; anything
+# else (a bug) propagates unchanged.
+_ANSWERED = (
+    aiosmtplib.SMTPResponseException,
+    aiosmtplib.SMTPRecipientsRefused,
+    aiosmtplib.SMTPNotSupported,
+    ValueError,
+)
+_FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError)
+
+
+def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    """MAIL FROM and RCPT TO from the raw headers: aiosmtplib's own extraction parses every
+    address header in full, which costs about as much as building the message."""
+    headers: dict[str, list[str]] = {}
+    for name, value in message.raw_items():
+        headers.setdefault(name.lower(), []).append(str(value))
+    sender = parseaddr(" ".join(headers.get("from", [])))[1]
+    if not sender:
+        raise PermanentEmailError(None, "the message has no From address")
+    found = getaddresses([v for key in ("to", "cc", "bcc") for v in headers.get(key, [])])
+    recipients = [address for _, address in found if address]
+    if not recipients:
+        raise PermanentEmailError(None, "the message has no recipient")
+    return sender, recipients
+
+
+def _classify(exc: Exception, *, connecting: bool = False) -> EmailError:
+    """Map an aiosmtplib (or socket) failure onto the retry policy's two kinds."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        first = exc.recipients[0] if exc.recipients else None
+        code, reply = (first.code, first.message) if first else (None, "recipients refused")
+        return _by_code(code, reply)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if connecting or isinstance(
+            exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPHeloError
+        ):
+            # The server or our own configuration is at fault, not this message: failing the
+            # survey for good would lose it over a wrong password or a busy greeting.
+            return TransientEmailError(exc.code, exc.message)
+        return _by_code(exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return PermanentEmailError(None, exc.message)  # e.g. a UTF-8 address, no SMTPUTF8
+    if isinstance(exc, ValueError):
+        return PermanentEmailError(None, f"invalid address: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPException):
+        return TransientEmailError(None, exc.message)
+    if isinstance(exc, TimeoutError):
+        return TransientEmailError(None, "timed out")
+    return TransientEmailError(None, str(exc) or type(exc).__name__)  # OSError
+
+
+def _by_code(code: int | None, reply: str) -> EmailError:
+    if code is not None and 500 <= code < 600:
+        return PermanentEmailError(code, reply)
+    return TransientEmailError(code, reply)

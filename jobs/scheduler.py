@@ -1,0 +1,96 @@
+"""APScheduler 3.11 as the clock only (in-memory store): it ticks the dispatcher at least
+every 2 seconds and when the earliest survey falls due, runs the daily sync-back as a cron
+job in segment.timezone, and housekeeping. All pending work lives in our own tables."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from daemon.config import SegmentSettings
+from jobs.clock import Clock
+from jobs.dispatch import Dispatcher
+from jobs.sync import Syncer
+from jobs.timing import missed_daily_run
+from storage import surveys, sync_store
+from storage.db import Database
+
+log = structlog.get_logger("npsd.scheduler")
+
+TICK_S = 2.0
+_JOB = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+
+
+def sync_trigger(s: SegmentSettings) -> CronTrigger:
+    return CronTrigger(hour=s.sync_at.hour, minute=s.sync_at.minute, timezone=s.timezone)
+
+
+class Schedule:
+    def __init__(self, db: Database, clock: Clock, dispatcher: Dispatcher,
+                 syncer: Syncer, segment: Callable[[], SegmentSettings],
+                 housekeeping: Callable[[], Awaitable[Any]]) -> None:
+        self._db, self._clock = db, clock
+        self._dispatcher, self._syncer = dispatcher, syncer
+        self._segment, self._housekeeping = segment, housekeeping
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+
+    def start(self) -> None:
+        now = datetime.now(UTC)
+        self.scheduler.add_job(self.dispatch, "interval", seconds=TICK_S, id="dispatch",
+                               next_run_time=now, **_JOB)
+        self.scheduler.add_job(self._housekeeping, "interval", seconds=60, id="housekeeping",
+                               next_run_time=now, **_JOB)
+        self.scheduler.add_job(self.catch_up_sync, "date", run_date=now, id="sync-catch-up",
+                               misfire_grace_time=None)
+        self.reschedule_sync()
+        self.scheduler.start()
+
+    def reschedule_sync(self) -> None:
+        s = self._segment()
+        if not s.enabled:
+            if self.scheduler.get_job("sync"):
+                self.scheduler.remove_job("sync")
+            return
+        self.scheduler.add_job(self.daily_sync, sync_trigger(s), id="sync",
+                               replace_existing=True, **_JOB)
+
+    def wake(self) -> None:
+        """Run the dispatcher now (an identify made a survey due at once)."""
+        if self.scheduler.running:
+            self.scheduler.add_job(self.dispatch, "date", run_date=datetime.now(UTC),
+                                   id="dispatch-now", replace_existing=True,
+                                   misfire_grace_time=None)
+
+    async def dispatch(self) -> None:
+        await self._dispatcher.run_once()
+        earliest = await surveys.earliest_due(self._db)
+        if earliest is None:
+            return
+        wait = (earliest - self._clock.now()).total_seconds()
+        if 0 < wait < TICK_S:
+            self.scheduler.add_job(self.dispatch, "date",
+                                   run_date=datetime.now(UTC) + timedelta(seconds=wait),
+                                   id="dispatch-next", replace_existing=True,
+                                   misfire_grace_time=None)
+
+    async def daily_sync(self) -> None:
+        await self._syncer.run("daily")
+
+    async def catch_up_sync(self) -> None:
+        """A daily run missed while npsd was down runs once at start."""
+        s = self._segment()
+        if not s.enabled:
+            return
+        started, _ = await sync_store.last_sync(self._db)
+        if missed_daily_run(started, self._clock.now(), s.sync_at, s.timezone):
+            log.info("sync.catch_up")
+            await self._syncer.run("catch-up")
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)

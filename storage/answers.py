@@ -1,0 +1,83 @@
+"""What customers do with a survey link: open it, answer (and revise), unsubscribe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from storage.db import Database, utc
+from storage.sqlutil import DECISIONS, SURVEYS, USERS
+
+
+@dataclass(frozen=True)
+class SurveyView:
+    id: int
+    user_id: str
+    state: str
+    score: int | None
+    comment: str | None
+    expires_at: datetime | None
+    unsubscribed: bool
+
+    def expired(self, now: datetime) -> bool:
+        return self.state == "expired" or (
+            self.expires_at is not None and now >= self.expires_at
+        ) or self.state in ("cancelled", "skipped", "failed")
+
+
+async def survey_by_token(db: Database, token: str) -> SurveyView | None:
+    if not token or len(token) > 128:
+        return None
+    async with db.read() as conn:
+        row = (await conn.execute(
+            sa.select(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.state, SURVEYS.c.score,
+                      SURVEYS.c.comment, SURVEYS.c.expires_at, USERS.c.unsubscribed_at)
+            .outerjoin(USERS, USERS.c.user_id == SURVEYS.c.user_id)
+            .where(SURVEYS.c.token == token))).first()
+    if row is None:
+        return None
+    return SurveyView(row.id, row.user_id, row.state, row.score, row.comment,
+                      utc(row.expires_at), row.unsubscribed_at is not None)
+
+
+async def record_answer(
+    db: Database, survey_id: int, score: int, comment: str | None, now: datetime
+) -> bool:
+    """Record or revise an answer; every revision is synced back again."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            sa.update(SURVEYS)
+            .where(SURVEYS.c.id == survey_id, SURVEYS.c.state.in_(("sent", "answered")),
+                   sa.or_(SURVEYS.c.expires_at.is_(None), SURVEYS.c.expires_at > now))
+            .values(state="answered", score=score, comment=comment, answered_at=now,
+                    answer_revision=SURVEYS.c.answer_revision + 1, needs_sync=True,
+                    reminder_due_at=None)
+            .returning(SURVEYS.c.user_id, SURVEYS.c.answer_revision))
+        row = result.first()
+        if row is None:
+            return False
+        await conn.execute(sa.insert(DECISIONS).values(
+            user_id=row[0], at=now, survey_id=survey_id, outcome="answered",
+            reason=f"answered {score}" + (" (revised)" if row[1] > 1 else "")))
+        return True
+
+
+async def unsubscribe(db: Database, user_id: str, now: datetime) -> bool:
+    """Unsubscribe at once; pending surveys are cancelled. Idempotent."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            sa.update(USERS).where(USERS.c.user_id == user_id, USERS.c.unsubscribed_at.is_(None))
+            .values(unsubscribed_at=now, unsubscribe_synced=False, updated_at=now))
+        await conn.execute(
+            sa.update(SURVEYS).where(SURVEYS.c.user_id == user_id, SURVEYS.c.state == "pending")
+            .values(state="cancelled"))
+        await conn.execute(
+            sa.update(SURVEYS).where(SURVEYS.c.user_id == user_id)
+            .values(reminder_due_at=None))
+        if result.rowcount:
+            await conn.execute(sa.insert(DECISIONS).values(
+                user_id=user_id, at=now, outcome="unsubscribed",
+                reason="unsubscribed from the survey email"))
+        return bool(result.rowcount)

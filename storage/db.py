@@ -1,0 +1,107 @@
+"""Engines and transactions for both backends.
+
+SQLite: WAL with synchronous=FULL (an acknowledged event survives power loss), a busy timeout,
+and every write transaction opened with BEGIN IMMEDIATE (a deferred BEGIN that reads then
+writes fails with "database is locked" instead of waiting). Writes go through one connection;
+reads use a separate pool so they never queue behind the writer.
+PostgreSQL: one pool for both; row claims use FOR UPDATE SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+
+class StoreUnavailable(Exception):
+    """The store could not commit or answer: the caller answers 503 or retries later."""
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes; everything in npsd is aware UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_required(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.writer = create_async_engine(url, poolclass=sa.pool.AsyncAdaptedQueuePool,
+                                              pool_size=1, max_overflow=0, pool_timeout=60)
+            self.reader = create_async_engine(url, poolclass=NullPool)
+            _sqlite_pragmas(self.writer, immediate=True)
+            _sqlite_pragmas(self.reader, immediate=False)
+        else:
+            self.writer = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+            self.reader = self.writer
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgresql"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; database errors become StoreUnavailable."""
+        try:
+            async with self.writer.begin() as conn:
+                yield conn
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.reader.connect() as conn:
+                yield conn
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
+
+    async def close(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook below issue BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,48 @@
+"""A Segment message after validation: the one shape both intake doors hand to the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+TYPES = ("identify", "group", "track", "page", "screen", "alias", "delete")
+ACTIVITY_TYPES = ("track", "page", "screen")
+
+
+@dataclass(slots=True)
+class Message:
+    message_id: str
+    type: str
+    user_id: str | None
+    anonymous_id: str | None
+    timestamp: datetime  # when it happened: timestamp → originalTimestamp → receivedAt → arrival
+    received_at: datetime
+    traits: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+    event: str | None = None
+    name: str | None = None
+    group_id: str | None = None
+    previous_id: str | None = None
+    context_timezone: str | None = None
+    context_locale: str | None = None
+    context_group_id: str | None = None
+
+    @property
+    def subject_hint(self) -> str | None:
+        return self.user_id or self.anonymous_id
+
+
+@dataclass(slots=True)
+class RecordResult:
+    """Per message of a request: True if newly accepted, False if a duplicate."""
+
+    new: list[bool]
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.new)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.new) - self.accepted

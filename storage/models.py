@@ -1,0 +1,153 @@
+"""The schema, as SQLModel tables. (No `from __future__ import annotations` here: SQLModel
+needs real annotations.) Queries use the tables through SQLAlchemy Core for batch speed."""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+TZ = sa.DateTime(timezone=True)
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "npsd_schema"
+    id: int = Field(default=1, primary_key=True)
+    version: int
+    migrated_at: datetime = Field(sa_type=TZ)
+
+
+class Event(SQLModel, table=True):
+    """The intake log: one row per accepted messageId, kept for the dedup window."""
+
+    __tablename__ = "events"
+    message_id: str = Field(primary_key=True)
+    received_at: datetime = Field(sa_type=TZ, index=True)
+    type: str
+    user_id: str | None = Field(default=None, index=True)
+    anonymous_id: str | None = Field(default=None, index=True)
+    timestamp: datetime | None = Field(default=None, sa_type=TZ)
+    name: str | None = None
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    user_id: str = Field(primary_key=True)
+    anonymous: bool = False
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    name: str | None = None
+    gender: str | None = None
+    timezone: str | None = None
+    locale: str | None = None
+    created_at: datetime | None = Field(default=None, sa_type=TZ)
+    traits: str = "{}"
+    trait_times: str = "{}"
+    first_seen: datetime | None = Field(default=None, sa_type=TZ)
+    last_seen: datetime | None = Field(default=None, sa_type=TZ)
+    event_count: int = 0
+    session_count: int = 0
+    unsubscribed_at: datetime | None = Field(default=None, sa_type=TZ)
+    unsubscribe_synced: bool = Field(default=True, index=True)
+    updated_at: datetime = Field(sa_type=TZ)
+
+
+class Alias(SQLModel, table=True):
+    """Ids merged into a user: anonymous ids and alias previousIds."""
+
+    __tablename__ = "aliases"
+    alias_id: str = Field(primary_key=True)
+    user_id: str = Field(index=True)
+    created_at: datetime = Field(sa_type=TZ)
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+    group_id: str = Field(primary_key=True)
+    traits: str = "{}"
+    trait_times: str = "{}"
+    created_at: datetime | None = Field(default=None, sa_type=TZ)
+    deleted_at: datetime | None = Field(default=None, sa_type=TZ)
+    updated_at: datetime = Field(sa_type=TZ)
+
+
+class Membership(SQLModel, table=True):
+    """A user in an account; `active` false is a removal kept so older events lose to it."""
+
+    __tablename__ = "memberships"
+    user_id: str = Field(primary_key=True)
+    group_id: str = Field(primary_key=True, index=True)
+    active: bool = True
+    changed_at: datetime = Field(sa_type=TZ)
+
+
+class Suppression(SQLModel, table=True):
+    """A user id erased by a Segment deletion request: never surveyed again."""
+
+    __tablename__ = "suppressions"
+    user_id: str = Field(primary_key=True)
+    suppressed_at: datetime = Field(sa_type=TZ)
+
+
+class Survey(SQLModel, table=True):
+    __tablename__ = "surveys"
+    __table_args__ = (sa.Index("ix_surveys_state_due", "state", "due_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(index=True)
+    token: str = Field(unique=True)
+    kind: str = "survey"
+    state: str
+    due_at: datetime = Field(sa_type=TZ)
+    created_at: datetime = Field(sa_type=TZ)
+    sent_at: datetime | None = Field(default=None, sa_type=TZ)
+    handoff_at: datetime | None = Field(default=None, sa_type=TZ)
+    lease_owner: str | None = None
+    lease_until: datetime | None = Field(default=None, sa_type=TZ)
+    attempts: int = 0
+    last_error: str | None = None
+    expires_at: datetime | None = Field(default=None, sa_type=TZ)
+    reminder_due_at: datetime | None = Field(default=None, sa_type=TZ, index=True)
+    reminder_sent_at: datetime | None = Field(default=None, sa_type=TZ)
+    score: int | None = None
+    comment: str | None = None
+    answered_at: datetime | None = Field(default=None, sa_type=TZ)
+    answer_revision: int = 0
+    synced_revision: int = 0
+    needs_sync: bool = Field(default=False, index=True)
+
+
+class Decision(SQLModel, table=True):
+    __tablename__ = "decisions"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(index=True)
+    at: datetime = Field(sa_type=TZ)
+    survey_id: int | None = None
+    outcome: str
+    reason: str
+
+
+class SyncState(SQLModel, table=True):
+    """One row: the sync-back lease (one syncer across processes) and the last results."""
+
+    __tablename__ = "sync_state"
+    id: int = Field(default=1, primary_key=True)
+    holder: str | None = None
+    lease_until: datetime | None = Field(default=None, sa_type=TZ)
+    last_started_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_finished_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_success_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_result: str | None = None
+    last_sent: int = 0
+    last_failed: int = 0
+
+
+class SyncFailure(SQLModel, table=True):
+    """A message Segment refused with 400: recorded, never silently dropped."""
+
+    __tablename__ = "sync_failures"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=TZ)
+    survey_id: int | None = None
+    user_id: str | None = None
+    message_id: str
+    reason: str

@@ -1,0 +1,210 @@
+"""The survey outbox: claiming due surveys, the at-most-once hand-off, and the outcomes.
+
+States: pending → sending (claimed, leased) → sent → answered / expired; or skipped,
+cancelled, failed. `handoff_at` is set, and committed, before the SMTP hand-off starts: a
+claim whose lease ran out with handoff_at set is never sent again (at most once); one
+without it goes back to pending for any process to take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.db import Database, utc
+from storage.sqlutil import DECISIONS, MEMBERSHIPS, SUPPRESSIONS, SURVEYS, USERS, chunks
+
+INTERRUPTED = "interrupted during the SMTP hand-off; not sent again (at most once)"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    user_id: str
+    token: str
+    attempts: int
+    reminder: bool
+    user: dict[str, Any] | None  # None when the user no longer exists
+    suppressed: bool
+    accounts: tuple[str, ...]
+
+
+async def release_expired_leases(db: Database, now: datetime) -> tuple[int, int]:
+    """Take back the claims of a process that died: (returned to pending, failed)."""
+    async with db.write() as conn:
+        back = await conn.execute(
+            sa.update(SURVEYS)
+            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_until < now,
+                   SURVEYS.c.handoff_at.is_(None))
+            .values(state="pending", lease_owner=None, lease_until=None))
+        failed = await conn.execute(
+            sa.update(SURVEYS)
+            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_until < now,
+                   SURVEYS.c.handoff_at.is_not(None))
+            .values(state="failed", lease_owner=None, lease_until=None, last_error=INTERRUPTED))
+    return back.rowcount, failed.rowcount
+
+
+async def claim_due(
+    db: Database, now: datetime, owner: str, limit: int, lease: timedelta
+) -> list[Claimed]:
+    """Atomically lease up to `limit` due surveys (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+    async with db.write() as conn:
+        due = (sa.select(SURVEYS.c.id)
+               .where(SURVEYS.c.state == "pending", SURVEYS.c.due_at <= now)
+               .order_by(SURVEYS.c.due_at).limit(limit))
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        rows = (await conn.execute(
+            sa.update(SURVEYS).where(SURVEYS.c.id.in_(due.scalar_subquery()))
+            .values(state="sending", lease_owner=owner, lease_until=now + lease)
+            .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts)
+        )).all()
+        reminders = await _claim_reminders(conn, now, max(0, limit - len(rows)))
+        claimed = [(r[0], r[1], r[2], r[3], False) for r in rows] + reminders
+        return await _with_users(conn, claimed)
+
+
+async def _claim_reminders(
+    conn: AsyncConnection, now: datetime, limit: int
+) -> list[tuple[int, str, str, int, bool]]:
+    if limit <= 0:
+        return []
+    due = (sa.select(SURVEYS.c.id)
+           .where(SURVEYS.c.reminder_due_at <= now, SURVEYS.c.state == "sent")
+           .order_by(SURVEYS.c.reminder_due_at).limit(limit))
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    # A reminder is claimed and handed off in one step: it is sent at most once.
+    rows = (await conn.execute(
+        sa.update(SURVEYS).where(SURVEYS.c.id.in_(due.scalar_subquery()))
+        .values(reminder_due_at=None, reminder_sent_at=now)
+        .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts)
+    )).all()
+    return [(r[0], r[1], r[2], r[3], True) for r in rows]
+
+
+async def _with_users(
+    conn: AsyncConnection, claimed: list[tuple[int, str, str, int, bool]]
+) -> list[Claimed]:
+    user_ids = sorted({c[1] for c in claimed})
+    users: dict[str, dict[str, Any]] = {}
+    suppressed: set[str] = set()
+    accounts: dict[str, list[str]] = {}
+    for part in chunks(user_ids):
+        for row in await conn.execute(sa.select(USERS).where(USERS.c.user_id.in_(part))):
+            users[row.user_id] = dict(row._mapping)
+        suppressed.update(r[0] for r in await conn.execute(
+            sa.select(SUPPRESSIONS.c.user_id).where(SUPPRESSIONS.c.user_id.in_(part))))
+        for row in await conn.execute(
+            sa.select(MEMBERSHIPS.c.user_id, MEMBERSHIPS.c.group_id)
+            .where(MEMBERSHIPS.c.user_id.in_(part), MEMBERSHIPS.c.active.is_(True))):
+            accounts.setdefault(str(row[0]), []).append(str(row[1]))
+    return [Claimed(id=c[0], user_id=c[1], token=c[2], attempts=c[3], reminder=c[4],
+                    user=users.get(c[1]), suppressed=c[1] in suppressed,
+                    accounts=tuple(sorted(accounts.get(c[1], ()))))
+            for c in claimed]
+
+
+async def sent_per_account(
+    db: Database, group_ids: list[str], since: datetime
+) -> dict[str, int]:
+    """Surveys sent to members of each account since `since` (for survey.max_per_account)."""
+    counts: dict[str, int] = {}
+    async with db.read() as conn:
+        for part in chunks(group_ids):
+            rows = await conn.execute(
+                sa.select(MEMBERSHIPS.c.group_id, sa.func.count(SURVEYS.c.id))
+                .join(SURVEYS, SURVEYS.c.user_id == MEMBERSHIPS.c.user_id)
+                .where(MEMBERSHIPS.c.group_id.in_(part), MEMBERSHIPS.c.active.is_(True),
+                       SURVEYS.c.sent_at >= since, SURVEYS.c.kind == "survey")
+                .group_by(MEMBERSHIPS.c.group_id))
+            counts.update({str(r[0]): int(r[1]) for r in rows})
+    return counts
+
+
+async def mark_handoff(db: Database, ids: list[int], owner: str, now: datetime,
+                       lease: timedelta) -> set[int]:
+    """Commit the intent to send before sending; returns the ids still ours to send."""
+    if not ids:
+        return set()
+    async with db.write() as conn:
+        rows = await conn.execute(
+            sa.update(SURVEYS)
+            .where(SURVEYS.c.id.in_(ids), SURVEYS.c.lease_owner == owner,
+                   SURVEYS.c.state == "sending", SURVEYS.c.handoff_at.is_(None))
+            .values(handoff_at=now, lease_until=now + lease).returning(SURVEYS.c.id))
+        return {r[0] for r in rows}
+
+
+async def renew_leases(db: Database, owner: str, now: datetime, lease: timedelta) -> None:
+    async with db.write() as conn:
+        await conn.execute(
+            sa.update(SURVEYS).where(SURVEYS.c.lease_owner == owner,
+                                     SURVEYS.c.state == "sending")
+            .values(lease_until=now + lease))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    survey_id: int
+    user_id: str
+    state: str  # sent, pending (retry or deferred), failed, skipped
+    reason: str
+    due_at: datetime | None = None
+    expires_at: datetime | None = None
+    reminder_due_at: datetime | None = None
+    reminder: bool = False
+
+
+async def record_outcomes(db: Database, outcomes: list[Outcome], now: datetime) -> None:
+    if not outcomes:
+        return
+    async with db.write() as conn:
+        for o in outcomes:
+            if o.reminder:
+                values: dict[str, Any] = {}
+                if o.state != "sent":
+                    values["last_error"] = o.reason
+            elif o.state == "sent":
+                values = {"state": "sent", "sent_at": now, "expires_at": o.expires_at,
+                          "reminder_due_at": o.reminder_due_at, "lease_owner": None,
+                          "lease_until": None, "last_error": None}
+            elif o.state == "pending":
+                values = {"state": "pending", "due_at": o.due_at, "handoff_at": None,
+                          "lease_owner": None, "lease_until": None, "last_error": o.reason,
+                          "attempts": SURVEYS.c.attempts + (1 if "retry" in o.reason else 0)}
+            else:
+                values = {"state": o.state, "lease_owner": None, "lease_until": None,
+                          "last_error": o.reason if o.state == "failed" else None}
+            if values:
+                await conn.execute(sa.update(SURVEYS).where(SURVEYS.c.id == o.survey_id)
+                                   .values(**values))
+        await conn.execute(sa.insert(DECISIONS), [
+            {"user_id": o.user_id, "at": now, "survey_id": o.survey_id,
+             "outcome": ("reminder " if o.reminder else "") + o.state, "reason": o.reason}
+            for o in outcomes])
+
+
+async def earliest_due(db: Database) -> datetime | None:
+    async with db.read() as conn:
+        value = (await conn.execute(
+            sa.select(sa.func.min(SURVEYS.c.due_at)).where(SURVEYS.c.state == "pending")
+        )).scalar()
+        reminder = (await conn.execute(
+            sa.select(sa.func.min(SURVEYS.c.reminder_due_at)).where(SURVEYS.c.state == "sent")
+        )).scalar()
+    candidates = [utc(v) for v in (value, reminder) if v is not None]
+    return min(c for c in candidates if c is not None) if candidates else None
+
+
+async def expire_unanswered(db: Database, now: datetime) -> int:
+    async with db.write() as conn:
+        result = await conn.execute(
+            sa.update(SURVEYS).where(SURVEYS.c.state == "sent", SURVEYS.c.expires_at <= now)
+            .values(state="expired", reminder_due_at=None))
+    return result.rowcount

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+import pytest
+
+from jobs.email_message import (
+    PermanentEmailError,
+    SurveyEmail,
+    build_message,
+    greeting,
+)
+
+NOW = datetime(2025, 3, 12, 14, 30, tzinfo=UTC)
+
+
+def survey(**changes: object) -> SurveyEmail:
+    values: dict[str, object] = {
+        "survey_id": 42,
+        "token": "tok_AbC-123",
+        "to": "peter@example.com",
+        "first_name": "Peter",
+        "name": "Peter Jones",
+        "product_name": "Acme",
+        "public_url": "https://nps.acme.example",
+        "sender": "Acme <nps@acme.example>",
+    }
+    values.update(changes)
+    return SurveyEmail(**values)  # type: ignore[arg-type]
+
+
+def roundtrip(msg: EmailMessage) -> EmailMessage:
+    """What a mail client sees: the message serialised and parsed again."""
+    parsed = email.message_from_bytes(
+        msg.as_bytes(policy=email.policy.SMTP), policy=email.policy.default
+    )
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def bodies(msg: EmailMessage) -> tuple[str, str]:
+    plain = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert plain is not None and html is not None
+    return plain.get_content(), html.get_content()
+
+
+@pytest.mark.parametrize(
+    ("first_name", "name", "expected"),
+    [
+        ("Peter", "Peter Jones", "Hi Peter,"),
+        ("Peter", None, "Hi Peter,"),
+        (None, "Mary Ann Smith", "Hi Mary,"),
+        ("", "  Mary Smith ", "Hi Mary,"),
+        ("  ", None, "Hi there,"),
+        (None, None, "Hi there,"),
+        (None, "", "Hi there,"),
+        ("Zoë", None, "Hi Zoë,"),
+        ("Pe\r\nter", None, "Hi Pe ter,"),
+    ],
+)
+def test_greeting(first_name: str | None, name: str | None, expected: str) -> None:
+    assert greeting(first_name, name) == expected
+    plain, html = bodies(roundtrip(build_message(survey(first_name=first_name, name=name))))
+    assert plain.startswith(expected)
+    assert f">{expected}<" in html
+
+
+def test_eleven_score_links_in_both_parts() -> None:
+    plain, html = bodies(roundtrip(build_message(survey(public_url="https://nps.acme.example/"))))
+    for n in range(11):
+        url = f"https://nps.acme.example/s/tok_AbC-123?score={n}"
+        assert url in plain
+        assert f'href="{url}"' in html
+    assert plain.count("/s/tok_AbC-123?score=") == 11
+    assert html.count("/s/tok_AbC-123?score=") == 11
+    assert "Not at all likely" in html and "Extremely likely" in html
+    assert "https://nps.acme.example/u/tok_AbC-123" in plain
+    assert 'href="https://nps.acme.example/u/tok_AbC-123"' in html
+
+
+def test_multipart_alternative_with_plain_then_html() -> None:
+    msg = roundtrip(build_message(survey()))
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_headers() -> None:
+    msg = roundtrip(build_message(survey(), now=NOW))
+    assert msg["Subject"] == "How likely are you to recommend Acme?"
+    assert msg["From"] == "Acme <nps@acme.example>"
+    assert msg["To"].addresses[0].addr_spec == "peter@example.com"
+    assert msg["List-Unsubscribe"] == "<https://nps.acme.example/u/tok_AbC-123>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["Message-ID"] == "<npsd-survey-42@acme.example>"
+    assert msg["Date"].datetime == NOW
+
+
+def test_reminder_subject_and_message_id() -> None:
+    msg = roundtrip(build_message(survey(reminder=True)))
+    assert msg["Subject"] == "Reminder: How likely are you to recommend Acme?"
+    assert msg["Message-ID"] == "<npsd-survey-42-reminder@acme.example>"
+
+
+def test_message_id_is_stable_per_survey() -> None:
+    first = build_message(survey(), now=NOW)
+    again = build_message(survey(first_name="Pete"), now=datetime(2025, 4, 1, tzinfo=UTC))
+    other = build_message(survey(survey_id=43))
+    assert first["Message-ID"] == again["Message-ID"]
+    assert first["Message-ID"] != other["Message-ID"]
+
+
+def test_hostile_values_are_escaped() -> None:
+    evil = '<script>alert("x")</script>'
+    msg = roundtrip(build_message(survey(first_name=evil, name=evil, product_name='Acme <b>"&')))
+    _, html = bodies(msg)
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "<b>" not in html
+    assert "Acme &lt;b&gt;&quot;&amp;" in html
+    # A display name cannot break out of the To header.
+    assert msg["To"].addresses[0].addr_spec == "peter@example.com"
+
+
+def test_header_injection_in_product_name_is_neutralised() -> None:
+    msg = roundtrip(build_message(survey(product_name="Acme\r\nBcc: victim@example.com")))
+    assert msg["Bcc"] is None
+    assert "\n" not in msg["Subject"]
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "",
+        "not-an-address",
+        "a@b",
+        "x@example.com, y@example.com",
+        "a b@example.com",
+        "a@ex\nample.com",
+    ],
+)
+def test_invalid_recipient_is_a_permanent_error(to: str) -> None:
+    with pytest.raises(PermanentEmailError):
+        build_message(survey(to=to))
+
+
+def test_non_ascii_name_and_product_survive_serialisation() -> None:
+    msg = roundtrip(
+        build_message(survey(first_name="Zoë", name="Zoë Ørsted", product_name="Café Ünï"))
+    )
+    plain, html = bodies(msg)
+    assert plain.startswith("Hi Zoë,")
+    assert "Café Ünï" in html
+    assert msg["Subject"] == "How likely are you to recommend Café Ünï?"
+    assert msg["To"].addresses[0].display_name == "Zoë Ørsted"
