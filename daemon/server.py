@@ -39,7 +39,7 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
         await runner.cleanup()
         return 1
     log.info("server.started", host=settings.server.host, port=settings.server.port,
-             storage=runtime.db.dialect, email=settings.email.backend,
+             storage=runtime.db.dialect, email_backend=settings.email.backend,
              sync="on" if settings.segment.enabled else "off")
     systemd.notify(systemd.READY, systemd.status("listening"))
     stop = asyncio.Event()
