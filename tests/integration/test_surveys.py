@@ -1,0 +1,262 @@
+"""The survey engine on a moved clock: Callexa's delays, dispatch through a real SMTP server,
+the survey page, answers, unsubscribe, reminders, expiry — and never a second email."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from daemon.runtime import RUNTIME
+from jobs.clock import MovableClock
+from jobs.dispatch import Dispatcher
+from jobs.email import EmailBackend, make_backend
+from tests.conftest import basic, bearer
+from tests.fakes.smtp_sink import SmtpSink
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
+
+
+class Engine:
+    def __init__(self, client: Any, clock: MovableClock, sink: SmtpSink) -> None:
+        self.client, self.clock, self.sink = client, clock, sink
+        runtime = client.server.app[RUNTIME]
+        self.runtime = runtime
+        self.backend: EmailBackend = make_backend(runtime.settings.email)
+        self.dispatcher = Dispatcher(runtime.db, clock, runtime.owner, lambda: runtime.settings,
+                                     lambda: self.backend)
+        self.n = 0
+
+    async def identify(self, user_id: str, **traits: Any) -> None:
+        self.n += 1
+        message = {"type": "identify", "userId": user_id, "messageId": f"{user_id}-{self.n}",
+                   "timestamp": self.clock.now().isoformat(), "traits": traits}
+        await self.post(message)
+
+    async def post(self, message: Any) -> Any:
+        response = await self.client.post("/v1/segment", json=message, headers=basic())
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+    async def user(self, user_id: str) -> Any:
+        response = await self.client.get(f"/v1/users/{user_id}", headers=bearer())
+        assert response.status == 200
+        return await response.json()
+
+    async def decisions(self, user_id: str) -> list[str]:
+        response = await self.client.get(f"/v1/users/{user_id}/decisions", headers=bearer())
+        return [d["reason"] for d in (await response.json())["decisions"]]
+
+    async def dispatch(self) -> int:
+        return await self.dispatcher.run_once()
+
+    def token_of(self, index: int = -1) -> str:
+        body = self.sink.messages[index].get_body(("plain",))
+        assert body is not None
+        match = re.search(r"/s/([A-Za-z0-9_-]+)\?score=", body.get_content())
+        assert match is not None
+        return match.group(1)
+
+
+@pytest.fixture
+async def engine_factory(make_client: Any, clock: MovableClock) -> AsyncIterator[Any]:
+    engines: list[Engine] = []
+    async with SmtpSink() as sink:
+        async def start(**sections: Any) -> Engine:
+            clock.set(NOW)
+            smtp = {"host": sink.host, "port": sink.port, "security": "none"}
+            email = {"backend": "smtp", "smtp": smtp}
+            client = await make_client(email=email, **sections)
+            engine = Engine(client, clock, sink)
+            engines.append(engine)
+            return engine
+
+        yield start
+        for engine in engines:
+            await engine.backend.close()
+
+
+async def test_callexa_delay_one_email_then_answer(engine_factory: Any) -> None:
+    e = await engine_factory()
+    created = NOW - timedelta(days=1)
+    await e.identify("u1", email="peter@example.com", firstName="Peter",
+                     createdAt=created.isoformat())
+    user = await e.user("u1")
+    assert user["surveys"][0]["state"] == "pending"
+    assert user["surveys"][0]["due_at"].startswith("2026-03-04T10:00")  # createdAt + 3d
+    assert await e.dispatch() == 0 and e.sink.count == 0
+    e.clock.advance(timedelta(days=2, seconds=1))
+    assert await e.dispatch() == 1
+    [mail] = await e.sink.wait_for(1)
+    assert "<peter@example.com>" in mail["To"] and mail["List-Unsubscribe-Post"]
+    token = e.token_of()
+    page = await e.client.get(f"/s/{token}?score=9")
+    html = await page.text()
+    assert page.status == 200
+    assert re.search(r'value="9"[^>]*\bchecked', html) and not re.search(r'value="8"[^>]*checked', html)
+    assert (await e.user("u1"))["surveys"][0]["score"] is None  # GET records nothing
+    answer = await e.client.post(f"/s/{token}", data={"score": "9", "comment": "<b>great</b>"})
+    assert answer.status == 200
+    survey = (await e.user("u1"))["surveys"][0]
+    assert survey["state"] == "answered" and survey["score"] == 9
+    assert survey["comment"] == "<b>great</b>"
+    # Redelivery, more identifies and more dispatch runs send nothing more.
+    for _ in range(10):
+        await e.identify("u1", email="peter@example.com", createdAt=created.isoformat())
+    e.clock.advance(timedelta(days=30))
+    await e.dispatch()
+    assert e.sink.count == 1
+    nps = await (await e.client.get("/v1/nps", headers=bearer())).json()
+    assert nps["promoters"] == 1 and nps["nps"] == 100.0 and nps["sent"] == 1
+
+
+async def test_customer_older_than_max_delay_is_not_surveyed(engine_factory: Any) -> None:
+    e = await engine_factory()
+    await e.identify("old", email="o@x.io", createdAt=(NOW - timedelta(days=15)).isoformat())
+    assert (await e.user("old"))["surveys"] == []
+    reasons = await e.decisions("old")
+    assert any("older than max_delay" in r for r in reasons)
+
+
+async def test_no_email_no_survey(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0})
+    await e.identify("anon", plan="free")
+    assert (await e.user("anon"))["surveys"] == []
+
+
+async def test_max_delay_zero_resurveys_after_the_interval(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0, "resurvey_interval": "26w"})
+    await e.identify("r1", email="r@x.io")
+    assert await e.dispatch() == 1
+    e.clock.advance(timedelta(days=1))
+    await e.identify("r1", email="r@x.io")
+    surveys = (await e.user("r1"))["surveys"]
+    assert len(surveys) == 2 and surveys[1]["state"] == "pending"
+    assert surveys[1]["due_at"].startswith("2026-08-31T10:00")  # sent + 26 weeks
+    await e.identify("r1", email="r@x.io")  # still one pending, never two
+    assert len((await e.user("r1"))["surveys"]) == 2
+    e.clock.advance(timedelta(weeks=26) - timedelta(days=1, seconds=1))
+    assert await e.dispatch() == 0
+    e.clock.advance(timedelta(seconds=2))
+    assert await e.dispatch() == 1
+    assert e.sink.count == 2
+
+
+async def test_smtp_4xx_is_retried_and_sent_once(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0})
+    e.sink.fail_next(451, "4.7.1 try again later")
+    await e.identify("t1", email="t@x.io")
+    await e.dispatch()
+    survey = (await e.user("t1"))["surveys"][0]
+    assert survey["state"] == "pending" and "451" in survey["last_error"]
+    e.clock.advance(timedelta(hours=2))
+    await e.dispatch()
+    assert (await e.user("t1"))["surveys"][0]["state"] == "sent"
+    assert e.sink.count == 1
+
+
+async def test_smtp_5xx_is_recorded_failed_and_blocks_nothing(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0})
+    e.sink.fail_next(550, "5.1.1 no such mailbox")
+    await e.identify("f1", email="f@x.io")
+    await e.dispatch()
+    await e.identify("f2", email="g@x.io")
+    await e.dispatch()
+    failed = (await e.user("f1"))["surveys"][0]
+    assert failed["state"] == "failed" and "550" in failed["last_error"]
+    assert (await e.user("f2"))["surveys"][0]["state"] == "sent"
+    e.clock.advance(timedelta(days=2))
+    await e.dispatch()
+    assert e.sink.count == 1
+
+
+async def test_send_window_in_the_recipients_timezone(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0, "send_window": "09:00-17:00"})
+    # 10:00 UTC is 05:00 in New York: wait for 09:00 there (14:00 UTC in March before DST).
+    await e.identify("w1", email="w@x.io", timezone="America/New_York")
+    due = (await e.user("w1"))["surveys"][0]["due_at"]
+    assert due.startswith("2026-03-02T14:00")
+    await e.dispatch()
+    assert e.sink.count == 0
+    e.clock.set(datetime(2026, 3, 2, 14, 0, 1, tzinfo=UTC))
+    assert await e.dispatch() == 1
+
+
+async def test_unsubscribe_one_click(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0, "resurvey_interval": "1d"})
+    await e.identify("x1", email="x@x.io")
+    await e.dispatch()
+    token = e.token_of()
+    assert (await e.client.get(f"/u/{token}")).status == 200
+    assert (await e.user("x1"))["unsubscribed"] is False  # GET shows a button only
+    response = await e.client.post(f"/u/{token}", data="List-Unsubscribe=One-Click",
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status == 200
+    assert (await e.user("x1"))["unsubscribed"] is True
+    e.clock.advance(timedelta(days=3))
+    await e.identify("x1", email="x@x.io")
+    await e.dispatch()
+    assert e.sink.count == 1
+
+
+async def test_reminder_once_and_link_expiry(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0, "reminder_after": "3d",
+                                     "response_window": "7d"})
+    await e.identify("m1", email="m@x.io")
+    await e.dispatch()
+    e.clock.advance(timedelta(days=3, seconds=1))
+    await e.dispatch()
+    await e.dispatch()
+    assert e.sink.count == 2 and e.sink.messages[1]["Subject"].startswith("Reminder")
+    token = e.token_of(0)
+    e.clock.advance(timedelta(days=5))
+    assert (await e.client.get(f"/s/{token}")).status == 410
+    assert (await e.client.post(f"/s/{token}", data={"score": "3"})).status == 410
+
+
+async def test_answer_revision_and_bad_scores(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0})
+    await e.identify("a1", email="a@x.io")
+    await e.dispatch()
+    token = e.token_of()
+    for bad in ("11", "-1", "abc", ""):
+        assert (await e.client.post(f"/s/{token}", data={"score": bad})).status == 400
+    assert (await e.client.post(f"/s/{token}", data={"score": "3"})).status == 200
+    assert (await e.client.post(f"/s/{token}", data={"score": "8"})).status == 200
+    survey = (await e.user("a1"))["surveys"][0]
+    assert survey["score"] == 8
+    assert (await e.client.get("/s/not-a-real-token")).status == 404
+
+
+async def test_comment_is_escaped_on_the_page(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0})
+    await e.identify("c1", email="c@x.io")
+    await e.dispatch()
+    token = e.token_of()
+    xss = "<script>alert(1)</script>"
+    await e.client.post(f"/s/{token}", data={"score": "5", "comment": xss})
+    html = await (await e.client.get(f"/s/{token}")).text()
+    assert xss not in html and "&lt;script&gt;" in html
+
+
+async def test_max_per_account_and_sample_rate(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0, "max_per_account": 1})
+    for uid in ("p1", "p2"):
+        await e.post({"type": "group", "userId": uid, "groupId": "acme", "messageId": f"g{uid}"})
+        await e.identify(uid, email=f"{uid}@x.io")
+    await e.dispatch()
+    states = sorted([(await e.user(u))["surveys"][0]["state"] for u in ("p1", "p2")])
+    assert states == ["sent", "skipped"]
+    assert e.sink.count == 1
+
+
+async def test_deleted_user_pending_survey_is_cancelled(engine_factory: Any) -> None:
+    e = await engine_factory()
+    await e.identify("d1", email="d@x.io", createdAt=NOW.isoformat())
+    await e.post({"type": "delete", "userId": "d1", "messageId": "del-1"})
+    e.clock.advance(timedelta(days=4))
+    await e.dispatch()
+    assert e.sink.count == 0
