@@ -33,8 +33,10 @@ CHUNK_ANSWERS = 1000
 LIBRARY = {"name": "npsd", "version": "0.1.0"}
 
 
-def answer_messages(a: PendingAnswer, s: SegmentSettings, newest: bool,
-                    accounts: list[str], figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def answer_messages(
+    a: PendingAnswer, s: SegmentSettings, newest: bool, accounts: list[str],
+    figures: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
     """The messages one answer revision produces; ids are deterministic per revision."""
     when = iso(a.answered_at)
     base = {"userId": a.user_id, "timestamp": when, "context": {"library": LIBRARY}}
@@ -143,6 +145,7 @@ class Syncer:
                 done = []
                 counts["sent"] += len(delivered)
                 counts["failed"] += len(rejected)
+                counts["batches"] += 1
                 await sync_store.renew_lease(self._db, self._owner, self._clock.now(), LEASE)
 
     async def _unsubscribes(self, client: SegmentClient, s: SegmentSettings,
@@ -159,6 +162,7 @@ class Syncer:
                 delivered, rejected = await self._send(client, batch)
                 counts["sent"] += len(delivered)
                 counts["failed"] += len(rejected)
+                counts["batches"] += 1
                 await sync_store.mark_unsubscribes_synced(
                     self._db, [m["userId"] for m in delivered] + [m["userId"] for m, _ in rejected])
 
