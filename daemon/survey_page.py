@@ -7,7 +7,7 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from daemon import pages
+import daemon.pages as pages
 from daemon.runtime import RUNTIME
 from storage import answers
 from storage.db import StoreUnavailable

@@ -102,13 +102,12 @@ def apply_message(book: Book, m: Message, rules: BookRules) -> None:
             _link(book, user["user_id"], str(group), m.timestamp, rules)
         if user["email"] and not user["anonymous"]:
             book.identified[user["user_id"]] = m.timestamp
-    elif m.type == "group":
-        if m.group_id:
-            account = _account(book, m.group_id)
-            _merge_traits(account, m.traits, m.timestamp)
-            book.dirty_accounts.add(m.group_id)
-            if m.user_id:
-                _link(book, user["user_id"], m.group_id, m.timestamp, rules)
+    elif m.type == "group" and m.group_id:
+        account = _account(book, m.group_id)
+        _merge_traits(account, m.traits, m.timestamp)
+        book.dirty_accounts.add(m.group_id)
+        if m.user_id:
+            _link(book, user["user_id"], m.group_id, m.timestamp, rules)
     if m.type in ACTIVITY_TYPES:
         _activity(user, m.timestamp, rules.session_timeout)
         if m.type == "track":
@@ -242,10 +241,10 @@ def _link(book: Book, user_id: str, group_id: str, at: datetime, rules: BookRule
     if rules.one_account_per_user:
         # Akita's rule: a later link moves the user out of every other account.
         for other_key, other in book.memberships.items():
-            if other_key[0] == user_id and other_key[1] != group_id and other["active"]:
-                if other["changed_at"] <= at:
-                    other.update(active=False, changed_at=at)
-                    book.dirty_memberships.add(other_key)
+            if (other_key[0] == user_id and other_key[1] != group_id and other["active"]
+                    and other["changed_at"] <= at):
+                other.update(active=False, changed_at=at)
+                book.dirty_memberships.add(other_key)
 
 
 def _unlink(book: Book, user_id: str, group_id: str, at: datetime) -> None:

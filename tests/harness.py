@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -99,10 +100,8 @@ class Daemon:
         async for line in self.proc.stderr:
             text = line.decode("utf-8", "replace").rstrip()
             self.raw_log.append(text)
-            try:
+            with contextlib.suppress(ValueError):
                 self.logs.append(json.loads(text))
-            except ValueError:
-                pass
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.logs if e.get("event") == name]

@@ -86,7 +86,7 @@ class SmtpSink:
     async def wait_for(
         self,
         n: int,
-        timeout: float = 5.0,  # noqa: ASYNC109 - a bounded poll, the name tests expect
+        timeout: float = 5.0,
     ) -> list[EmailMessage]:
         """Wait until at least n messages have arrived; TimeoutError (with the count) if not."""
         deadline = time.monotonic() + timeout
