@@ -1,0 +1,101 @@
+"""The product's promise, as a customer and an operator see it: `npsd run` as a process, a
+real SMTP server, one identify → exactly one well-timed email → an answer on the page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+
+from tests.fakes.smtp_sink import SmtpSink
+from tests.harness import Daemon
+
+
+def identify(user_id: str, n: int, created: datetime) -> dict[str, object]:
+    return {"type": "identify", "userId": user_id, "messageId": f"{user_id}-{n}",
+            "traits": {"email": f"{user_id}@example.com", "firstName": "Peter",
+                       "createdAt": created.isoformat()}}
+
+
+def token_in(sink: SmtpSink, index: int = 0) -> str:
+    body = sink.messages[index].get_body(("plain",))
+    assert body is not None
+    match = re.search(r"/s/([A-Za-z0-9_-]+)\?score=7", body.get_content())
+    assert match is not None
+    return match.group(1)
+
+
+async def test_identify_to_one_email_to_answer(tmp_path: Path) -> None:
+    async with SmtpSink() as sink:
+        npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}",
+                      survey={"min_delay": "3d", "max_delay": "14d"},
+                      email={"backend": "smtp"})
+        npsd.sections["email.smtp"] = {"host": sink.host, "port": sink.port,
+                                       "security": "none"}
+        async with npsd:
+            # Created min_delay minus 3 seconds ago: due in 3 seconds.
+            created = datetime.now(UTC) - timedelta(days=3) + timedelta(seconds=3)
+            status, body = await npsd.post_segment(identify("peter", 1, created))
+            assert status == 200 and body["accepted"] == 1
+            await asyncio.sleep(1)
+            assert sink.count == 0  # not before it is due
+            await sink.wait_for(1, timeout=10)
+            sent_at = datetime.now(UTC)
+            assert sent_at - (created + timedelta(days=3)) < timedelta(seconds=5)
+            token = token_in(sink)
+            assert npsd.session is not None
+            async with npsd.session.get(f"{npsd.url}/s/{token}?score=7") as page:
+                assert page.status == 200 and "recommend" in await page.text()
+            async with npsd.session.post(f"{npsd.url}/s/{token}",
+                                         data={"score": "7", "comment": "solid"}) as answer:
+                assert answer.status == 200
+            status, user = await npsd.get_admin("/v1/users/peter")
+            assert user["surveys"][0]["score"] == 7 and user["surveys"][0]["state"] == "answered"
+            code, out, _ = await npsd.cli("report", "--json")
+            assert code == 0 and json.loads(out)["overall"]["passives"] == 1
+
+            # Nothing makes a second email: redelivery, more identifies, SIGHUP, restart.
+            await npsd.post_segment(identify("peter", 1, created))
+            for n in range(2, 12):
+                await npsd.post_segment(identify("peter", n, created))
+            await npsd.send_signal(signal.SIGHUP)
+            await npsd.wait_for_event("config.reloaded")
+            assert await npsd.stop() == 0
+            await npsd.start()
+            await asyncio.sleep(3)  # two dispatcher ticks
+            assert sink.count == 1
+            assert len(npsd.events("survey.sent")) == 1  # logs span both runs
+            _, why = await npsd.get_admin("/v1/users/peter/decisions")
+            assert any("createdAt+3d" in d["reason"] for d in why["decisions"])
+
+
+async def test_survey_due_while_stopped_is_sent_once_at_start(tmp_path: Path) -> None:
+    npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}",
+                  survey={"min_delay": "3d", "max_delay": "14d"})
+    async with npsd:
+        created = datetime.now(UTC) - timedelta(days=3) + timedelta(seconds=2)
+        await npsd.post_segment(identify("late", 1, created))
+        assert await npsd.stop() == 0
+        await asyncio.sleep(2.5)  # it falls due while npsd is down
+        outbox = tmp_path / "outbox"
+        assert not outbox.exists() or not list(outbox.glob("*.eml"))
+        await npsd.start()
+        await npsd.wait_for_event("survey.sent", timeout=10)
+        await asyncio.sleep(2.5)
+        assert len(list(outbox.glob("*.eml"))) == 1
+
+
+async def test_unknown_and_random_tokens_are_404(tmp_path: Path) -> None:
+    async with Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}") as npsd:
+        assert npsd.session is not None
+        for path in ("/s/nope", "/u/nope"):
+            async with npsd.session.get(npsd.url + path) as r:
+                assert r.status == 404
+        async with npsd.session.post(npsd.url + "/s/nope", data={"score": "5"}) as r:
+            assert r.status == 404
+        assert isinstance(npsd.session, aiohttp.ClientSession)
