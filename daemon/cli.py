@@ -19,20 +19,27 @@ EXIT_FAILED = 1
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="npsd", description="Segment destination: customer book, NPS surveys, sync-back.")
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: $NPSD_CONFIG, else ./config.toml)")
+    config_help = "config file (default: $NPSD_CONFIG, else ./config.toml)"
+    parser.add_argument("--config", metavar="PATH", help=config_help)
+    # --config is accepted after the command too (`npsd run --config /etc/npsd/config.toml`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="run the daemon (intake, survey dispatch, sync-back)")
-    sub.add_parser("check-config", help="validate the config file and exit")
-    sub.add_parser("migrate", help="upgrade the database schema and exit")
-    sub.add_parser("sync-now", help="sync new answers back to Segment now")
-    report = sub.add_parser("report", help="NPS overall, by account and by month")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    command("run", "run the daemon (intake, survey dispatch, sync-back)")
+    command("check-config", "validate the config file and exit")
+    command("migrate", "upgrade the database schema and exit")
+    command("sync-now", "sync new answers back to Segment now")
+    report = command("report", "NPS overall, by account and by month")
     report.add_argument("--json", action="store_true", help="print JSON")
     report.add_argument("--by", choices=("account", "month"), help="only this breakdown")
-    why = sub.add_parser("why", help="every survey decision for a user, with its reason")
+    why = command("why", "every survey decision for a user, with its reason")
     why.add_argument("user_id")
     why.add_argument("--json", action="store_true", help="print JSON")
-    status = sub.add_parser("status", help="pending surveys, last sync, backlog")
+    status = command("status", "pending surveys, last sync, backlog")
     status.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
