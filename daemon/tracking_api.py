@@ -12,7 +12,7 @@ from aiohttp import web
 
 from daemon.auth import basic_username, key_matches
 from daemon.http_util import BodyError, check_json_content_type, json_error, parse_json, read_body
-from daemon.intake import accept_messages
+from daemon.intake import UNAVAILABLE, commit, validate
 from daemon.messages import MAX_MESSAGE_BYTES, field
 from daemon.runtime import RUNTIME
 from storage.db import StoreUnavailable
@@ -77,13 +77,15 @@ async def _handle(request: web.Request, single_type: str | None) -> web.Response
         if isinstance(raw, dict):
             raw.pop("writeKey", None)
             raw.setdefault("receivedAt", arrival.isoformat())
+    valid, invalid = validate(raws, arrival, overrides=overrides,
+                              check_sizes=single_type is None)
+    if single_type is not None and invalid:
+        return json_error(400, str(invalid[0][1]))
     try:
-        result = await accept_messages(runtime, raws, arrival, overrides=overrides,
-                                       check_sizes=single_type is None, door="tracking_api")
+        result = await commit(runtime, valid, invalid, door="tracking_api")
     except StoreUnavailable as exc:
         log.warning("intake.unavailable", reason=str(exc))
-        return web.json_response({"message": "the store cannot commit right now; retry later"},
-                                 status=503, headers={"Retry-After": "5"})
+        return web.json_response(UNAVAILABLE, status=503, headers={"Retry-After": "5"})
     body_out: dict[str, Any] = {"success": True}
     if result.rejected:
         body_out["rejected"] = result.rejected
