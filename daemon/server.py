@@ -14,11 +14,11 @@ import structlog
 from aiohttp import web
 
 from daemon import systemd
-from daemon.app import EMAIL, SCHEDULE, create_app
+from daemon.app import DISPATCHER, EMAIL, SCHEDULE, create_app
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.logging import configure_logging
 from daemon.runtime import RUNTIME
-from jobs.email import make_backend
+from jobs.email import EmailBackend, make_backend
 
 log = structlog.get_logger("npsd")
 
@@ -56,6 +56,16 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
     return 0
 
 
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _close_when_idle(app: web.Application, backend: EmailBackend) -> None:
+    """Close the old email backend only after sends already under way on it have finished."""
+    if DISPATCHER in app:
+        await app[DISPATCHER].idle()
+    await backend.close()
+
+
 def reload(app: web.Application) -> None:
     runtime = app[RUNTIME]
     systemd.notify(systemd.RELOADING)
@@ -76,7 +86,9 @@ def reload(app: web.Application) -> None:
         if new.email != old.email and EMAIL in app:
             previous = app[EMAIL]
             app[EMAIL] = make_backend(new.email, runtime.clock)
-            asyncio.get_running_loop().create_task(previous.close())
+            task = asyncio.get_running_loop().create_task(_close_when_idle(app, previous))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
         if new.segment != old.segment and SCHEDULE in app:
             app[SCHEDULE].reschedule_sync()
         log.info("config.reloaded", path=str(runtime.config_path))
