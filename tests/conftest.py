@@ -22,11 +22,8 @@ from daemon.config import EmailSettings, Settings, StorageSettings, parse_settin
 from jobs.clock import MovableClock
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = next(
-    (p for p in (ROOT.parent / "shared" / "fixtures" / "segment",
-                 ROOT / "tests" / "fixtures" / "segment") if p.is_dir()),
-    ROOT / "tests" / "fixtures" / "segment",
-)
+# A copy of ../shared/fixtures/segment (real-shaped Segment payloads), so a clone is complete.
+FIXTURES = ROOT / "tests" / "fixtures" / "segment"
 PG_URL = os.environ.get("NPSD_TEST_POSTGRES_URL", "")
 API_KEY = "test-key"
 ADMIN = "test-admin"
