@@ -9,11 +9,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.book_rules import Book
 from storage.db import utc
 from storage.sqlutil import DECISIONS, SURVEYS, chunks
+
+log = structlog.get_logger("npsd.survey")
 
 OPEN_STATES = ("pending", "sending")
 # States that count as "surveyed" for the re-survey interval.
@@ -94,5 +97,8 @@ async def plan_surveys(conn: AsyncConnection, book: Book, planner: Planner, now:
                               "reason": plan.reason})
     if surveys:
         await conn.execute(sa.insert(SURVEYS), surveys)
+        for survey in surveys:
+            log.info("survey.scheduled", user_id=survey["user_id"],
+                     due_at=survey["due_at"].isoformat())
     if decisions:
         await conn.execute(sa.insert(DECISIONS), decisions)

@@ -1,7 +1,8 @@
 """Reliability tier: crash loops, injected faults, several processes on one database.
 
-`pytest tests/reliability --soak` (or NPSD_SOAK=1) runs the long variants: many more kills,
-more load. The default run is sized for CI on a 2-core machine.
+`pytest tests/reliability --soak` (or NPSD_SOAK=1 with any selection: pytest reads this
+file's option only when tests/reliability is named on the command line) runs the long
+variants: many more kills, more load. The default run is sized for CI on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -18,4 +19,4 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture
 def soak(request: pytest.FixtureRequest) -> bool:
-    return bool(request.config.getoption("--soak")) or os.environ.get("NPSD_SOAK") == "1"
+    return bool(request.config.getoption("--soak", default=False)) or os.environ.get("NPSD_SOAK") == "1"
