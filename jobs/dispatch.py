@@ -20,6 +20,7 @@ from jobs.email_message import (
     TransientEmailError,
     build_message,
 )
+from jobs.owners import owner_is_dead
 from jobs.planning import candidate_from
 from jobs.rules import (
     expires_at,
@@ -65,6 +66,10 @@ class Dispatcher:
         async with self._lock:
             now = self._clock.now()
             back, lost = await surveys.release_expired_leases(self._db, now)
+            for owner in await surveys.lease_owners(self._db):
+                if owner != self._owner and owner_is_dead(owner):
+                    dead_back, dead_lost = await surveys.release_owner(self._db, owner)
+                    back, lost = back + dead_back, lost + dead_lost
             if back or lost:
                 log.warning("survey.leases_taken_over", returned=back, interrupted=lost)
             total = 0

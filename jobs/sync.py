@@ -19,6 +19,7 @@ from aiohttp import web
 
 from daemon.config import SegmentSettings
 from jobs.clock import Clock
+from jobs.owners import owner_is_dead
 from jobs.segment_client import RetryPolicy, SegmentClient, SegmentSendAborted
 from jobs.sync_batching import batches, fit_message, message_id
 from storage import reads, sync_store
@@ -82,6 +83,10 @@ class Syncer:
             return {"result": "busy"}
         async with self._lock:
             now = self._clock.now()
+            current = await sync_store.holder(self._db)
+            if current is not None and current != self._owner and owner_is_dead(current):
+                log.warning("sync.lease_broken", reason="the previous holder died")
+                await sync_store.break_lease(self._db, current)
             if not await sync_store.acquire_lease(self._db, self._owner, now, LEASE):
                 log.info("sync.busy", trigger=trigger)
                 return {"result": "busy"}

@@ -49,6 +49,29 @@ async def release_expired_leases(db: Database, now: datetime) -> tuple[int, int]
     return back.rowcount, failed.rowcount
 
 
+async def lease_owners(db: Database) -> list[str]:
+    async with db.read() as conn:
+        rows = await conn.execute(sa.select(SURVEYS.c.lease_owner).distinct()
+                                  .where(SURVEYS.c.state == "sending"))
+        return [str(r[0]) for r in rows if r[0] is not None]
+
+
+async def release_owner(db: Database, owner: str) -> tuple[int, int]:
+    """Take back every claim of a holder known to be dead (same rules as lease expiry)."""
+    async with db.write() as conn:
+        back = await conn.execute(
+            sa.update(SURVEYS)
+            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_owner == owner,
+                   SURVEYS.c.handoff_at.is_(None))
+            .values(state="pending", lease_owner=None, lease_until=None))
+        failed = await conn.execute(
+            sa.update(SURVEYS)
+            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_owner == owner,
+                   SURVEYS.c.handoff_at.is_not(None))
+            .values(state="failed", lease_owner=None, lease_until=None, last_error=INTERRUPTED))
+    return back.rowcount, failed.rowcount
+
+
 async def claim_due(
     db: Database, now: datetime, owner: str, limit: int, lease: timedelta
 ) -> list[Claimed]:

@@ -34,6 +34,20 @@ async def acquire_lease(db: Database, owner: str, now: datetime, lease: timedelt
         return bool(result.rowcount)
 
 
+async def holder(db: Database) -> str | None:
+    async with db.read() as conn:
+        row = (await conn.execute(sa.select(SYNC_STATE.c.holder))).first()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+async def break_lease(db: Database, dead_holder: str) -> None:
+    """Free the lease of a holder known to be dead."""
+    async with db.write() as conn:
+        await conn.execute(sa.update(SYNC_STATE)
+                           .where(SYNC_STATE.c.id == 1, SYNC_STATE.c.holder == dead_holder)
+                           .values(holder=None, lease_until=None, last_result="interrupted"))
+
+
 async def renew_lease(db: Database, owner: str, now: datetime, lease: timedelta) -> bool:
     async with db.write() as conn:
         result = await conn.execute(
