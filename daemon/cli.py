@@ -165,7 +165,8 @@ async def _why(settings: Settings, args: argparse.Namespace) -> int:
             return EXIT_FAILED
         if args.json:
             print(json.dumps({"userId": args.user_id, "decisions": found}, indent=2))
-        elif not found:
+            return 0
+        if not found:
             print(f"{args.user_id}: no survey decisions yet (no identify with an email)")
         for d in found:
             print(f"{d['at']}  {d['outcome']:<12} {d['reason']}")

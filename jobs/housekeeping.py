@@ -13,12 +13,22 @@ from storage.sqlutil import EVENTS
 
 log = structlog.get_logger("npsd.housekeeping")
 
+PRUNE_SLICE = 5000
+
 
 async def housekeeping(db: Database, now: datetime, dedup_window: timedelta) -> dict[str, int]:
     expired = await surveys.expire_unanswered(db, now)
-    async with db.write() as conn:
-        pruned = (await conn.execute(
-            sa.delete(EVENTS).where(EVENTS.c.received_at < now - dedup_window))).rowcount
+    pruned = 0
+    while True:
+        # In slices, so the intake writer never waits long behind a big delete.
+        async with db.write() as conn:
+            old = (sa.select(EVENTS.c.message_id)
+                   .where(EVENTS.c.received_at < now - dedup_window).limit(PRUNE_SLICE))
+            done = (await conn.execute(
+                sa.delete(EVENTS).where(EVENTS.c.message_id.in_(old.scalar_subquery())))).rowcount
+        pruned += done
+        if done < PRUNE_SLICE:
+            break
     if expired or pruned:
         log.info("housekeeping.done", surveys_expired=expired, events_pruned=pruned)
     return {"expired": expired, "pruned": pruned}

@@ -40,7 +40,7 @@ async def record_in(
         first.setdefault(m.message_id, index)
     inserted: set[str] = set()
     rows = [
-        {"message_id": m.message_id, "received_at": m.received_at, "type": m.type,
+        {"message_id": m.message_id, "received_at": now, "type": m.type,
          "user_id": m.user_id, "anonymous_id": m.anonymous_id, "timestamp": m.timestamp,
          "name": m.event or m.name}
         for i, m in enumerate(messages) if first[m.message_id] == i

@@ -1,0 +1,148 @@
+"""Intake throughput: npsd (`npsd run`, SQLite WAL + synchronous=FULL, group commit) against a
+bare aiohttp endpoint that only parses JSON, driven with the same load from another process.
+
+    python bench/intake.py [--quick] [--seconds S] [--conns N] [--loadgen wrk|python]
+
+Prints requests/s and p50/p99 latency for single-message requests and events/s for
+100-message batches, each as a ratio to the bare endpoint. Every messageId is unique (a
+per-phase nonce, a per-thread id and a counter), track events over a pool of 10,000 users.
+Targets (issue, 2-core machine): single-message npsd >= 50% of bare requests/s with p99 < 50 ms;
+batches >= 25,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    API_KEY,
+    PYTHON,
+    Proc,
+    cpu_seconds,
+    free_port,
+    machine_line,
+    start_npsd,
+    table,
+    tempdir,
+    wait_port,
+    write_config,
+)
+from _loadgen import have_wrk, python_run, wrk_run  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def drive(kind: str, url: str, *, conns: int, seconds: float, batch: int, threads: int,
+          workdir: Path, server_pid: int, users: int = 10_000) -> dict[str, Any]:
+    nonce = secrets.token_hex(4)
+    cpu0 = cpu_seconds(server_pid)
+    if kind == "wrk":
+        r = wrk_run(url, API_KEY, conns=conns, seconds=seconds, batch=batch, nonce=nonce,
+                    users=users, threads=threads, workdir=workdir)
+    else:
+        r = python_run(url, API_KEY, conns=conns, seconds=seconds, batch=batch, nonce=nonce,
+                       users=users)
+    r["server_cpu"] = (cpu_seconds(server_pid) - cpu0) / r["seconds"]
+    r["client_cpu"] = r["client_cpu_s"] / r["seconds"]
+    r["eps"] = r["rps"] * batch
+    return r
+
+
+def phase(kind: str, url: str, args: argparse.Namespace, batch: int, workdir: Path,
+          pid: int) -> dict[str, Any]:
+    # A short warm-up (imports, caches, the first users created), then the measured run.
+    drive(kind, url, conns=args.conns, seconds=args.warmup, batch=batch, threads=args.threads,
+          workdir=workdir, server_pid=pid)
+    return drive(kind, url, conns=args.conns, seconds=args.seconds, batch=batch,
+                 threads=args.threads, workdir=workdir, server_pid=pid)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short smoke run")
+    p.add_argument("--seconds", type=float, help="measured seconds per phase (default 15)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per phase (default 3)")
+    p.add_argument("--conns", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--loadgen", choices=("wrk", "python"), default="wrk" if have_wrk() else "python")
+    p.add_argument("--storage", default="", help="storage.url (default: a SQLite file in a temp dir)")
+    args = p.parse_args()
+    args.seconds = args.seconds or (3.0 if args.quick else 15.0)
+    args.warmup = args.warmup or (1.0 if args.quick else 3.0)
+
+    work = tempdir("intake")
+    print(machine_line({"loadgen": args.loadgen}), flush=True)
+    print(f"workdir {work}; {args.conns} connections, {args.seconds:.0f}s per phase after "
+          f"{args.warmup:.0f}s warm-up", flush=True)
+
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    # 1. the bare endpoint
+    bare_port = free_port()
+    bare = Proc([PYTHON, str(HERE / "_servers.py"), "bare", str(bare_port)], work, "bare")
+    try:
+        wait_port(bare_port, 30, bare)
+        url = f"http://127.0.0.1:{bare_port}"
+        for batch in (1, 100):
+            results[("bare", batch)] = phase(args.loadgen, url, args, batch, work, bare.pid)
+    finally:
+        bare.stop()
+
+    # 2. npsd
+    port = free_port()
+    db_path = work / "npsd.db"
+    storage = args.storage or f"sqlite+aiosqlite:///{db_path}"
+    config = write_config(work / "config.toml", port, storage)
+    npsd = start_npsd(work, config)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for batch in (1, 100):
+            results[("npsd", batch)] = phase(args.loadgen, url, args, batch, work, npsd.pid)
+        rss = Path(f"/proc/{npsd.pid}/status").read_text()
+        hwm = next((ln.split()[1] for ln in rss.splitlines() if ln.startswith("VmHWM")), "?")
+    finally:
+        code = npsd.stop()
+    stored = None
+    if not args.storage:
+        con = sqlite3.connect(db_path)
+        stored = con.execute("SELECT count(*) FROM events").fetchone()[0]
+        con.close()
+
+    rows = []
+    for (server, batch), r in results.items():
+        base = results[("bare", batch)]
+        rows.append([
+            server, "single" if batch == 1 else f"batch {batch}", f"{r['rps']:,.0f}",
+            f"{r['eps']:,.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+            f"{r['max_ms']:.0f}", f"{r['rps'] / base['rps']:.0%}", r["errors"],
+            f"{r['server_cpu']:.0%}", f"{r['client_cpu']:.0%}"])
+    print()
+    print(table(rows, ["server", "load", "req/s", "events/s", "p50 ms", "p99 ms", "max ms",
+                       "vs bare", "errors", "server CPU", "client CPU"]))
+    single, batch = results[("npsd", 1)], results[("npsd", 100)]
+    ratio = single["rps"] / results[("bare", 1)]["rps"]
+    print()
+    print(f"npsd peak RSS {int(hwm) // 1024 if hwm != '?' else '?'} MB; exit code {code}; "
+          f"events stored {stored if stored is not None else 'n/a'}")
+    print(f"target single >= 50% of bare: {ratio:.0%} -> {'PASS' if ratio >= 0.5 else 'FAIL'}")
+    print(f"target single p99 < 50 ms: {single['p99_ms']:.1f} ms -> "
+          f"{'PASS' if single['p99_ms'] < 50 else 'FAIL'}")
+    print(f"target batch >= 25,000 events/s: {batch['eps']:,.0f} -> "
+          f"{'PASS' if batch['eps'] >= 25_000 else 'FAIL'}")
+    client_bound = max(r["client_cpu"] for r in results.values())
+    if client_bound > 0.9:
+        print(f"note: the load generator used {client_bound:.0%} of a core at its busiest: "
+              "it may be the bottleneck there")
+    return 0
+
+
+if __name__ == "__main__":
+    time.sleep(0)
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Helpers for the reliability tests: a load generator that remembers what npsd acknowledged,
+direct reads of the store (sqlite3 / asyncpg, not npsd's own code), and email counting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+import re
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from storage.surveys import INTERRUPTED
+from tests.conftest import basic
+
+SURVEY_ID = re.compile(r"<npsd-survey-(\d+)(-reminder)?@")
+
+
+def report(capsys: pytest.CaptureFixture[str], title: str, **counts: Any) -> None:
+    """Print counts so CI output shows them even without -s."""
+    with capsys.disabled():
+        print(f"\n[reliability] {title}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+async def wait_until(predicate: Any, timeout: float, interval: float = 0.1,
+                     what: str = "condition") -> None:
+    """Poll an async predicate until it is true; TimeoutError names what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+# --- the store, read directly ---------------------------------------------------------
+
+
+def sqlite_path(url: str) -> str | None:
+    prefix = "sqlite+aiosqlite:///"
+    return url[len(prefix):] if url.startswith(prefix) else None
+
+
+def pg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def _sqlite_rows(path: str, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        return list(conn.execute(sql, args))
+    finally:
+        conn.close()
+
+
+async def rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Run one query; SQL uses `?` placeholders (rewritten to $n for PostgreSQL)."""
+    path = sqlite_path(url)
+    if path is not None:
+        return await asyncio.to_thread(_sqlite_rows, path, sql, args)
+    n = itertools.count(1)
+    pg_sql = re.sub(r"\?", lambda _: f"${next(n)}", sql)
+    conn = await asyncio.wait_for(asyncpg.connect(pg_dsn(url)), timeout=10)
+    try:
+        return [tuple(r) for r in await asyncio.wait_for(conn.fetch(pg_sql, *args), 60)]
+    finally:
+        await conn.close()
+
+
+async def stored_message_ids(url: str) -> set[str]:
+    return {r[0] for r in await rows(url, "SELECT message_id FROM events")}
+
+
+async def integrity_check(url: str) -> str:
+    path = sqlite_path(url)
+    if path is None:
+        return "ok"
+    return str((await asyncio.to_thread(_sqlite_rows, path, "PRAGMA integrity_check", ()))[0][0])
+
+
+async def survey_states(url: str) -> dict[int, tuple[str, str | None, str]]:
+    """survey id -> (state, last_error, user_id)."""
+    return {int(r[0]): (str(r[1]), r[2], str(r[3])) for r in await rows(
+        url, "SELECT id, state, last_error, user_id FROM surveys")}
+
+
+async def unfinished_surveys(url: str) -> int:
+    """Surveys still to be handled: due and pending, or claimed (sending)."""
+    found = await rows(url, "SELECT state, due_at FROM surveys WHERE state IN ('pending', "
+                            "'sending')")
+    return len(found)
+
+
+# --- emails ---------------------------------------------------------------------------
+
+
+def survey_ids_in(message_ids: Iterable[str]) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    for mid in message_ids:
+        match = SURVEY_ID.search(mid or "")
+        assert match is not None, f"unexpected Message-ID {mid!r}"
+        if match.group(2) is None:
+            counts[int(match.group(1))] += 1
+    return counts
+
+
+def outbox_message_ids(outbox: Path) -> list[str]:
+    """Message-ID headers of every complete .eml in the file backend's outbox."""
+    if not outbox.is_dir():
+        return []
+    out = []
+    for path in sorted(outbox.glob("*.eml")):
+        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
+        out.append(str(msg["Message-ID"]))
+    return out
+
+
+@dataclass
+class SurveyAudit:
+    emails: int
+    duplicates: list[int]
+    sent: int
+    interrupted: int
+    interrupted_emailed: int
+    problems: list[str]
+
+
+def audit_surveys(states: dict[int, tuple[str, str | None, str]],
+                  emailed: Counter[int]) -> SurveyAudit:
+    """Every survey emailed at most once; sent ones exactly once; failed only by the
+    at-most-once rule; nothing left pending or claimed."""
+    problems: list[str] = []
+    sent = interrupted = interrupted_emailed = 0
+    for sid, (state, error, _user) in sorted(states.items()):
+        n = emailed.get(sid, 0)
+        if state == "sent":
+            sent += 1
+            if n != 1:
+                problems.append(f"survey {sid} is sent but was emailed {n} times")
+        elif state == "failed" and error == INTERRUPTED:
+            interrupted += 1
+            interrupted_emailed += n
+            if n > 1:
+                problems.append(f"survey {sid} (interrupted) was emailed {n} times")
+        else:
+            problems.append(f"survey {sid} ended {state!r} ({error!r}), emailed {n} times")
+    for sid in emailed:
+        if sid not in states:
+            problems.append(f"an email for unknown survey {sid}")
+    return SurveyAudit(emails=sum(emailed.values()),
+                       duplicates=sorted(s for s, n in emailed.items() if n > 1),
+                       sent=sent, interrupted=interrupted,
+                       interrupted_emailed=interrupted_emailed, problems=problems)
+
+
+# --- load -----------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """A few concurrent senders posting batches to /v1/segment with unique messageIds.
+
+    A batch answered 200 is acknowledged: all its messageIds must be stored. A batch that
+    got anything else (refused connection, reset, 503) is posted again, as Segment does, so
+    a batch committed just before a kill comes back as duplicates.
+    """
+
+    url: str
+    senders: int = 4
+    batch: int = 20
+    identify_every: int = 4  # one identify (a new user with an email) per this many messages
+    pause_s: float = 0.0
+    acked: set[str] = field(default_factory=set)
+    acked_identified: set[str] = field(default_factory=set)
+    statuses: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    false_acks: list[str] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    prefix: str = field(default_factory=lambda: f"r{random.randrange(1 << 30):x}")
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._sender(i), name=f"sender-{i}")
+                       for i in range(self.senders)]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        async with asyncio.timeout(30):
+            await asyncio.gather(*self._tasks)
+
+    def _make_batch(self) -> tuple[list[dict[str, Any]], set[str]]:
+        messages: list[dict[str, Any]] = []
+        users: set[str] = set()
+        for _ in range(self.batch):
+            n = next(self._seq)
+            mid = f"{self.prefix}-m{n}"
+            if n % self.identify_every == 0:
+                user = f"{self.prefix}-u{n}"
+                users.add(user)
+                messages.append({"type": "identify", "userId": user, "messageId": mid,
+                                 "traits": {"email": f"{user}@example.com",
+                                            "firstName": "Crash"}})
+            else:
+                messages.append({"type": "track", "userId": f"{self.prefix}-u{n % 97}",
+                                 "messageId": mid, "event": "Clicked",
+                                 "properties": {"n": n}})
+        return messages, users
+
+    async def _sender(self, index: int) -> None:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not self._stop.is_set():
+                messages, users = self._make_batch()
+                while not self._stop.is_set():
+                    status = await self._post(session, messages)
+                    if status == 200:
+                        self.acked.update(m["messageId"] for m in messages)
+                        self.acked_identified.update(users)
+                        break
+                    await asyncio.sleep(0.02)
+                if self.pause_s:
+                    await asyncio.sleep(self.pause_s)
+
+    async def _post(self, session: aiohttp.ClientSession, messages: list[dict[str, Any]]
+                    ) -> int:
+        try:
+            async with session.post(self.url,
+                                    data=json.dumps(messages),
+                                    headers={"Content-Type": "application/json", **basic()}
+                                    ) as r:
+                body = await r.json(content_type=None)
+                self.statuses[str(r.status)] += 1
+                if r.status == 200:
+                    if body["accepted"] + body["duplicates"] != len(messages) or body["rejected"]:
+                        self.false_acks.append(f"200 with {body}")
+                    self.duplicates += body["duplicates"]
+                return r.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            self.statuses[type(exc).__name__] += 1
+            return 0
+
+
+async def drain(load: Load) -> None:
+    with contextlib.suppress(TimeoutError):
+        await load.stop()
