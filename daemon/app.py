@@ -124,14 +124,15 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     waker = asyncio.create_task(_wake_on_identify(runtime, schedule), name="dispatch-waker")
     yield
     dispatcher.stopping = True
-    schedule.shutdown()
     waker.cancel()
     grace = runtime.settings.server.shutdown_timeout.total_seconds()
     try:
-        # Let an in-flight dispatch chunk finish and record its outcomes.
+        # Let an in-flight dispatch chunk finish and record its outcomes first: APScheduler
+        # 3's shutdown cancels the jobs it is running (even a chunk whose emails are sent).
         await asyncio.wait_for(dispatcher.idle(), timeout=grace)
     except TimeoutError:
         log.warning("shutdown.dispatch_timeout")
+    schedule.shutdown()
     await session.close()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from daemon.config import ConfigError, Settings, load_settings
 from daemon.logging import configure_logging
 from daemon.runtime import RUNTIME
 from jobs.email import EmailBackend, make_backend
+from storage.db import StoreUnavailable
+from storage.migrations import SchemaTooNew
 
 log = structlog.get_logger("npsd")
 
@@ -28,7 +31,13 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
     runtime = app[RUNTIME]
     grace = settings.server.shutdown_timeout.total_seconds()
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except (SchemaTooNew, StoreUnavailable) as exc:
+        log.error("server.start_failed", reason=str(exc))
+        print(f"npsd: cannot start: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
     site = web.TCPSite(runner, settings.server.host, settings.server.port,
                        shutdown_timeout=grace, reuse_address=True)
     try:

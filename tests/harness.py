@@ -141,6 +141,16 @@ class Daemon:
         self.proc = None
         return code
 
+    async def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for npsd to exit by itself; its exit code."""
+        assert self.proc is not None
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+        self.proc = None
+        return code
+
     async def kill(self) -> None:
         await self.stop(signal.SIGKILL)
 

@@ -19,3 +19,24 @@ async def test_run_accept_read_and_stop_cleanly(tmp_path: Path) -> None:
         assert await npsd.stop() == 0
     assert npsd.events("server.started") and npsd.events("server.stopped")
     assert all("peter@example.com" not in line for line in npsd.raw_log)
+
+
+async def test_run_refuses_a_newer_schema_and_an_unreachable_store(tmp_path: Path) -> None:
+    import sqlite3
+
+    npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}")
+    npsd.write_config()
+    code, out, err = await npsd.cli("migrate")
+    assert code == 0 and "→ 1" in out
+    with sqlite3.connect(tmp_path / "npsd.db") as conn:
+        conn.execute("UPDATE npsd_schema SET version = 99")
+    await npsd.start(wait=False)
+    assert await npsd.wait_exit() == 1
+    assert "newer than this npsd knows" in "\n".join(npsd.raw_log)
+    await npsd.close()
+
+    down = Daemon(tmp_path / "pg", "postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    await down.start(wait=False)
+    assert await down.wait_exit() == 1
+    assert any(e.get("event") == "server.start_failed" for e in down.logs)
+    await down.close()

@@ -1,0 +1,108 @@
+"""The storage contract, run against a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from storage import surveys
+from storage.db import Database
+from storage.migrations import LATEST, SchemaTooNew, current_version, migrate
+from storage.sqlutil import SURVEYS, USERS
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+async def seed(db: Database, count: int, due: datetime) -> None:
+    async with db.write() as conn:
+        await conn.execute(sa.insert(USERS), [
+            {"user_id": f"u{i}", "email": f"u{i}@x.io", "updated_at": NOW} for i in range(count)])
+        await conn.execute(sa.insert(SURVEYS), [
+            {"user_id": f"u{i}", "token": f"t{i}", "state": "pending", "due_at": due,
+             "created_at": NOW} for i in range(count)])
+
+
+async def test_migrate_stamps_latest_and_refuses_newer(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        assert await current_version(db) is None
+        assert await migrate(db, NOW) == (None, LATEST)
+        assert await migrate(db, NOW) == (LATEST, LATEST)  # idempotent
+        async with db.write() as conn:
+            await conn.execute(sa.text("UPDATE npsd_schema SET version = :v"), {"v": LATEST + 1})
+        with pytest.raises(SchemaTooNew):
+            await migrate(db, NOW)
+    finally:
+        await db.close()
+
+
+async def test_sqlite_is_durable_by_configuration(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'n.db'}")
+    try:
+        await migrate(db, NOW)
+        async with db.write() as conn:
+            mode = (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar()
+            sync = (await conn.execute(sa.text("PRAGMA synchronous"))).scalar()
+            busy = (await conn.execute(sa.text("PRAGMA busy_timeout"))).scalar()
+        assert mode == "wal" and sync == 2 and busy is not None and busy >= 5000  # 2 = FULL
+    finally:
+        await db.close()
+
+
+async def test_concurrent_claims_never_overlap(db_url: str) -> None:
+    dbs = [Database(db_url) for _ in range(3)]
+    try:
+        await migrate(dbs[0], NOW)
+        await seed(dbs[0], 900, NOW - timedelta(minutes=1))
+
+        async def sweep(db: Database, owner: str) -> list[int]:
+            got: list[int] = []
+            while True:
+                claimed = await surveys.claim_due(db, NOW, owner, 50, timedelta(seconds=30))
+                if not claimed:
+                    return got
+                got += [c.id for c in claimed]
+
+        results = await asyncio.gather(*(sweep(db, f"w{i}") for i, db in enumerate(dbs)))
+        every = [i for r in results for i in r]
+        assert len(every) == 900 and len(set(every)) == 900
+    finally:
+        for db in dbs:
+            await db.close()
+
+
+async def test_expired_leases_return_or_fail_by_handoff(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        await migrate(db, NOW)
+        await seed(db, 4, NOW - timedelta(minutes=1))
+        claimed = await surveys.claim_due(db, NOW, "dead:1:x", 4, timedelta(seconds=30))
+        handed = await surveys.mark_handoff(db, [claimed[0].id], "dead:1:x", NOW,
+                                            timedelta(seconds=30))
+        assert handed == {claimed[0].id}
+        assert await surveys.release_expired_leases(db, NOW + timedelta(seconds=10)) == (0, 0)
+        back, failed = await surveys.release_expired_leases(db, NOW + timedelta(seconds=31))
+        assert (back, failed) == (3, 1)
+        again = await surveys.claim_due(db, NOW + timedelta(seconds=32), "alive:2:y", 10,
+                                        timedelta(seconds=30))
+        assert sorted(c.id for c in again) == sorted(c.id for c in claimed[1:])
+        # A late hand-off by the dead holder is refused: the claim is no longer its own.
+        assert await surveys.mark_handoff(db, [again[0].id], "dead:1:x", NOW,
+                                          timedelta(seconds=30)) == set()
+    finally:
+        await db.close()
+
+
+async def test_earliest_due(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        await migrate(db, NOW)
+        assert await surveys.earliest_due(db) is None
+        await seed(db, 2, NOW + timedelta(hours=1))
+        assert await surveys.earliest_due(db) == NOW + timedelta(hours=1)
+    finally:
+        await db.close()
