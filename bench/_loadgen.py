@@ -128,9 +128,9 @@ def python_run(url: str, key: str, *, conns: int, seconds: float, batch: int, no
 # --- the Python load generator process --------------------------------------------------
 
 def _message(nonce: str, worker: int, n: int, users: int) -> str:
-    return ('{"type":"track","userId":"u%d","event":"Bench Event","messageId":"%s-p%d-%d",'
-            '"timestamp":"2026-05-01T12:00:00.000Z","context":{"library":{"name":"bench"}},'
-            '"properties":{"plan":"pro","n":%d}}' % (n % users, nonce, worker, n, n))
+    return (f'{{"type":"track","userId":"u{n % users}","event":"Bench Event",'
+            f'"messageId":"{nonce}-p{worker}-{n}","timestamp":"2026-05-01T12:00:00.000Z",'
+            f'"context":{{"library":{{"name":"bench"}}}},"properties":{{"plan":"pro","n":{n}}}}}')
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:

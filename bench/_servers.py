@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -35,10 +36,8 @@ async def _run_until_term(start: Any, path: Path | None, counts: dict[str, Any])
         while not stop.is_set():
             if path is not None:
                 _write_counts(path, counts)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
-            except TimeoutError:
-                pass
     finally:
         if path is not None:
             _write_counts(path, counts)

@@ -22,10 +22,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     API_KEY,
     PYTHON,
     Proc,
+    busy_note,
     cpu_seconds,
     free_port,
     machine_line,
@@ -35,7 +36,7 @@ from _common import (  # noqa: E402
     wait_port,
     write_config,
 )
-from _loadgen import have_wrk, python_run, wrk_run  # noqa: E402
+from _loadgen import have_wrk, python_run, wrk_run
 
 HERE = Path(__file__).resolve().parent
 
@@ -80,6 +81,7 @@ def main() -> int:
 
     work = tempdir("intake")
     print(machine_line({"loadgen": args.loadgen}), flush=True)
+    print(busy_note(), flush=True)
     print(f"workdir {work}; {args.conns} connections, {args.seconds:.0f}s per phase after "
           f"{args.warmup:.0f}s warm-up", flush=True)
 
@@ -140,6 +142,7 @@ def main() -> int:
     if client_bound > 0.9:
         print(f"note: the load generator used {client_bound:.0%} of a core at its busiest: "
               "it may be the bottleneck there")
+    print("at end: " + busy_note())
     return 0
 
 

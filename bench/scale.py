@@ -1,0 +1,206 @@
+"""Scale-out on PostgreSQL (issue 6): intake events/s and surveys dispatched/s with one and
+with two `npsd run` processes sharing one database, load spread across both ports.
+
+    python bench/scale.py [--quick] [--seconds S] [--due N]
+
+A fresh database is created on the local server ($NPSD_BENCH_POSTGRES, default
+postgresql://postgres@127.0.0.1:5432/postgres) and dropped at the end.
+Intake: wrk (or the Python load generator) with 100-message batches of track events and with
+single messages; 32 connections in all, split evenly across the processes' ports.
+Dispatch: N due surveys (default 20,000) seeded with COPY; the processes send them to one
+counting SMTP sink; time until the database shows all of them sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    API_KEY,
+    PYTHON,
+    Proc,
+    busy_note,
+    cpu_seconds,
+    create_pg_database,
+    drop_pg_database,
+    free_port,
+    machine_line,
+    pg_version,
+    seed_postgres,
+    start_npsd,
+    table,
+    tempdir,
+    wait_port,
+    write_config,
+)
+from _loadgen import have_wrk, python_run, wrk_run
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(kind: str, urls: list[str], conns: int, seconds: float, batch: int,
+         work: Path) -> dict[str, Any]:
+    """Drive every url at once with conns/len(urls) connections each; sum the results."""
+    results: list[dict[str, Any]] = [{} for _ in urls]
+
+    def one(i: int, url: str) -> None:
+        kw = {"conns": conns // len(urls), "seconds": seconds, "batch": batch,
+              "nonce": secrets.token_hex(4), "users": 10_000}
+        if kind == "wrk":
+            results[i] = wrk_run(url, API_KEY, threads=1, workdir=work, **kw)
+        else:
+            results[i] = python_run(url, API_KEY, **kw)
+
+    threads = [threading.Thread(target=one, args=(i, u)) for i, u in enumerate(urls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 90)
+    rps = sum(r["rps"] for r in results)
+    return {"rps": rps, "eps": rps * batch, "p50_ms": max(r["p50_ms"] for r in results),
+            "p99_ms": max(r["p99_ms"] for r in results),
+            "errors": sum(r["errors"] for r in results)}
+
+
+async def _count_sent(raw_url: str) -> dict[str, int]:
+    import asyncpg
+    conn = await asyncpg.connect(raw_url)
+    try:
+        rows = await conn.fetch("SELECT state, count(*) FROM surveys GROUP BY state")
+        return {r[0]: int(r[1]) for r in rows}
+    finally:
+        await conn.close()
+
+
+def start_many(work: Path, n: int, url: str, extra: dict[str, dict[str, Any]]
+               ) -> tuple[list[Proc], list[str]]:
+    procs, urls = [], []
+    for i in range(n):
+        port = free_port()
+        config = write_config(work / f"config-{i}.toml", port, url, extra)
+        procs.append(start_npsd(work, config, name=f"npsd-{i}"))
+        urls.append(f"http://127.0.0.1:{port}")
+    return procs, urls
+
+
+def dispatch(work: Path, n_procs: int, url: str, raw: str, due: int, offset: int,
+             smtp_port: int, timeout: float) -> dict[str, Any]:
+    before = asyncio.run(_count_sent(raw)).get("sent", 0)
+    seed_s = asyncio.run(seed_postgres(raw, due, "pending",
+                                       datetime.now(UTC) - timedelta(hours=1), offset=offset))
+    print(f"  seeded {due:,} due surveys in {seed_s:.1f}s", flush=True)
+    extra = {"email": {"backend": "smtp"},
+             "email.smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"}}
+    t0 = time.perf_counter()
+    procs, _ = start_many(work / f"d{n_procs}", n_procs, url, extra)
+    # Start counts from the moment the last process is ready (the first may have begun).
+    ready = time.perf_counter()
+    cpu0 = [cpu_seconds(p.pid) for p in procs]
+    done = None
+    states: dict[str, int] = {}
+    try:
+        while time.perf_counter() < ready + timeout:
+            states = asyncio.run(_count_sent(raw))
+            if states.get("sent", 0) - before + states.get("failed", 0) >= due:
+                done = time.perf_counter()
+                break
+            for p in procs:
+                if not p.alive():
+                    raise RuntimeError(f"{p.name} exited:\n{p.tail()}")
+            time.sleep(0.25)
+        end = done or time.perf_counter()
+        cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+    finally:
+        for p in procs:
+            p.stop()
+    sent = states.get("sent", 0) - before
+    elapsed = end - t0  # from the first start: the first process may already be sending
+    return {"rate": sent / elapsed, "elapsed": elapsed, "sent": sent, "complete": bool(done),
+            "cpu": [c / (end - ready) for c in cpu], "start_s": ready - t0}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--seconds", type=float, help="measured seconds per intake phase (default 10)")
+    p.add_argument("--due", type=int, help="surveys to dispatch per run (default 20,000)")
+    p.add_argument("--conns", type=int, default=32)
+    p.add_argument("--timeout", type=float, default=45.0,
+                   help="stop a dispatch run after S s; the rate is what was sent by then")
+    p.add_argument("--loadgen", choices=("wrk", "python"), default="wrk" if have_wrk() else "python")
+    args = p.parse_args()
+    seconds = args.seconds or (3.0 if args.quick else 8.0)
+    due = args.due or (3_000 if args.quick else 20_000)
+    print(machine_line({"PostgreSQL": pg_version(), "loadgen": args.loadgen}), flush=True)
+    print(busy_note(), flush=True)
+
+    name, raw = asyncio.run(create_pg_database())
+    url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
+    work = tempdir("scale")
+    print(f"database {name}; workdir {work}", flush=True)
+    rows: list[list[Any]] = []
+    figures: dict[tuple[str, int], float] = {}
+    smtp_port = free_port()
+    sink = Proc([PYTHON, str(HERE / "_servers.py"), "smtp", str(smtp_port),
+                 str(work / "smtp-counts.json")], work, "smtp-sink")
+    try:
+        wait_port(smtp_port, 30, sink)
+        # --- intake
+        for n in (1, 2):
+            procs, urls = start_many(work / f"i{n}", n, url, {})
+            try:
+                for batch in (1, 100):
+                    load(args.loadgen, urls, args.conns, min(2.0, seconds), batch, work)  # warm
+                    cpu0 = [cpu_seconds(p.pid) for p in procs]
+                    t0 = time.perf_counter()
+                    r = load(args.loadgen, urls, args.conns, seconds, batch, work)
+                    wall = time.perf_counter() - t0
+                    cpu = ", ".join(f"{(cpu_seconds(p.pid) - c) / wall:.0%}"
+                                    for p, c in zip(procs, cpu0, strict=True))
+                    what = "single" if batch == 1 else f"batch {batch}"
+                    figures[(what, n)] = r["eps"]
+                    rows.append([f"intake {what}", n, f"{r['rps']:,.0f} req/s",
+                                 f"{r['eps']:,.0f} events/s",
+                                 f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
+                                 f"errors {r['errors']}, npsd CPU {cpu}"])
+                    print(f"  {rows[-1]}", flush=True)
+            finally:
+                for proc in procs:
+                    proc.stop()
+        # --- dispatch
+        for n in (1, 2):
+            d = dispatch(work, n, url, raw, due, offset=10_000_000 * n, smtp_port=smtp_port,
+                         timeout=args.timeout)
+            figures[("dispatch", n)] = d["rate"]
+            rows.append(["dispatch", n, f"{d['rate']:,.0f} surveys/s",
+                         f"{d['sent']:,} sent in {d['elapsed']:.1f}s",
+                         f"{'complete' if d['complete'] else 'TIMED OUT'}; start "
+                         f"{d['start_s']:.1f}s; npsd CPU "
+                         + ", ".join(f"{c:.0%}" for c in d["cpu"])])
+            print(f"  {rows[-1]}", flush=True)
+    finally:
+        sink.stop()
+        asyncio.run(drop_pg_database(name))
+    print()
+    print(table(rows, ["figure", "processes", "throughput", "volume", "detail"]))
+    print()
+    for what in ("single", "batch 100", "dispatch"):
+        one, two = figures.get((what, 1)), figures.get((what, 2))
+        if one and two:
+            print(f"{what}: two processes / one = {two / one:.2f}x")
+    print("at end: " + busy_note())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
