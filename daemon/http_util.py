@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from aiohttp import web
@@ -15,12 +17,16 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
 
 
 class BodyError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+        self.close = close  # the connection cannot carry another request
 
-    def response(self) -> web.Response:
-        return json_error(self.status, self.message)
+    def response(self, status: int | None = None) -> web.Response:
+        response = json_error(status or self.status, self.message)
+        if self.close:
+            response.force_close()
+        return response
 
 
 def check_json_content_type(request: web.Request) -> None:
@@ -49,18 +55,65 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     except BodyError:
         raise
     except (OSError, ValueError, EOFError, RuntimeError) as exc:
-        raise BodyError(400, f"body could not be read: {exc.__class__.__name__}") from None
+        raise _unreadable(request, f"body could not be read: {exc.__class__.__name__}"
+                          ) from None
     except Exception as exc:
-        raise BodyError(400, f"body could not be read or decompressed: "
-                             f"{exc.__class__.__name__}") from None
+        raise _unreadable(request, f"body could not be read or decompressed: "
+                                   f"{exc.__class__.__name__}") from None
     return b"".join(parts)
+
+
+def _unreadable(request: web.Request, message: str) -> BodyError:
+    """A body aiohttp cannot read (corrupt gzip): answer 400 and close the connection, which
+    is out of step now. Marking the payload done stops aiohttp reading it again after the
+    answer, which would raise the same error outside any handler."""
+    request.content.feed_eof()
+    return BodyError(400, message, close=True)
+
+
+# What json.loads lets through that no database column and no JSON reader takes: NUL and
+# lone surrogates (escaped, or CESU-encoded bytes, which json.loads decodes), and numbers
+# beyond a float (1e999, a 309-digit mantissa, NaN, Infinity). A body without any of these
+# skips the scrub.
+_SUSPECT = re.compile(
+    rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]|[eE][+-]?\d{3}|\d{309}|NaN|Infinity")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _clean(value: Any, stack: list[Any]) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list | dict):
+        stack.append(value)
+    return value
+
+
+def scrub(payload: Any) -> Any:
+    """NUL and lone surrogates become U+FFFD, non-finite numbers null (iteratively: the
+    payload may be nested as deep as json.loads allows)."""
+    root = [payload]
+    stack: list[Any] = [root]
+    while stack:
+        container = stack.pop()
+        if isinstance(container, list):
+            for index, item in enumerate(container):
+                container[index] = _clean(item, stack)
+        else:
+            items = list(container.items())
+            container.clear()
+            for key, item in items:
+                container[_clean(key, stack)] = _clean(item, stack)
+    return root[0]
 
 
 def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise BodyError(400, "body is empty")
     try:
-        return json.loads(body)
+        payload = json.loads(body)
+        return scrub(payload) if _SUSPECT.search(body) else payload
     except UnicodeDecodeError:
         raise BodyError(400, "body is not UTF-8") from None
     except json.JSONDecodeError as exc:

@@ -17,7 +17,7 @@ from daemon.messages import MAX_MESSAGE_BYTES, field
 from daemon.runtime import RUNTIME
 from storage.db import StoreUnavailable
 from storage.events import TYPES
-from storage.timeparse import parse_timestamp
+from storage.timeparse import in_range, parse_timestamp
 
 log = structlog.get_logger("npsd.intake")
 
@@ -35,7 +35,11 @@ def corrected_timestamp(raw: dict[str, Any], sent_at: datetime | None,
     message_sent = parse_timestamp(field(raw, "sentAt", "sent_at")) or sent_at
     if original is None or message_sent is None:
         return original
-    return received_at - (message_sent - original)
+    try:
+        corrected = received_at - (message_sent - original)
+    except OverflowError:  # a device clock thousands of years off: trust the arrival time
+        return received_at
+    return corrected if in_range(corrected) else received_at
 
 
 async def _handle(request: web.Request, single_type: str | None) -> web.Response:
@@ -45,9 +49,8 @@ async def _handle(request: web.Request, single_type: str | None) -> web.Response
     try:
         check_json_content_type(request)
         body = await read_body(request, limit)
-    except BodyError as exc:
-        status = 400 if exc.status == 413 else exc.status  # Segment answers 400 for size
-        return json_error(status, exc.message)
+    except BodyError as exc:  # Segment answers 400 for size
+        return exc.response(400 if exc.status == 413 else exc.status)
     try:
         payload = parse_json(body)
     except BodyError as exc:

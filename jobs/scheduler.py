@@ -68,6 +68,8 @@ class Schedule:
 
     async def dispatch(self) -> None:
         await self._dispatcher.run_once()
+        if self._dispatcher.stopping:
+            return  # shutting down: nothing more to schedule
         earliest = await surveys.earliest_due(self._db)
         if earliest is None:
             return

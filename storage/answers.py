@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -9,6 +10,8 @@ import sqlalchemy as sa
 
 from storage.db import Database, utc
 from storage.sqlutil import DECISIONS, SURVEYS, USERS
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")  # survey_plan issues secrets.token_urlsafe tokens
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,8 @@ class SurveyView:
 
 
 async def survey_by_token(db: Database, token: str) -> SurveyView | None:
-    if not token or len(token) > 128:
-        return None
+    if not token or len(token) > 128 or not _TOKEN.fullmatch(token):
+        return None  # not one we issued (and NUL or surrogates would trouble the database)
     async with db.read() as conn:
         row = (await conn.execute(
             sa.select(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.state, SURVEYS.c.score,

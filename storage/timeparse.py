@@ -26,6 +26,11 @@ def parse_timestamp(value: object) -> datetime | None:
     return parsed
 
 
+def in_range(value: datetime) -> bool:
+    """Whether an aware datetime is one npsd keeps as an event time (1970 up to 9999)."""
+    return _MIN <= value < _MAX
+
+
 def _iso(text: str) -> datetime | None:
     candidate = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     # fromisoformat takes at most 6 fraction digits before 3.12: trim nanoseconds.

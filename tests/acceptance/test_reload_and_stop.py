@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -29,9 +30,14 @@ _ids = itertools.count()
 
 def track(prefix: str) -> dict[str, Any]:
     n = next(_ids)
-    return {"type": "track", "event": "Clicked", "messageId": f"{prefix}-{n}",
-            "userId": f"{prefix}-user-{n % 7}",
-            "timestamp": datetime.now(UTC).isoformat(), "properties": {"n": n}}
+    return {
+        "type": "track",
+        "event": "Clicked",
+        "messageId": f"{prefix}-{n}",
+        "userId": f"{prefix}-user-{n % 7}",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "properties": {"n": n},
+    }
 
 
 @dataclass
@@ -56,7 +62,9 @@ class Poster:
             message = track(self.prefix)
             try:
                 async with self.npsd.session.post(
-                    self.npsd.url + "/v1/segment", json=message, headers=basic(self.key()),
+                    self.npsd.url + "/v1/segment",
+                    json=message,
+                    headers=basic(self.key()),
                     timeout=timeout,
                 ) as r:
                     await r.read()
@@ -100,8 +108,9 @@ async def reload_with(npsd: Daemon, event: str, count: int, **changes: dict[str,
 
 
 async def test_sighup_rotates_intake_keys_under_load(tmp_path: Path) -> None:
-    npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}",
-                  intake={"api_keys": ["key-a"]})
+    npsd = Daemon(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}", intake={"api_keys": ["key-a"]}
+    )
     async with npsd:
         assert npsd.proc is not None
         pid = npsd.proc.pid
@@ -143,8 +152,9 @@ async def test_sighup_rotates_intake_keys_under_load(tmp_path: Path) -> None:
 
 
 async def test_sighup_with_a_broken_file_keeps_the_old_config(tmp_path: Path) -> None:
-    npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}",
-                  intake={"api_keys": ["old-key"]})
+    npsd = Daemon(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}", intake={"api_keys": ["old-key"]}
+    )
     async with npsd:
         load = Poster(npsd, lambda: "old-key", "load")
         load.start()
@@ -186,8 +196,7 @@ async def test_sigterm_under_load_keeps_every_acknowledged_event(tmp_path: Path)
     db_file = tmp_path / "npsd.db"
     npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{db_file}")
     async with npsd:
-        posters = [Poster(npsd, lambda: "test-key", f"p{i}", stop_on_error=True)
-                   for i in range(8)]
+        posters = [Poster(npsd, lambda: "test-key", f"p{i}", stop_on_error=True) for i in range(8)]
         for p in posters:
             p.start()
         for p in posters:
@@ -196,6 +205,7 @@ async def test_sigterm_under_load_keeps_every_acknowledged_event(tmp_path: Path)
         for p in posters:
             await p.stop()
     assert npsd.events("server.stopping") and npsd.events("server.stopped")
+    assert not [line for line in npsd.raw_log if "Traceback" in line], npsd.raw_log[-30:]
     outcomes = [status for p in posters for _, status in p.outcomes]
     # Refused or cut off once stopping is fine (Segment retries); a 500 is not.
     assert not [s for s in outcomes if isinstance(s, int) and s >= 500 and s != 503], outcomes
@@ -208,14 +218,18 @@ async def test_sigterm_under_load_keeps_every_acknowledged_event(tmp_path: Path)
 
 # --- the CLI ----------------------------------------------------------------------------
 
-async def run_npsd(*args: str, cwd: Path, env: dict[str, str] | None = None
-                   ) -> tuple[int, str, str]:
-    import os
 
+async def run_npsd(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *NPSD, *args, cwd=str(cwd),
+        *NPSD,
+        *args,
+        cwd=str(cwd),
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     async with asyncio.timeout(30):
         out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -228,7 +242,8 @@ COMMANDS = ["run", "check-config", "migrate", "sync-now", "report", "why", "stat
 async def test_help_for_npsd_and_every_command(tmp_path: Path) -> None:
     runs = await asyncio.gather(
         run_npsd("--help", cwd=tmp_path),
-        *(run_npsd(command, "--help", cwd=tmp_path) for command in COMMANDS))
+        *(run_npsd(command, "--help", cwd=tmp_path) for command in COMMANDS),
+    )
     for (code, out, err), command in zip(runs, ["npsd", *COMMANDS], strict=True):
         assert code == 0, (command, err)
         assert "usage:" in out, command
@@ -236,13 +251,19 @@ async def test_help_for_npsd_and_every_command(tmp_path: Path) -> None:
 
 
 BAD_CONFIGS = {
-    "unknown key": ('[server]\nprot = 8787\n', "server.prot", "unknown key"),
+    "unknown key": ("[server]\nprot = 8787\n", "server.prot", "unknown key"),
     "bad duration": ('[survey]\nmin_delay = "soon"\n', "survey.min_delay", "not a duration"),
-    "bad timezone": ('[survey]\ndefault_timezone = "Mars/Olympus"\n',
-                     "survey.default_timezone", "unknown timezone"),
-    "bad storage url": ('[storage]\nurl = "mysql://localhost/npsd"\n', "storage.url",
-                        "must start with"),
-    "invalid toml": ('[server\nport = 1\n', "", "not valid TOML"),
+    "bad timezone": (
+        '[survey]\ndefault_timezone = "Mars/Olympus"\n',
+        "survey.default_timezone",
+        "unknown timezone",
+    ),
+    "bad storage url": (
+        '[storage]\nurl = "mysql://localhost/npsd"\n',
+        "storage.url",
+        "must start with",
+    ),
+    "invalid toml": ("[server\nport = 1\n", "", "not valid TOML"),
 }
 
 
@@ -257,14 +278,18 @@ async def test_check_config_names_file_key_and_reason(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "config.toml"
     cases = [*BAD_CONFIGS, "missing file"]
     runs = await asyncio.gather(
-        *(run_npsd("--config", str(paths[c]), "check-config", cwd=tmp_path, env=env)
-          for c in BAD_CONFIGS),
+        *(
+            run_npsd("--config", str(paths[c]), "check-config", cwd=tmp_path, env=env)
+            for c in BAD_CONFIGS
+        ),
         run_npsd("--config", str(missing), "check-config", cwd=tmp_path, env=env),
         run_npsd("--config", str(good), "check-config", cwd=tmp_path, env=env),
         # $NPSD_CONFIG when --config is absent.
-        run_npsd("check-config", cwd=tmp_path, env={**env, "NPSD_CONFIG": str(paths["bad duration"])}),
+        run_npsd(
+            "check-config", cwd=tmp_path, env={**env, "NPSD_CONFIG": str(paths["bad duration"])}
+        ),
     )
-    for case, (code, out, err) in zip(cases, runs, strict=False):
+    for case, (code, _, err) in zip(cases, runs[: len(cases)], strict=True):
         path = missing if case == "missing file" else paths[case]
         key, reason = ("", "file not found") if case == "missing file" else BAD_CONFIGS[case][1:]
         assert code != 0, case
@@ -284,17 +309,26 @@ async def test_status_report_and_why_on_a_filled_store(tmp_path: Path) -> None:
             assert status == 200 and body["accepted"] == 1, body
         assert await npsd.stop() == 0
     user = "97980cfea0067"
-    (status_code, status_out, err1), (report_code, report_out, err2), \
-        (why_code, why_out, err3), (why_json_code, why_json, err4), \
-        (nobody_code, _, nobody_err), (text_code, text_out, err5) = await asyncio.gather(
-            npsd.cli("status", "--json"), npsd.cli("report", "--json"), npsd.cli("why", user),
-            npsd.cli("why", user, "--json"), npsd.cli("why", "nobody-at-all"),
-            npsd.cli("status"))
+    (
+        (status_code, status_out, err1),
+        (report_code, report_out, err2),
+        (why_code, why_out, err3),
+        (why_json_code, why_json, err4),
+        (nobody_code, _, nobody_err),
+    ) = await asyncio.gather(
+        npsd.cli("status", "--json"),
+        npsd.cli("report", "--json"),
+        npsd.cli("why", user),
+        npsd.cli("why", user, "--json"),
+        npsd.cli("why", "nobody-at-all"),
+    )
     assert status_code == 0, err1
     status = json.loads(status_out)
     assert status["users"] == 1 and status["accounts"] == 1
     assert sum(status["surveys"].values()) == 1  # an identify with an email: one survey
-    assert text_code == 0 and "users: 1" in text_out, err5
+    # Stopped right after the identify: the dispatch under way finished (or never began);
+    # it was not cut off between the hand-off and recording the outcome.
+    assert not status["surveys"].get("sending"), status["surveys"]
 
     assert report_code == 0, err2
     report = json.loads(report_out)
@@ -310,10 +344,13 @@ async def test_status_report_and_why_on_a_filled_store(tmp_path: Path) -> None:
 
 
 async def test_env_secrets_override_the_file(tmp_path: Path) -> None:
-    npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}",
-                  env={"NPSD_INTAKE_API_KEYS": "env-key-1, env-key-2",
-                       "NPSD_ADMIN_TOKEN": "env-admin"},
-                  intake={"api_keys": ["file-key"]}, admin={"token": "file-admin"})
+    npsd = Daemon(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}",
+        env={"NPSD_INTAKE_API_KEYS": "env-key-1, env-key-2", "NPSD_ADMIN_TOKEN": "env-admin"},
+        intake={"api_keys": ["file-key"]},
+        admin={"token": "file-admin"},
+    )
     async with npsd:
         assert await post_status(npsd, "file-key") == 401
         assert await post_status(npsd, "env-key-1") == 200

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import socket
 import statistics
@@ -132,7 +133,7 @@ async def test_ready_watchdog_reload_and_stop(tmp_path: Path) -> None:
             first = sd.count("WATCHDOG")
             await sd.wait_for("WATCHDOG", first + 6, timeout=5)
             pings = [n.at for n in sd.with_field("WATCHDOG")][first:]
-            gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(pings)]
             assert 0.5 * PERIOD_S <= statistics.median(gaps) <= 1.75 * PERIOD_S, gaps
             assert max(gaps) < 2 * WATCHDOG_USEC / 1e6, gaps  # never late enough to be killed
 
@@ -169,7 +170,8 @@ async def _set_connections(admin: asyncpg.Connection, name: str, allowed: bool) 
     await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
     if not allowed:
         await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
 
 
 @pytest.mark.postgres
@@ -200,8 +202,9 @@ async def test_stalled_store_stops_watchdog_pings(tmp_path: Path, pg_url: str) -
                 await sd.wait_for("WATCHDOG", before + 3, timeout=10)
                 assert all(n.at > stalled_at for n in sd.with_field("WATCHDOG")[before:])
                 assert npsd.session is not None
-                async with npsd.session.get(npsd.url + "/readyz",
-                                            timeout=aiohttp.ClientTimeout(total=5)) as r:
+                async with npsd.session.get(
+                    npsd.url + "/readyz", timeout=aiohttp.ClientTimeout(total=5)
+                ) as r:
                     assert r.status == 200
                 assert await npsd.stop(timeout=20) == 0
             finally:

@@ -29,22 +29,32 @@ async def get(client: Any, path: str) -> tuple[int, Any]:
 
 async def post(client: Any, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return await client.post(path, data=data,
-                             headers={**JSON, **(basic() if headers is None else headers)})
+    return await client.post(
+        path, data=data, headers={**JSON, **(basic() if headers is None else headers)}
+    )
 
 
 async def event_count(client: Any) -> int:
     async with client.server.app[RUNTIME].db.read() as conn:
-        return int((await conn.execute(sa.select(sa.func.count()).select_from(EVENTS)))
-                   .scalar_one())
+        return int(
+            (await conn.execute(sa.select(sa.func.count()).select_from(EVENTS))).scalar_one()
+        )
 
 
-def send_with_python_client(url: str, suffix: str, *, gzip: bool, sync_mode: bool
-                            ) -> list[Exception]:
+def send_with_python_client(
+    url: str, suffix: str, *, gzip: bool, sync_mode: bool
+) -> list[Exception]:
     """Every call of Segment's library once, then flush; runs in a worker thread."""
     errors: list[Exception] = []
-    analytics = Client(API_KEY, host=url, gzip=gzip, sync_mode=sync_mode, max_retries=0,
-                       upload_interval=0.2, on_error=lambda e, _batch: errors.append(e))
+    analytics = Client(
+        API_KEY,
+        host=url,
+        gzip=gzip,
+        sync_mode=sync_mode,
+        max_retries=0,
+        upload_interval=0.2,
+        on_error=lambda e, _batch: errors.append(e),
+    )
     user, anon, account = f"py-{suffix}", f"anon-{suffix}", f"acct-{suffix}"
     try:
         analytics.identify(user, {"email": f"{suffix}@example.com", "plan": "pro"})
@@ -62,15 +72,26 @@ def send_with_python_client(url: str, suffix: str, *, gzip: bool, sync_mode: boo
     return errors
 
 
-@pytest.mark.parametrize(("gzip", "sync_mode"), [(True, False), (False, False), (True, True)],
-                         ids=["batch-gzip", "batch-plain", "sync-gzip"])
-async def test_python_client_sends_every_type(make_client: Any, gzip: bool,
-                                              sync_mode: bool) -> None:
+@pytest.mark.parametrize(
+    ("gzip", "sync_mode"),
+    [(True, False), (False, False), (True, True)],
+    ids=["batch-gzip", "batch-plain", "sync-gzip"],
+)
+async def test_python_client_sends_every_type(
+    make_client: Any, gzip: bool, sync_mode: bool
+) -> None:
     client = await make_client()
     suffix = f"{int(gzip)}{int(sync_mode)}"
-    errors = await asyncio.wait_for(asyncio.to_thread(
-        send_with_python_client, str(client.make_url("")).rstrip("/"), suffix,
-        gzip=gzip, sync_mode=sync_mode), timeout=30)
+    errors = await asyncio.wait_for(
+        asyncio.to_thread(
+            send_with_python_client,
+            str(client.make_url("")).rstrip("/"),
+            suffix,
+            gzip=gzip,
+            sync_mode=sync_mode,
+        ),
+        timeout=30,
+    )
     assert errors == []
     assert await event_count(client) == 7
     status, body = await get(client, f"/v1/users/py-{suffix}")
@@ -128,8 +149,9 @@ async def test_bad_write_key_is_401(make_client: Any) -> None:
         response = await post(client, "/v1/batch", body, headers=headers)
         assert response.status == 401, (body.get("writeKey"), headers)
         assert (await response.json())["message"]
-    response = await post(client, "/v1/track", {"userId": "u", "event": "E"},
-                          headers=basic("wrong"))
+    response = await post(
+        client, "/v1/track", {"userId": "u", "event": "E"}, headers=basic("wrong")
+    )
     assert response.status == 401
     assert await event_count(client) == 0
 
@@ -140,12 +162,16 @@ def _track(i: int, **extra: Any) -> dict[str, Any]:
 
 async def test_segment_limits_answer_400(make_client: Any) -> None:
     client = await make_client()
-    oversize_batch = {"batch": [_track(i, properties={"blob": "y" * 20_000})
-                                for i in range(30)]}  # ~600 KB, each message under 32 KB
+    oversize_batch = {
+        "batch": [_track(i, properties={"blob": "y" * 20_000}) for i in range(30)]
+    }  # ~600 KB, each message under 32 KB
     too_many = {"batch": [_track(i) for i in range(2501)]}
     oversize_single = {"userId": "lim", "event": "Big", "properties": {"blob": "y" * 33_000}}
-    for path, body in (("/v1/batch", oversize_batch), ("/v1/batch", too_many),
-                       ("/v1/track", oversize_single)):
+    for path, body in (
+        ("/v1/batch", oversize_batch),
+        ("/v1/batch", too_many),
+        ("/v1/track", oversize_single),
+    ):
         response = await post(client, path, body)
         assert response.status == 400, (path, await response.text())
         assert (await response.json())["message"]
@@ -170,8 +196,9 @@ async def test_single_endpoints_and_missing_message_ids(make_client: Any) -> Non
         response = await post(client, f"/v1/{kind}", body)
         assert response.status == 200, (kind, await response.text())
         assert await response.json() == {"success": True}
-    body = {"batch": [{"type": "track", "userId": "s1", "event": "A"},
-                      {"type": "page", "userId": "s1"}]}
+    body = {
+        "batch": [{"type": "track", "userId": "s1", "event": "A"}, {"type": "page", "userId": "s1"}]
+    }
     response = await post(client, "/v1/batch", body)
     assert response.status == 200 and await response.json() == {"success": True}
     async with client.server.app[RUNTIME].db.read() as conn:
@@ -184,12 +211,13 @@ async def test_single_endpoints_and_missing_message_ids(make_client: Any) -> Non
 
 async def test_client_retrying_a_batch_doubles_nothing(make_client: Any) -> None:
     client = await make_client()
-    body = {"batch": [_track(i, userId="retry") for i in range(5)],
-            "sentAt": datetime.now(UTC).isoformat()}
+    body = {
+        "batch": [_track(i, userId="retry") for i in range(5)],
+        "sentAt": datetime.now(UTC).isoformat(),
+    }
     raw = json.dumps(body).encode()
     for _ in range(2):  # a client that timed out waiting sends the very same body again
-        response = await post(client, "/v1/batch", raw, headers={**basic(),
-                                                                 "X-Retry-Count": "1"})
+        response = await post(client, "/v1/batch", raw, headers={**basic(), "X-Retry-Count": "1"})
         assert response.status == 200
     assert await event_count(client) == 5
     _, user = await get(client, "/v1/users/retry")
@@ -208,27 +236,53 @@ async def test_sent_at_skew_is_corrected(make_client: Any, clock: Any) -> None:
     def at(when: datetime) -> str:
         return when.isoformat().replace("+00:00", "Z")
 
-    body = {"batch": [
-        {"type": "track", "userId": "skew", "event": "Late", "messageId": "k1",
-         "timestamp": at(device - timedelta(minutes=10))},
-        {"type": "track", "userId": "skew", "event": "Now", "messageId": "k2",
-         "timestamp": at(device)},
-    ], "sentAt": at(device)}
+    body = {
+        "batch": [
+            {
+                "type": "track",
+                "userId": "skew",
+                "event": "Late",
+                "messageId": "k1",
+                "timestamp": at(device - timedelta(minutes=10)),
+            },
+            {
+                "type": "track",
+                "userId": "skew",
+                "event": "Now",
+                "messageId": "k2",
+                "timestamp": at(device),
+            },
+            # A clock thousands of years off cannot be corrected: the arrival time stands in.
+            {
+                "type": "track",
+                "userId": "skew",
+                "event": "Absurd",
+                "messageId": "k3",
+                "timestamp": "1970-01-01T00:00:00Z",
+                "sentAt": "9998-12-31T00:00:00Z",
+            },
+        ],
+        "sentAt": at(device),
+    }
     response = await post(client, "/v1/batch", body)
     assert response.status == 200
     _, user = await get(client, "/v1/users/skew")
     tolerance = timedelta(seconds=30)
     # timestamp = receivedAt - (sentAt - originalTimestamp), not the device's time
     assert _close_to(user["activity"]["last_seen"], server_now, tolerance), user["activity"]
-    assert _close_to(user["activity"]["first_seen"], server_now - timedelta(minutes=10),
-                     tolerance), user["activity"]
+    assert _close_to(
+        user["activity"]["first_seen"], server_now - timedelta(minutes=10), tolerance
+    ), user["activity"]
     async with client.server.app[RUNTIME].db.read() as conn:
-        rows = (await conn.execute(sa.select(EVENTS.c.message_id, EVENTS.c.timestamp)
-                                   .order_by(EVENTS.c.message_id))).all()
-    for (_, stamp), expected in zip(rows, (server_now - timedelta(minutes=10), server_now),
-                                    strict=True):
+        rows = (
+            await conn.execute(
+                sa.select(EVENTS.c.message_id, EVENTS.c.timestamp).order_by(EVENTS.c.message_id)
+            )
+        ).all()
+    expected = (server_now - timedelta(minutes=10), server_now, server_now)
+    for (_, stamp), want in zip(rows, expected, strict=True):
         stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-        assert abs(stamp - expected) <= tolerance
+        assert abs(stamp - want) <= tolerance
 
 
 async def test_gzip_raw_batch_and_basic_auth_header(make_client: Any) -> None:
@@ -237,7 +291,10 @@ async def test_gzip_raw_batch_and_basic_auth_header(make_client: Any) -> None:
     del batch["writeKey"]
     raw = gzip.compress(json.dumps(batch).encode())
     token = base64.b64encode(f"{API_KEY}:ignored".encode()).decode()
-    response = await client.post("/v1/batch", data=raw, headers={
-        **JSON, "Content-Encoding": "gzip", "Authorization": f"Basic {token}"})
+    response = await client.post(
+        "/v1/batch",
+        data=raw,
+        headers={**JSON, "Content-Encoding": "gzip", "Authorization": f"Basic {token}"},
+    )
     assert response.status == 200, await response.text()
     assert await event_count(client) == 2

@@ -257,3 +257,76 @@ class Load:
 async def drain(load: Load) -> None:
     with contextlib.suppress(TimeoutError):
         await load.stop()
+
+
+# --- a lean SMTP sink for volume -------------------------------------------------------
+
+
+class LeanSink:
+    """A minimal SMTP server that keeps only each message's Message-ID header.
+
+    aiosmtpd (tests.fakes.smtp_sink) parses and checks every command and caps out near a
+    hundred messages a second here, sharing two cores with two npsd processes; this one
+    speaks just enough SMTP for aiosmtplib (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) and
+    does not make the test process the bottleneck of a 10,000-message run.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = 0
+        self.message_ids: list[str] = []
+        self._server: asyncio.Server | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.message_ids)
+
+    async def __aenter__(self) -> LeanSink:
+        self._server = await asyncio.start_server(self._client, self.host, 0, limit=1 << 22)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+
+    async def wait_for(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count < n:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"LeanSink: {self.count} of {n} messages after {timeout}s")
+            await asyncio.sleep(0.05)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        try:
+            writer.write(b"220 lean.sink ESMTP\r\n")
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    writer.write(b"250-lean.sink\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                elif verb == b"DATA":
+                    writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    data = await reader.readuntil(b"\r\n.\r\n")
+                    match = _MESSAGE_ID.search(data)
+                    self.message_ids.append(match.group(1).decode() if match else "")
+                    writer.write(b"250 OK\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 Bye\r\n")
+                    await writer.drain()
+                    return
+                else:  # MAIL, RCPT, RSET, NOOP
+                    writer.write(b"250 OK\r\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+
+_MESSAGE_ID = re.compile(rb"(?im)^Message-ID:\s*(<[^>\r\n]+>)")

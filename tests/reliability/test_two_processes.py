@@ -1,0 +1,222 @@
+"""Scale-out on PostgreSQL: two `npsd run` processes on one database share the work without
+doing any of it twice: 10,000 due surveys are emailed exactly once; when one process is
+SIGKILLed mid-run the other takes over its claims after the lease; two syncers never sync
+the same answer twice."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from jobs.dispatch import LEASE
+from tests.conftest import ADMIN, bearer
+from tests.fakes.segment_api import FakeSegment
+from tests.harness import Daemon, free_port
+from tests.reliability.support import (
+    LeanSink,
+    audit_surveys,
+    pg_dsn,
+    report,
+    survey_ids_in,
+    survey_states,
+    unfinished_surveys,
+    wait_until,
+)
+
+pytestmark = pytest.mark.postgres
+
+SURVEYS = 10_000
+KILL_SURVEYS = 4_000  # the kill variant waits out a 30 s lease: keep its volume smaller
+
+
+async def seed(url: str, n: int, *, answered: bool = False) -> None:
+    """Users with an email and one survey each, due in the past (or sent and answered,
+    waiting to be synced), written straight into the store."""
+    now = datetime.now(UTC)
+    past = now - timedelta(minutes=5)
+    users = [(f"u{i}", False, f"u{i}@example.com", "Seeded", "{}", "{}", 0, 0, True, now)
+             for i in range(n)]
+    surveys = [
+        (f"u{i}", secrets.token_urlsafe(24), "survey", "answered" if answered else "pending",
+         past, past, 0, 1 if answered else 0, 0, answered,
+         past if answered else None, (i % 11) if answered else None,
+         f"comment {i}" if answered else None, past if answered else None)
+        for i in range(n)]
+    conn = await asyncio.wait_for(asyncpg.connect(pg_dsn(url)), timeout=10)
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "users", records=users,
+                columns=["user_id", "anonymous", "email", "first_name", "traits",
+                         "trait_times", "event_count", "session_count", "unsubscribe_synced",
+                         "updated_at"], timeout=60)
+            await conn.copy_records_to_table(
+                "surveys", records=surveys,
+                columns=["user_id", "token", "kind", "state", "due_at", "created_at",
+                         "attempts", "answer_revision", "synced_revision", "needs_sync",
+                         "sent_at", "score", "comment", "answered_at"], timeout=60)
+    finally:
+        await conn.close()
+
+
+def pair(tmp_path: Path, url: str, sink: LeanSink | None = None,
+         **sections: dict[str, Any]) -> list[Daemon]:
+    daemons = []
+    for name in ("a", "b"):
+        npsd = Daemon(tmp_path / name, url, port=free_port(),
+                      log={"format": "json", "level": "warning"}, **sections)
+        if sink is not None:
+            npsd.sections["email"] = {"backend": "smtp"}
+            npsd.sections["email.smtp"] = {"host": sink.host, "port": sink.port,
+                                           "security": "none", "timeout": "10s"}
+        daemons.append(npsd)
+    return daemons
+
+
+async def migrate(npsd: Daemon) -> None:
+    npsd.workdir.mkdir(parents=True, exist_ok=True)
+    npsd.write_config()
+    code, _out, err = await npsd.cli("migrate")
+    assert code == 0, err
+
+
+async def _settled(url: str) -> bool:
+    return await unfinished_surveys(url) == 0
+
+
+async def test_two_processes_email_each_survey_once(
+        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with LeanSink() as sink:
+        a, b = pair(tmp_path, pg_url, sink)
+        await migrate(a)
+        await seed(pg_url, SURVEYS)
+        started = time.monotonic()
+        await asyncio.gather(a.start(), b.start())
+        try:
+            await sink.wait_for(SURVEYS, timeout=180)
+            await wait_until(lambda: _settled(pg_url), timeout=30, what="all surveys settled")
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(2.5)  # a further tick of both: nothing more goes out
+        finally:
+            codes = await asyncio.gather(a.stop(), b.stop())
+            await asyncio.gather(a.close(), b.close())
+        messages = list(sink.message_ids)
+    emailed = survey_ids_in(messages)
+    audit = audit_surveys(await survey_states(pg_url), emailed)
+    report(capsys, "two processes, 10,000 surveys", seconds=round(elapsed, 1),
+           emails=len(messages), distinct=len(emailed), duplicates=len(audit.duplicates),
+           sent=audit.sent, rate_per_s=round(len(messages) / elapsed))
+    assert codes == [0, 0]
+    assert audit.duplicates == []
+    assert audit.problems == []
+    assert len(messages) == SURVEYS and audit.sent == SURVEYS
+
+
+async def test_two_processes_one_killed_mid_run(
+        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with LeanSink() as sink:
+        a, b = pair(tmp_path, pg_url, sink)
+        await migrate(a)
+        await seed(pg_url, KILL_SURVEYS)
+        started = time.monotonic()
+        await asyncio.gather(a.start(), b.start())
+        try:
+            await sink.wait_for(KILL_SURVEYS // 5, timeout=120)
+            await a.kill()
+            killed_at = time.monotonic()
+            claimed_by_dead = await _claimed_by_others(pg_url)
+            await wait_until(lambda: _settled(pg_url), timeout=LEASE.total_seconds() + 60,
+                             interval=0.25, what="the survivor finished the work")
+            settled_s = time.monotonic() - killed_at
+            takeovers = b.events("survey.leases_taken_over")
+            await asyncio.sleep(2.5)
+        finally:
+            await a.close()
+            code = await b.stop()
+            await b.close()
+        messages = list(sink.message_ids)
+    emailed = survey_ids_in(messages)
+    audit = audit_surveys(await survey_states(pg_url), emailed)
+    report(capsys, "two processes, one killed", seconds=round(time.monotonic() - started, 1),
+           after_kill_s=round(settled_s, 1), claimed_by_dead=claimed_by_dead,
+           taken_over=[(e.get("returned"), e.get("interrupted")) for e in takeovers],
+           emails=len(messages), distinct=len(emailed), duplicates=len(audit.duplicates),
+           sent=audit.sent, interrupted=audit.interrupted,
+           interrupted_emailed=audit.interrupted_emailed)
+    assert code == 0
+    assert audit.duplicates == []
+    assert audit.problems == []
+    assert audit.sent + audit.interrupted == KILL_SURVEYS
+    if claimed_by_dead:
+        assert takeovers, "the survivor never took the dead process's claims over"
+        # Taken over within the lease plus a dispatcher tick (and a little scheduling slack).
+        assert settled_s < LEASE.total_seconds() + 2 + 10
+
+
+async def _claimed_by_others(url: str) -> int:
+    conn = await asyncio.wait_for(asyncpg.connect(pg_dsn(url)), timeout=10)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM surveys WHERE state = 'sending'"))
+    finally:
+        await conn.close()
+
+
+async def test_two_processes_sync_each_answer_once(
+        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    answers = 3_000
+    async with FakeSegment("wk") as seg:
+        a, b = pair(tmp_path, pg_url, None,
+                    segment={"write_key": "wk", "endpoint": seg.url, "sync_at": "03:00"})
+        await migrate(a)
+        await seed(pg_url, answers, answered=True)
+        # A daily run was missed while "down": both processes catch up at start, at once.
+        conn = await asyncpg.connect(pg_dsn(pg_url))
+        try:
+            await conn.execute("UPDATE sync_state SET last_started_at = $1",
+                               datetime.now(UTC) - timedelta(days=2))
+        finally:
+            await conn.close()
+        seg.slow_next(0.5, count=2)  # keep the first syncer busy while the other looks
+        started = time.monotonic()
+        await asyncio.gather(a.start(), b.start())
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+
+                async def sync(d: Daemon) -> int:
+                    async with http.post(d.url + "/v1/sync", headers=bearer(ADMIN)) as r:
+                        return r.status
+
+                manual = await asyncio.gather(*(sync(d) for d in (a, b, a, b)))
+            await wait_until(lambda: _synced(pg_url), timeout=60, what="all answers synced")
+            elapsed = time.monotonic() - started
+        finally:
+            await asyncio.gather(a.stop(), b.stop())
+            await asyncio.gather(a.close(), b.close())
+    identifies = [m for m in seg.messages if m["type"] == "identify"]
+    per_user = Counter(m["userId"] for m in identifies)
+    runs = [len(d.events("sync.finished")) for d in (a, b)]
+    busy = [len(d.events("sync.busy")) for d in (a, b)]
+    report(capsys, "two processes, sync-back", seconds=round(elapsed, 1), answers=answers,
+           messages=len(seg.messages), identifies=len(identifies),
+           duplicates=len(seg.duplicates()), manual_answers=manual, busy=busy, runs=runs)
+    assert seg.duplicates() == []
+    assert len(per_user) == answers and set(per_user.values()) == {1}
+    assert all(status in (200, 409) for status in manual)
+
+
+async def _synced(url: str) -> bool:
+    conn = await asyncio.wait_for(asyncpg.connect(pg_dsn(url)), timeout=10)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM surveys WHERE needs_sync")) == 0
+    finally:
+        await conn.close()
