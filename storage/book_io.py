@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage.book_rules import Book
 from storage.db import utc
 from storage.events import Message
+from storage.raw import RawSQL
 from storage.sqlutil import (
     ACCOUNTS,
     ALIASES,
@@ -49,18 +50,20 @@ async def load_book(conn: AsyncConnection, messages: list[Message], now: Any) ->
                 groups.add(g)
         if m.type == "track" and m.event == "Account Deleted" and m.context_group_id:
             deleted_groups.add(m.context_group_id)
-    aliases = {r["alias_id"]: r["user_id"] for r in
-               await select_in(conn, ALIASES, ALIASES.c.alias_id, ids)}
+    raw = await RawSQL.of(conn)
+    aliases = {str(a): str(u) for a, u in await raw.fetch_in(
+        "SELECT alias_id, user_id FROM aliases WHERE alias_id IN ({})", ids)}
     ids |= set(aliases.values())
-    suppressed = {r["user_id"] for r in
-                  await select_in(conn, SUPPRESSIONS, SUPPRESSIONS.c.user_id, ids)}
-    users = {r["user_id"]: _fix_times(r, _USER_TIMES) for r in
-             await select_in(conn, USERS, USERS.c.user_id, ids, for_update=True)}
+    suppressed = {str(r[0]) for r in await raw.fetch_in(
+        "SELECT user_id FROM suppressions WHERE user_id IN ({})", ids)}
+    users = await _load_users(raw, ids)
     accounts = {r["group_id"]: _fix_times(r, _ACCOUNT_TIMES) for r in
                 await select_in(conn, ACCOUNTS, ACCOUNTS.c.group_id, groups)}
     memberships: dict[tuple[str, str], dict[str, Any]] = {}
-    rows = await select_in(conn, MEMBERSHIPS, MEMBERSHIPS.c.user_id, ids)
-    rows += await select_in(conn, MEMBERSHIPS, MEMBERSHIPS.c.group_id, deleted_groups)
+    rows: list[dict[str, Any]] = []
+    if any(_touches_memberships(m) for m in messages):
+        rows += await select_in(conn, MEMBERSHIPS, MEMBERSHIPS.c.user_id, ids)
+        rows += await select_in(conn, MEMBERSHIPS, MEMBERSHIPS.c.group_id, deleted_groups)
     for r in rows:
         r["changed_at"] = utc(r["changed_at"])
         memberships[(r["user_id"], r["group_id"])] = r
@@ -71,30 +74,88 @@ async def load_book(conn: AsyncConnection, messages: list[Message], now: Any) ->
     if missing:
         for r in await select_in(conn, ACCOUNTS, ACCOUNTS.c.group_id, missing):
             accounts[r["group_id"]] = _fix_times(r, _ACCOUNT_TIMES)
-    return Book(users=users, accounts=accounts, memberships=memberships, aliases=aliases,
+    book = Book(users=users, accounts=accounts, memberships=memberships, aliases=aliases,
                 suppressed=suppressed, now=now)
+    book.loaded = {u: dict(row) for u, row in users.items()}
+    return book
+
+
+_USER_COLUMNS = tuple(c.name for c in USERS.columns)
+_USER_FLAGS = ("anonymous", "unsubscribe_synced")
+_SELECT_USERS = f"SELECT {', '.join(_USER_COLUMNS)} FROM users WHERE user_id IN ({{}})"
+
+
+async def _load_users(raw: RawSQL, ids: set[str]) -> dict[str, dict[str, Any]]:
+    sql = _SELECT_USERS if raw.sqlite else _SELECT_USERS + " FOR UPDATE"
+    users: dict[str, dict[str, Any]] = {}
+    for values in await raw.fetch_in(sql, ids):
+        row = dict(zip(_USER_COLUMNS, values, strict=True))
+        for column in _USER_TIMES:
+            row[column] = raw.dt(row[column])
+        for column in _USER_FLAGS:
+            row[column] = bool(row[column])
+        users[row["user_id"]] = row
+    return users
+
+
+def _touches_memberships(m: Message) -> bool:
+    """Plain activity from a known id never changes memberships: skip loading them."""
+    if m.type not in ("track", "page", "screen"):
+        return True
+    if m.user_id and m.anonymous_id and m.user_id != m.anonymous_id:
+        return True  # may fold an anonymous profile (and its accounts) into the user
+    return m.type == "track" and m.event in _B2B_EVENTS
+
+
+_B2B_EVENTS = frozenset({"Account Created", "Account Deleted", "Account Added User",
+                         "Account Removed User"})
+
+
+def _user_values(raw: RawSQL, row: dict[str, Any], columns: tuple[str, ...]) -> list[Any]:
+    out: list[Any] = []
+    for column in columns:
+        value = row[column]
+        if column in _USER_TIMES:
+            value = raw.ts(value)
+        elif column in _USER_FLAGS:
+            value = raw.flag(bool(value))
+        out.append(value)
+    return out
+
+
+async def _save_users(conn: AsyncConnection, book: Book) -> None:
+    raw = await RawSQL.of(conn)
+    gone = book.removed_users | book.erased_users
+    if gone:
+        await raw.execute_in("DELETE FROM users WHERE user_id IN ({})", gone)
+    new = [book.users[u] for u in sorted(book.new_users) if u in book.users]
+    for row in new:
+        row["updated_at"] = book.now
+    await raw.executemany(
+        f"INSERT INTO users ({', '.join(_USER_COLUMNS)}) VALUES "
+        f"({', '.join('?' * len(_USER_COLUMNS))}) ON CONFLICT DO NOTHING",
+        [_user_values(raw, row, _USER_COLUMNS) for row in new])
+    # Write only the columns that changed, grouped by which ones (activity is the usual set).
+    groups: dict[tuple[str, ...], list[list[Any]]] = {}
+    for user_id in sorted(book.dirty_users - book.new_users):
+        current = book.users.get(user_id)
+        if current is None:
+            continue
+        before = book.loaded.get(user_id, {})
+        changed = tuple(c for c in _USER_COLUMNS[1:] if c != "updated_at"
+                        and current[c] != before.get(c))
+        if not changed:
+            continue
+        current["updated_at"] = book.now
+        columns = (*changed, "updated_at")
+        groups.setdefault(columns, []).append([*_user_values(raw, current, columns), user_id])
+    for columns, rows in groups.items():
+        assignments = ", ".join(f"{c} = ?" for c in columns)
+        await raw.executemany(f"UPDATE users SET {assignments} WHERE user_id = ?", rows)
 
 
 async def save_book(conn: AsyncConnection, book: Book) -> None:
-    now = book.now
-    gone = book.removed_users | book.erased_users
-    if gone:
-        await delete_in(conn, USERS, USERS.c.user_id, list(gone))
-    new = [book.users[u] for u in sorted(book.new_users) if u in book.users]
-    for row in new:
-        row["updated_at"] = now
-    if new:
-        await conn.execute(insert(conn, USERS).on_conflict_do_nothing(), new)
-    changed = [book.users[u] for u in sorted(book.dirty_users - book.new_users)
-               if u in book.users]
-    if changed:
-        for row in changed:
-            row["updated_at"] = now
-        await conn.execute(
-            sa.update(USERS).where(USERS.c.user_id == sa.bindparam("b_user_id")).values(
-                {c.name: sa.bindparam(c.name) for c in USERS.columns if c.name != "user_id"}),
-            [{**row, "b_user_id": row["user_id"]} for row in changed],
-        )
+    await _save_users(conn, book)
     await _save_aliases(conn, book)
     await _save_accounts(conn, book)
     await _save_memberships(conn, book)

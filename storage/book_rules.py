@@ -54,6 +54,7 @@ class Book:
     new_aliases: dict[str, str] = field(default_factory=dict)
     merges: list[tuple[str, str]] = field(default_factory=list)  # (from, into)
     identified: dict[str, datetime] = field(default_factory=dict)  # user → identify time
+    loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # rows as read
 
     def resolve(self, some_id: str) -> str:
         seen = 0

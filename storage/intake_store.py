@@ -12,7 +12,7 @@ from storage.book_io import load_book, save_book
 from storage.book_rules import Book, BookRules, apply_message
 from storage.db import Database
 from storage.events import Message
-from storage.sqlutil import EVENTS, chunks, insert
+from storage.raw import RawSQL
 from storage.survey_plan import Planner, plan_surveys
 
 _BOOK_LOCK_KEY = 0x6E707365  # PostgreSQL: one book writer at a time across processes
@@ -38,18 +38,20 @@ async def record_in(
     first: dict[str, int] = {}
     for index, m in enumerate(messages):
         first.setdefault(m.message_id, index)
-    inserted: set[str] = set()
-    rows = [
-        {"message_id": m.message_id, "received_at": now, "type": m.type,
-         "user_id": m.user_id, "anonymous_id": m.anonymous_id, "timestamp": m.timestamp,
-         "name": m.event or m.name}
-        for i, m in enumerate(messages) if first[m.message_id] == i
-    ]
-    for part in chunks(rows):
-        result = await conn.execute(
-            insert(conn, EVENTS).on_conflict_do_nothing().returning(EVENTS.c.message_id), part
-        )
-        inserted.update(r[0] for r in result)
+    # Dedup: the writer is alone here (BEGIN IMMEDIATE on SQLite, the advisory lock above on
+    # PostgreSQL), so "not yet seen" read now stays true until this transaction commits.
+    raw = await RawSQL.of(conn)
+    unique = [m for i, m in enumerate(messages) if first[m.message_id] == i]
+    seen = {str(r[0]) for r in await raw.fetch_in(
+        "SELECT message_id FROM events WHERE message_id IN ({})", first)}
+    fresh_rows = [m for m in unique if m.message_id not in seen]
+    received = raw.ts(now)
+    await raw.executemany(
+        "INSERT INTO events (message_id, received_at, type, user_id, anonymous_id, timestamp, "
+        "name) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [(m.message_id, received, m.type, m.user_id, m.anonymous_id, raw.ts(m.timestamp),
+          m.event or m.name) for m in fresh_rows])
+    inserted = {m.message_id for m in fresh_rows}
     flags = [first[m.message_id] == i and m.message_id in inserted
              for i, m in enumerate(messages)]
     fresh = [m for m, new in zip(messages, flags, strict=True) if new]
