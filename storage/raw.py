@@ -40,7 +40,10 @@ class RawSQL:
     def ts(self, value: datetime | None) -> Any:
         if value is None or not self.sqlite:
             return value
-        return value.astimezone(UTC).strftime(SQLITE_TIME)
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        # The same text as strftime(SQLITE_TIME), several times faster.
+        return value.isoformat(" ", "microseconds")[:26]
 
     def dt(self, value: Any) -> datetime | None:
         if value is None:

@@ -38,19 +38,20 @@ SURVEYS = 10_000
 KILL_SURVEYS = 4_000  # the kill variant waits out a 30 s lease: keep its volume smaller
 
 
-async def seed(url: str, n: int, *, answered: bool = False) -> None:
+async def seed(url: str, n: int, *, answered: bool = False, first: int = 0) -> None:
     """Users with an email and one survey each, due in the past (or sent and answered,
     waiting to be synced), written straight into the store."""
     now = datetime.now(UTC)
     past = now - timedelta(minutes=5)
+    ids = range(first, first + n)
     users = [(f"u{i}", False, f"u{i}@example.com", "Seeded", "{}", "{}", 0, 0, True, now)
-             for i in range(n)]
+             for i in ids]
     surveys = [
         (f"u{i}", secrets.token_urlsafe(24), "survey", "answered" if answered else "pending",
          past, past, 0, 1 if answered else 0, 0, answered,
          past if answered else None, (i % 11) if answered else None,
          f"comment {i}" if answered else None, past if answered else None)
-        for i in range(n)]
+        for i in ids]
     conn = await asyncio.wait_for(asyncpg.connect(pg_dsn(url)), timeout=10)
     try:
         async with conn.transaction():
@@ -68,12 +69,12 @@ async def seed(url: str, n: int, *, answered: bool = False) -> None:
         await conn.close()
 
 
-def pair(tmp_path: Path, url: str, sink: LeanSink | None = None,
+def pair(tmp_path: Path, url: str, sink: LeanSink | None = None, level: str = "warning",
          **sections: dict[str, Any]) -> list[Daemon]:
     daemons = []
     for name in ("a", "b"):
         npsd = Daemon(tmp_path / name, url, port=free_port(),
-                      log={"format": "json", "level": "warning"}, **sections)
+                      log={"format": "json", "level": level}, **sections)
         if sink is not None:
             npsd.sections["email"] = {"backend": "smtp"}
             npsd.sections["email.smtp"] = {"host": sink.host, "port": sink.port,
@@ -175,7 +176,7 @@ async def test_two_processes_sync_each_answer_once(
         pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     answers = 3_000
     async with FakeSegment("wk") as seg:
-        a, b = pair(tmp_path, pg_url, None,
+        a, b = pair(tmp_path, pg_url, None, level="info",
                     segment={"write_key": "wk", "endpoint": seg.url, "sync_at": "03:00"})
         await migrate(a)
         await seed(pg_url, answers, answered=True)
@@ -197,6 +198,11 @@ async def test_two_processes_sync_each_answer_once(
                         return r.status
 
                 manual = await asyncio.gather(*(sync(d) for d in (a, b, a, b)))
+                await wait_until(lambda: _synced(pg_url), timeout=60, what="answers synced")
+                # New answers, and both processes asked to sync them at the same moment.
+                await seed(pg_url, answers, answered=True, first=answers)
+                seg.slow_next(0.5, count=2)
+                manual += await asyncio.gather(sync(a), sync(b))
             await wait_until(lambda: _synced(pg_url), timeout=60, what="all answers synced")
             elapsed = time.monotonic() - started
         finally:
@@ -204,14 +210,15 @@ async def test_two_processes_sync_each_answer_once(
             await asyncio.gather(a.close(), b.close())
     identifies = [m for m in seg.messages if m["type"] == "identify"]
     per_user = Counter(m["userId"] for m in identifies)
-    runs = [len(d.events("sync.finished")) for d in (a, b)]
+    runs = [len(d.events("sync.started")) for d in (a, b)]
     busy = [len(d.events("sync.busy")) for d in (a, b)]
     report(capsys, "two processes, sync-back", seconds=round(elapsed, 1), answers=answers,
            messages=len(seg.messages), identifies=len(identifies),
            duplicates=len(seg.duplicates()), manual_answers=manual, busy=busy, runs=runs)
     assert seg.duplicates() == []
-    assert len(per_user) == answers and set(per_user.values()) == {1}
+    assert len(per_user) == 2 * answers and set(per_user.values()) == {1}
     assert all(status in (200, 409) for status in manual)
+    assert sum(runs) >= 2 and sum(busy) + manual.count(409) >= 1
 
 
 async def _synced(url: str) -> bool:
