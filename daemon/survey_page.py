@@ -47,6 +47,12 @@ def _unavailable() -> web.Response:
                                     detail="We could not reach our records just now."), 503)
 
 
+def _clean(text: str) -> str:
+    """Free text as the database and any reader can hold it: no NUL, no lone surrogates."""
+    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text.strip()
+
+
 def _score(text: str | None) -> int | None:
     if text is None or not text.strip().isdigit():
         return None
@@ -87,7 +93,7 @@ async def answer_survey(request: web.Request) -> web.Response:
         raw_score = form.get("score")
         score = _score(raw_score if isinstance(raw_score, str) else None)
         raw_comment = form.get("comment")
-        comment = raw_comment.strip()[:MAX_COMMENT] if isinstance(raw_comment, str) else ""
+        comment = _clean(raw_comment)[:MAX_COMMENT] if isinstance(raw_comment, str) else ""
         if score is None:
             page = pages.render_survey(
                 product_name=runtime.settings.survey.product_name, token=token, selected=None,

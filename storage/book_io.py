@@ -218,8 +218,10 @@ async def _erase(conn: AsyncConnection, book: Book, user_ids: list[str]) -> None
     await delete_in(conn, MEMBERSHIPS, MEMBERSHIPS.c.user_id, user_ids)
     await delete_in(conn, ALIASES, ALIASES.c.user_id, user_ids)
     await delete_in(conn, ALIASES, ALIASES.c.alias_id, user_ids)
-    await delete_in(conn, EVENTS, EVENTS.c.user_id, user_ids)
-    await delete_in(conn, EVENTS, EVENTS.c.anonymous_id, user_ids)
+    # The deletion requests themselves stay, so a redelivered one is still a duplicate.
+    for part in [user_ids[i:i + 500] for i in range(0, len(user_ids), 500)]:
+        for column in (EVENTS.c.user_id, EVENTS.c.anonymous_id):
+            await conn.execute(sa.delete(EVENTS).where(column.in_(part), EVENTS.c.type != "delete"))
     await delete_in(conn, DECISIONS, DECISIONS.c.user_id, user_ids)
     for part in [user_ids[i:i + 500] for i in range(0, len(user_ids), 500)]:
         await conn.execute(

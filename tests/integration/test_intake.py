@@ -288,6 +288,8 @@ async def test_delete_erases_and_suppresses(make_client: Any) -> None:
                         "traits": {"email": "gone@x.io"}})
     status, _ = await user(client, "507f191e81")
     assert status == 404  # suppressed: later events do not bring the person back
+    again = await (await post(client, fixture("delete"))).json()
+    assert again["duplicates"] == 1  # a redelivered deletion request is recognised
 
 
 async def test_read_api_needs_the_admin_token(make_client: Any) -> None:

@@ -237,6 +237,8 @@ async def test_comment_is_escaped_on_the_page(engine_factory: Any) -> None:
     await e.identify("c1", email="c@x.io")
     await e.dispatch()
     token = e.token_of()
+    nul = await e.client.post(f"/s/{token}", data={"score": "5", "comment": "a\x00b"})
+    assert nul.status == 200
     xss = "<script>alert(1)</script>"
     await e.client.post(f"/s/{token}", data={"score": "5", "comment": xss})
     html = await (await e.client.get(f"/s/{token}")).text()
