@@ -51,11 +51,15 @@ async def load_book(conn: AsyncConnection, messages: list[Message], now: Any) ->
         if m.type == "track" and m.event == "Account Deleted" and m.context_group_id:
             deleted_groups.add(m.context_group_id)
     raw = await RawSQL.of(conn)
-    aliases = {str(a): str(u) for a, u in await raw.fetch_in(
-        "SELECT alias_id, user_id FROM aliases WHERE alias_id IN ({})", ids)}
+    # Aliases and suppressions in one round trip (a suppressed id may be an alias target).
+    aliases: dict[str, str] = {}
+    suppressed: set[str] = set()
+    for kind, first, second in await raw.fetch_in(_ALIASES_AND_SUPPRESSIONS, ids):
+        if kind == "a":
+            aliases[str(first)] = str(second)
+        else:
+            suppressed.add(str(first))
     ids |= set(aliases.values())
-    suppressed = {str(r[0]) for r in await raw.fetch_in(
-        "SELECT user_id FROM suppressions WHERE user_id IN ({})", ids)}
     users = await _load_users(raw, ids)
     accounts = {r["group_id"]: _fix_times(r, _ACCOUNT_TIMES) for r in
                 await select_in(conn, ACCOUNTS, ACCOUNTS.c.group_id, groups)}
@@ -80,6 +84,10 @@ async def load_book(conn: AsyncConnection, messages: list[Message], now: Any) ->
     return book
 
 
+_ALIASES_AND_SUPPRESSIONS = (
+    "SELECT 'a', alias_id, user_id FROM aliases WHERE alias_id IN ({0}) UNION ALL "
+    "SELECT 's', user_id, NULL FROM suppressions WHERE user_id IN ({0}) "
+    "OR user_id IN (SELECT user_id FROM aliases WHERE alias_id IN ({0}))")
 _USER_COLUMNS = tuple(c.name for c in USERS.columns)
 _USER_FLAGS = ("anonymous", "unsubscribe_synced")
 _SELECT_USERS = f"SELECT {', '.join(_USER_COLUMNS)} FROM users WHERE user_id IN ({{}})"

@@ -38,20 +38,14 @@ async def record_in(
     first: dict[str, int] = {}
     for index, m in enumerate(messages):
         first.setdefault(m.message_id, index)
-    # Dedup: the writer is alone here (BEGIN IMMEDIATE on SQLite, the advisory lock above on
-    # PostgreSQL), so "not yet seen" read now stays true until this transaction commits.
+    # Dedup: a messageId already stored is not inserted again, so not returned.
     raw = await RawSQL.of(conn)
-    unique = [m for i, m in enumerate(messages) if first[m.message_id] == i]
-    seen = {str(r[0]) for r in await raw.fetch_in(
-        "SELECT message_id FROM events WHERE message_id IN ({})", first)}
-    fresh_rows = [m for m in unique if m.message_id not in seen]
     received = raw.ts(now)
-    await raw.executemany(
+    rows = [(m.message_id, received, m.type, m.user_id, m.anonymous_id, raw.ts(m.timestamp),
+             m.event or m.name) for i, m in enumerate(messages) if first[m.message_id] == i]
+    inserted = {str(r[0]) for r in await raw.insert_returning(
         "INSERT INTO events (message_id, received_at, type, user_id, anonymous_id, timestamp, "
-        "name) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [(m.message_id, received, m.type, m.user_id, m.anonymous_id, raw.ts(m.timestamp),
-          m.event or m.name) for m in fresh_rows])
-    inserted = {m.message_id for m in fresh_rows}
+        "name) VALUES {} ON CONFLICT DO NOTHING", rows, "message_id")}
     flags = [first[m.message_id] == i and m.message_id in inserted
              for i, m in enumerate(messages)]
     fresh = [m for m, new in zip(messages, flags, strict=True) if new]

@@ -65,11 +65,28 @@ class RawSQL:
         return [tuple(r) for r in await self._driver.fetch(_dollar(sql), *params)]
 
     async def fetch_in(self, sql: str, values: Iterable[Any]) -> list[tuple[Any, ...]]:
-        """`sql` holds one `{}` where the IN list goes."""
+        """`sql` holds `{0}` (once or more) where the same IN list goes."""
         rows: list[tuple[Any, ...]] = []
-        for part in chunks(sorted(set(values))):
-            rows += await self.fetch(sql.format(",".join("?" * len(part))), part)
+        uses = sql.count("{0}") or sql.count("{}")
+        for part in chunks(sorted(set(values)), 2000 // max(1, uses)):
+            marks = ",".join("?" * len(part))
+            rows += await self.fetch(sql.format(marks), part * uses)
         return rows
+
+    async def insert_returning(self, sql: str, rows: Sequence[Sequence[Any]],
+                               returning: str) -> list[tuple[Any, ...]]:
+        """One multi-row INSERT per slice (a single round trip), with RETURNING."""
+        out: list[tuple[Any, ...]] = []
+        if not rows:
+            return out
+        width = len(rows[0])
+        group = "(" + ",".join("?" * width) + ")"
+        for start in range(0, len(rows), 1000):
+            part = rows[start:start + 1000]
+            values = ",".join([group] * len(part))
+            flat = [v for row in part for v in row]
+            out += await self.fetch(sql.format(values) + " RETURNING " + returning, flat)
+        return out
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:

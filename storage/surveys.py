@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage.db import Database, utc
 from storage.sqlutil import DECISIONS, MEMBERSHIPS, SUPPRESSIONS, SURVEYS, USERS, chunks
 
+TZ = SURVEYS.c.due_at.type
 INTERRUPTED = "interrupted during the SMTP hand-off; not sent again (at most once)"
 
 
@@ -156,20 +157,40 @@ async def mark_handoff(db: Database, ids: list[int], owner: str, now: datetime,
     if not ids:
         return set()
     async with db.write() as conn:
-        rows = await conn.execute(
-            sa.update(SURVEYS)
-            .where(SURVEYS.c.id.in_(ids), SURVEYS.c.lease_owner == owner,
-                   SURVEYS.c.state == "sending", SURVEYS.c.handoff_at.is_(None))
-            .values(handoff_at=now, lease_until=now + lease).returning(SURVEYS.c.id))
-        return {r[0] for r in rows}
+        return await _handoff(conn, ids, owner, now, lease)
+
+
+async def settle(db: Database, outcomes: list[Outcome], now: datetime, *, owner: str,
+                 lease: timedelta, handoff: list[int] | None = None) -> set[int]:
+    """One transaction for the dispatcher's pipeline: record the outcomes of a chunk that was
+    sent, commit the hand-off of the next chunk (returns the ids still ours to send) and
+    renew this owner's leases. One commit (one fsync on SQLite) per chunk instead of three."""
+    async with db.write() as conn:
+        await _record(conn, outcomes, now)
+        mine = await _handoff(conn, handoff, owner, now, lease) if handoff else set()
+        await conn.execute(_RENEW, {"b_owner": owner, "b_until": now + lease})
+    return mine
+
+
+async def _handoff(conn: AsyncConnection, ids: list[int], owner: str, now: datetime,
+                   lease: timedelta) -> set[int]:
+    rows = await conn.execute(
+        sa.update(SURVEYS)
+        .where(SURVEYS.c.id.in_(ids), SURVEYS.c.lease_owner == owner,
+               SURVEYS.c.state == "sending", SURVEYS.c.handoff_at.is_(None))
+        .values(handoff_at=now, lease_until=now + lease).returning(SURVEYS.c.id))
+    return {r[0] for r in rows}
 
 
 async def renew_leases(db: Database, owner: str, now: datetime, lease: timedelta) -> None:
     async with db.write() as conn:
-        await conn.execute(
-            sa.update(SURVEYS).where(SURVEYS.c.lease_owner == owner,
-                                     SURVEYS.c.state == "sending")
-            .values(lease_until=now + lease))
+        await conn.execute(_RENEW, {"b_owner": owner, "b_until": now + lease})
+
+
+_RENEW = (sa.update(SURVEYS)
+          .where(SURVEYS.c.lease_owner == sa.bindparam("b_owner"),
+                 SURVEYS.c.state == "sending")
+          .values(lease_until=sa.bindparam("b_until", type_=TZ)))
 
 
 @dataclass(frozen=True)
@@ -188,29 +209,58 @@ async def record_outcomes(db: Database, outcomes: list[Outcome], now: datetime) 
     if not outcomes:
         return
     async with db.write() as conn:
-        for o in outcomes:
-            if o.reminder:
-                values: dict[str, Any] = {}
-                if o.state != "sent":
-                    values["last_error"] = o.reason
-            elif o.state == "sent":
-                values = {"state": "sent", "sent_at": now, "expires_at": o.expires_at,
-                          "reminder_due_at": o.reminder_due_at, "lease_owner": None,
-                          "lease_until": None, "last_error": None}
-            elif o.state == "pending":
-                values = {"state": "pending", "due_at": o.due_at, "handoff_at": None,
-                          "lease_owner": None, "lease_until": None, "last_error": o.reason,
-                          "attempts": SURVEYS.c.attempts + (1 if "retry" in o.reason else 0)}
-            else:
-                values = {"state": o.state, "lease_owner": None, "lease_until": None,
-                          "last_error": o.reason if o.state == "failed" else None}
-            if values:
-                await conn.execute(sa.update(SURVEYS).where(SURVEYS.c.id == o.survey_id)
-                                   .values(**values))
-        await conn.execute(sa.insert(DECISIONS), [
-            {"user_id": o.user_id, "at": now, "survey_id": o.survey_id,
-             "outcome": ("reminder " if o.reminder else "") + o.state, "reason": o.reason}
-            for o in outcomes])
+        await _record(conn, outcomes, now)
+
+
+def _by_id(**values: Any) -> sa.Update:
+    """UPDATE surveys SET … WHERE id = :b_id, run once per outcome (executemany)."""
+    return sa.update(SURVEYS).where(SURVEYS.c.id == sa.bindparam("b_id")).values(**values)
+
+
+def _param(name: str, type_: Any = None) -> Any:
+    return sa.bindparam(name, type_=type_)
+
+
+_SENT = _by_id(state="sent", sent_at=_param("b_now", TZ), expires_at=_param("b_expires", TZ),
+               reminder_due_at=_param("b_reminder", TZ), lease_owner=None, lease_until=None,
+               last_error=None)
+_PENDING = _by_id(state="pending", due_at=_param("b_due", TZ), handoff_at=None,
+                  lease_owner=None, lease_until=None, last_error=_param("b_reason", sa.Text),
+                  attempts=SURVEYS.c.attempts + _param("b_more", sa.Integer))
+_FINAL = _by_id(state=_param("b_state", sa.Text), lease_owner=None, lease_until=None,
+                last_error=_param("b_error", sa.Text))
+_REMINDER_FAILED = _by_id(last_error=_param("b_reason", sa.Text))
+
+
+async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) -> None:
+    """All outcomes of a chunk in a few executemany statements, one per kind."""
+    if not outcomes:
+        return
+    sent: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    final: list[dict[str, Any]] = []
+    reminders: list[dict[str, Any]] = []
+    for o in outcomes:
+        if o.reminder:
+            if o.state != "sent":
+                reminders.append({"b_id": o.survey_id, "b_reason": o.reason})
+        elif o.state == "sent":
+            sent.append({"b_id": o.survey_id, "b_now": now, "b_expires": o.expires_at,
+                         "b_reminder": o.reminder_due_at})
+        elif o.state == "pending":
+            pending.append({"b_id": o.survey_id, "b_due": o.due_at, "b_reason": o.reason,
+                            "b_more": 1 if "retry" in o.reason else 0})
+        else:
+            final.append({"b_id": o.survey_id, "b_state": o.state,
+                          "b_error": o.reason if o.state == "failed" else None})
+    for statement, rows in ((_SENT, sent), (_PENDING, pending), (_FINAL, final),
+                            (_REMINDER_FAILED, reminders)):
+        if rows:
+            await conn.execute(statement, rows)
+    await conn.execute(sa.insert(DECISIONS), [
+        {"user_id": o.user_id, "at": now, "survey_id": o.survey_id,
+         "outcome": ("reminder " if o.reminder else "") + o.state, "reason": o.reason}
+        for o in outcomes])
 
 
 async def earliest_due(db: Database) -> datetime | None:
