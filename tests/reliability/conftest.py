@@ -13,10 +13,17 @@ import pytest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak", action="store_true", default=False,
-                     help="run the reliability tests long (also NPSD_SOAK=1)")
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="run the reliability tests long (also NPSD_SOAK=1)",
+    )
 
 
 @pytest.fixture
 def soak(request: pytest.FixtureRequest) -> bool:
-    return bool(request.config.getoption("--soak", default=False)) or os.environ.get("NPSD_SOAK") == "1"
+    return (
+        bool(request.config.getoption("--soak", default=False))
+        or os.environ.get("NPSD_SOAK") == "1"
+    )

@@ -34,8 +34,9 @@ def report(capsys: pytest.CaptureFixture[str], title: str, **counts: Any) -> Non
         print(f"\n[reliability] {title}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
-async def wait_until(predicate: Any, timeout: float, interval: float = 0.1,
-                     what: str = "condition") -> None:
+async def wait_until(
+    predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> None:
     """Poll an async predicate until it is true; TimeoutError names what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
@@ -51,7 +52,7 @@ async def wait_until(predicate: Any, timeout: float, interval: float = 0.1,
 
 def sqlite_path(url: str) -> str | None:
     prefix = "sqlite+aiosqlite:///"
-    return url[len(prefix):] if url.startswith(prefix) else None
+    return url[len(prefix) :] if url.startswith(prefix) else None
 
 
 def pg_dsn(url: str) -> str:
@@ -93,14 +94,17 @@ async def integrity_check(url: str) -> str:
 
 async def survey_states(url: str) -> dict[int, tuple[str, str | None, str]]:
     """survey id -> (state, last_error, user_id)."""
-    return {int(r[0]): (str(r[1]), r[2], str(r[3])) for r in await rows(
-        url, "SELECT id, state, last_error, user_id FROM surveys")}
+    return {
+        int(r[0]): (str(r[1]), r[2], str(r[3]))
+        for r in await rows(url, "SELECT id, state, last_error, user_id FROM surveys")
+    }
 
 
 async def unfinished_surveys(url: str) -> int:
     """Surveys still to be handled: due and pending, or claimed (sending)."""
-    found = await rows(url, "SELECT state, due_at FROM surveys WHERE state IN ('pending', "
-                            "'sending')")
+    found = await rows(
+        url, "SELECT state, due_at FROM surveys WHERE state IN ('pending', 'sending')"
+    )
     return len(found)
 
 
@@ -138,8 +142,9 @@ class SurveyAudit:
     problems: list[str]
 
 
-def audit_surveys(states: dict[int, tuple[str, str | None, str]],
-                  emailed: Counter[int]) -> SurveyAudit:
+def audit_surveys(
+    states: dict[int, tuple[str, str | None, str]], emailed: Counter[int]
+) -> SurveyAudit:
     """Every survey emailed at most once; sent ones exactly once; failed only by the
     at-most-once rule; nothing left pending or claimed."""
     problems: list[str] = []
@@ -160,10 +165,14 @@ def audit_surveys(states: dict[int, tuple[str, str | None, str]],
     for sid in emailed:
         if sid not in states:
             problems.append(f"an email for unknown survey {sid}")
-    return SurveyAudit(emails=sum(emailed.values()),
-                       duplicates=sorted(s for s, n in emailed.items() if n > 1),
-                       sent=sent, interrupted=interrupted,
-                       interrupted_emailed=interrupted_emailed, problems=problems)
+    return SurveyAudit(
+        emails=sum(emailed.values()),
+        duplicates=sorted(s for s, n in emailed.items() if n > 1),
+        sent=sent,
+        interrupted=interrupted,
+        interrupted_emailed=interrupted_emailed,
+        problems=problems,
+    )
 
 
 # --- load -----------------------------------------------------------------------------
@@ -194,8 +203,9 @@ class Load:
     prefix: str = field(default_factory=lambda: f"r{random.randrange(1 << 30):x}")
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._sender(i), name=f"sender-{i}")
-                       for i in range(self.senders)]
+        self._tasks = [
+            asyncio.create_task(self._sender(i), name=f"sender-{i}") for i in range(self.senders)
+        ]
 
     async def stop(self) -> None:
         self._stop.set()
@@ -211,13 +221,24 @@ class Load:
             if n % self.identify_every == 0:
                 user = f"{self.prefix}-u{n}"
                 users.add(user)
-                messages.append({"type": "identify", "userId": user, "messageId": mid,
-                                 "traits": {"email": f"{user}@example.com",
-                                            "firstName": "Crash"}})
+                messages.append(
+                    {
+                        "type": "identify",
+                        "userId": user,
+                        "messageId": mid,
+                        "traits": {"email": f"{user}@example.com", "firstName": "Crash"},
+                    }
+                )
             else:
-                messages.append({"type": "track", "userId": f"{self.prefix}-u{n % 97}",
-                                 "messageId": mid, "event": "Clicked",
-                                 "properties": {"n": n}})
+                messages.append(
+                    {
+                        "type": "track",
+                        "userId": f"{self.prefix}-u{n % 97}",
+                        "messageId": mid,
+                        "event": "Clicked",
+                        "properties": {"n": n},
+                    }
+                )
         return messages, users
 
     async def _sender(self, index: int) -> None:
@@ -235,13 +256,13 @@ class Load:
                 if self.pause_s:
                     await asyncio.sleep(self.pause_s)
 
-    async def _post(self, session: aiohttp.ClientSession, messages: list[dict[str, Any]]
-                    ) -> int:
+    async def _post(self, session: aiohttp.ClientSession, messages: list[dict[str, Any]]) -> int:
         try:
-            async with session.post(self.url,
-                                    data=json.dumps(messages),
-                                    headers={"Content-Type": "application/json", **basic()}
-                                    ) as r:
+            async with session.post(
+                self.url,
+                data=json.dumps(messages),
+                headers={"Content-Type": "application/json", **basic()},
+            ) as r:
                 body = await r.json(content_type=None)
                 self.statuses[str(r.status)] += 1
                 if r.status == 200:
@@ -299,8 +320,7 @@ class LeanSink:
                 raise TimeoutError(f"LeanSink: {self.count} of {n} messages after {timeout}s")
             await asyncio.sleep(0.05)
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                      ) -> None:
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             writer.write(b"220 lean.sink ESMTP\r\n")
             while True:

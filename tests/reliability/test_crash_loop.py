@@ -38,42 +38,57 @@ SETTLE_S = 30 + 2 + 15
 
 
 @pytest.mark.timeout(1800)
-async def test_crash_loop(db_url: str, tmp_path: Path, soak: bool,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+async def test_crash_loop(
+    db_url: str, tmp_path: Path, soak: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     backend = "sqlite" if db_url.startswith("sqlite") else "postgres"
     kills = int(os.environ.get("NPSD_CRASH_KILLS", SOAK_KILLS if soak else KILLS))
     seed = int(os.environ.get("NPSD_CRASH_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
     started = time.monotonic()
     async with SmtpSink() as sink:
-        npsd = Daemon(tmp_path / "npsd", db_url, survey={"max_delay": 0},
-                      log={"format": "json", "level": "warning"})
+        npsd = Daemon(
+            tmp_path / "npsd",
+            db_url,
+            survey={"max_delay": 0},
+            log={"format": "json", "level": "warning"},
+        )
         if backend == "postgres":  # SQLite uses the file backend, PostgreSQL real SMTP
             npsd.sections["email"] = {"backend": "smtp"}
-            npsd.sections["email.smtp"] = {"host": sink.host, "port": sink.port,
-                                           "security": "none", "timeout": "5s"}
-        load = Load(npsd.url + "/v1/segment")
-        load.start()
-        uptimes: list[float] = []
+            npsd.sections["email.smtp"] = {
+                "host": sink.host,
+                "port": sink.port,
+                "security": "none",
+                "timeout": "5s",
+            }
         try:
-            for _ in range(kills):
-                await npsd.start()
-                uptime = rng.uniform(0.1, 0.6)
-                uptimes.append(uptime)
-                await asyncio.sleep(uptime)
-                await npsd.kill()
+            load = Load(npsd.url + "/v1/segment")
+            load.start()
+            uptimes: list[float] = []
+            try:
+                for _ in range(kills):
+                    await npsd.start()
+                    uptime = rng.uniform(0.1, 0.6)
+                    uptimes.append(uptime)
+                    await asyncio.sleep(uptime)
+                    await npsd.kill()
+            finally:
+                await drain(load)
+            loop_s = time.monotonic() - started
+
+            # One clean run: the claims of the dead take their lease to come back, then
+            # everything due is sent (or failed by the at-most-once rule) and npsd stops cleanly.
+            await npsd.start()
+            await wait_until(
+                lambda: _settled(db_url),
+                timeout=SETTLE_S,
+                interval=0.25,
+                what="no survey pending or claimed",
+            )
+            assert await npsd.stop() == 0
+
         finally:
-            await drain(load)
-        loop_s = time.monotonic() - started
-
-        # One clean run: the claims of the dead take their lease to come back, then
-        # everything due is sent (or failed by the at-most-once rule) and npsd stops cleanly.
-        await npsd.start()
-        await wait_until(lambda: _settled(db_url), timeout=SETTLE_S, interval=0.25,
-                         what="no survey pending or claimed")
-        assert await npsd.stop() == 0
-        await npsd.close()
-
+            await npsd.close()
         if backend == "postgres":
             emailed = survey_ids_in(str(m["Message-ID"]) for m in sink.messages)
         else:
@@ -86,15 +101,25 @@ async def test_crash_loop(db_url: str, tmp_path: Path, soak: bool,
     audit = audit_surveys(states, emailed)
     surveyed_users = {user for _state, _error, user in states.values()}
     unsurveyed = sorted(load.acked_identified - surveyed_users)
-    report(capsys, f"crash loop ({backend}, seed {seed})",
-           kills=kills, seconds=round(time.monotonic() - started, 1),
-           loop_seconds=round(loop_s, 1), events_acknowledged=len(load.acked),
-           events_found=len(stored & load.acked), events_stored=len(stored),
-           redelivered_duplicates=load.duplicates, identifies_acknowledged=
-           len(load.acked_identified), surveys=len(states), emails=audit.emails,
-           sent=audit.sent, interrupted=audit.interrupted,
-           interrupted_emailed=audit.interrupted_emailed,
-           duplicates=len(audit.duplicates), answers=dict(Counter(load.statuses)))
+    report(
+        capsys,
+        f"crash loop ({backend}, seed {seed})",
+        kills=kills,
+        seconds=round(time.monotonic() - started, 1),
+        loop_seconds=round(loop_s, 1),
+        events_acknowledged=len(load.acked),
+        events_found=len(stored & load.acked),
+        events_stored=len(stored),
+        redelivered_duplicates=load.duplicates,
+        identifies_acknowledged=len(load.acked_identified),
+        surveys=len(states),
+        emails=audit.emails,
+        sent=audit.sent,
+        interrupted=audit.interrupted,
+        interrupted_emailed=audit.interrupted_emailed,
+        duplicates=len(audit.duplicates),
+        answers=dict(Counter(load.statuses)),
+    )
 
     assert not load.false_acks, load.false_acks[:5]
     assert len(load.acked) > 0 and audit.emails > 0, "the load never got through"

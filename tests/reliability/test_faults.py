@@ -50,8 +50,13 @@ class RoutedSink(SmtpSink):
         self.tries: Counter[str] = Counter()
 
     def _session(self) -> SMTP:
-        session = _Session(self, _RoutedHandler(self), hostname="sink.test",
-                           ident="npsd-test-sink", enable_SMTPUTF8=True)
+        session = _Session(
+            self,
+            _RoutedHandler(self),
+            hostname="sink.test",
+            ident="npsd-test-sink",
+            enable_SMTPUTF8=True,
+        )
         self._sessions.add(session)
         return session
 
@@ -59,8 +64,9 @@ class RoutedSink(SmtpSink):
 class _RoutedHandler(_Handler):
     sink: RoutedSink
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, options: Any) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
         self.sink.tries[address] += 1
         if address.startswith("perm-"):
             return "550 5.1.1 No such user"
@@ -75,22 +81,29 @@ class _RoutedHandler(_Handler):
 
 
 def identify(user: str, n: int = 0) -> dict[str, Any]:
-    return {"type": "identify", "userId": user, "messageId": f"{user}-id-{n}",
-            "traits": {"email": f"{user}@example.com", "firstName": "Faulty"}}
+    return {
+        "type": "identify",
+        "userId": user,
+        "messageId": f"{user}-id-{n}",
+        "traits": {"email": f"{user}@example.com", "firstName": "Faulty"},
+    }
 
 
 def recipients(sink: SmtpSink) -> Counter[str]:
     return Counter(r.split("@")[0] for m in sink.messages for r in m.rcpt_tos)  # type: ignore[attr-defined]
 
 
-async def test_smtp_down_slow_4xx_5xx(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                      ) -> None:
+async def test_smtp_down_slow_4xx_5xx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.monotonic()
     db = f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}"
     async with RoutedSink() as sink:
         npsd = Daemon(tmp_path, db, survey={"max_delay": 0}, email={"backend": "smtp"})
-        npsd.sections["email.smtp"] = {"host": sink.host, "port": sink.port,
-                                       "security": "none", "timeout": "5s"}
+        npsd.sections["email.smtp"] = {
+            "host": sink.host,
+            "port": sink.port,
+            "security": "none",
+            "timeout": "5s",
+        }
         async with npsd:
             # The server is down: the surveys are retried, not lost and not failed.
             sink.stop()
@@ -108,8 +121,9 @@ async def test_smtp_down_slow_4xx_5xx(tmp_path: Path, capsys: pytest.CaptureFixt
             status, _ = await npsd.post_segment([identify(u) for u in temp + perm + slow + ok])
             assert status == 200
             t0 = time.monotonic()
-            await wait_until(lambda: _has(sink, ok + slow), timeout=15,
-                             what="healthy and slow recipients")
+            await wait_until(
+                lambda: _has(sink, ok + slow), timeout=15, what="healthy and slow recipients"
+            )
             healthy_s = time.monotonic() - t0
             # Later arrivals are not held up by the retries either.
             late = [f"ok-late-{i}" for i in range(3)]
@@ -117,18 +131,27 @@ async def test_smtp_down_slow_4xx_5xx(tmp_path: Path, capsys: pytest.CaptureFixt
             assert status == 200
             await wait_until(lambda: _has(sink, late), timeout=10, what="late recipients")
             # Retries back off (the first by up to 30 s): down and 4xx end sent once.
-            await wait_until(lambda: _has(sink, down + temp), timeout=45,
-                             what="retried recipients")
+            await wait_until(lambda: _has(sink, down + temp), timeout=45, what="retried recipients")
             await asyncio.sleep(2.5)  # one more dispatcher tick: nothing further is sent
             states = {u: s for u, s in await rows(db, "SELECT user_id, state FROM surveys")}
-            errors = {u: e for u, e in await rows(
-                db, "SELECT user_id, last_error FROM surveys WHERE state = 'failed'")}
+            errors = {
+                u: e
+                for u, e in await rows(
+                    db, "SELECT user_id, last_error FROM surveys WHERE state = 'failed'"
+                )
+            }
         got = recipients(sink)
         emailed = survey_ids_in(str(m["Message-ID"]) for m in sink.messages)
 
-    report(capsys, "smtp faults", seconds=round(time.monotonic() - started, 1),
-           healthy_delivered_s=round(healthy_s, 1), emails=sum(emailed.values()),
-           duplicates=sum(1 for n in emailed.values() if n > 1), tries=dict(sink.tries))
+    report(
+        capsys,
+        "smtp faults",
+        seconds=round(time.monotonic() - started, 1),
+        healthy_delivered_s=round(healthy_s, 1),
+        emails=sum(emailed.values()),
+        duplicates=sum(1 for n in emailed.values() if n > 1),
+        tries=dict(sink.tries),
+    )
     assert all(n == 1 for n in emailed.values()), emailed
     for user in down + temp + slow + ok + late:
         assert got[user] == 1, (user, got[user])
@@ -146,13 +169,18 @@ async def _has(sink: SmtpSink, users: list[str]) -> bool:
 # --- Segment ----------------------------------------------------------------------------
 
 
-async def test_segment_down_429_500_slow_drop(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+async def test_segment_down_429_500_slow_drop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     started = time.monotonic()
     db = f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}"
     async with FakeSegment("wk") as seg:
-        npsd = Daemon(tmp_path, db, survey={"max_delay": 0},
-                      segment={"write_key": "wk", "endpoint": seg.url, "sync_at": "03:00"})
+        npsd = Daemon(
+            tmp_path,
+            db,
+            survey={"max_delay": 0},
+            segment={"write_key": "wk", "endpoint": seg.url, "sync_at": "03:00"},
+        )
         async with npsd, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
 
             async def sync() -> dict[str, Any]:
@@ -191,9 +219,16 @@ async def test_segment_down_429_500_slow_drop(tmp_path: Path,
 
     delivered = {m["userId"]: m for m in seg.messages if m["type"] == "identify"}
     per_user = Counter(m["messageId"] for m in seg.messages if m["type"] == "identify")
-    report(capsys, "segment faults", seconds=round(time.monotonic() - started, 1),
-           requests=seg.requests, messages=len(seg.messages), duplicates=len(seg.duplicates()),
-           results={k: v["result"] for k, v in results.items()}, resync_sent=again["sent"])
+    report(
+        capsys,
+        "segment faults",
+        seconds=round(time.monotonic() - started, 1),
+        requests=seg.requests,
+        messages=len(seg.messages),
+        duplicates=len(seg.duplicates()),
+        results={k: v["result"] for k, v in results.items()},
+        resync_sent=again["sent"],
+    )
     assert all(r["result"] == "ok" for r in results.values()), results
     assert again["sent"] == 0
     assert seg.duplicates() == [], seg.duplicates()
@@ -202,19 +237,27 @@ async def test_segment_down_429_500_slow_drop(tmp_path: Path,
     assert all(n == 1 for n in per_user.values())
 
 
-async def _answer(npsd: Daemon, http: aiohttp.ClientSession, db: str, users: list[str],
-                  score: int) -> dict[str, int]:
+async def _answer(
+    npsd: Daemon, http: aiohttp.ClientSession, db: str, users: list[str], score: int
+) -> dict[str, int]:
     status, _ = await npsd.post_segment([identify(u) for u in users])
     assert status == 200
 
     async def sent() -> bool:
-        found = await rows(db, "SELECT count(*) FROM surveys WHERE state = 'sent' AND user_id IN "
-                               f"({', '.join('?' * len(users))})", *users)
+        found = await rows(
+            db,
+            "SELECT count(*) FROM surveys WHERE state = 'sent' AND user_id IN "
+            f"({', '.join('?' * len(users))})",
+            *users,
+        )
         return int(found[0][0]) == len(users)
 
     await wait_until(sent, timeout=15, what="surveys sent")
-    tokens = await rows(db, f"SELECT user_id, token FROM surveys WHERE user_id IN "
-                            f"({', '.join('?' * len(users))})", *users)
+    tokens = await rows(
+        db,
+        f"SELECT user_id, token FROM surveys WHERE user_id IN ({', '.join('?' * len(users))})",
+        *users,
+    )
     for user, token in tokens:
         async with http.post(f"{npsd.url}/s/{token}", data={"score": str(score)}) as r:
             assert r.status == 200, user
@@ -230,8 +273,12 @@ def small_filesystem(path: Path, size: str = "8m") -> Any:
     path.mkdir(parents=True, exist_ok=True)
     if shutil.which("mount") is None:
         pytest.skip("no mount(8) here")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs: {done.stderr.strip()}")
     try:
@@ -259,8 +306,12 @@ async def test_sqlite_disk_full(tmp_path: Path, capsys: pytest.CaptureFixture[st
     started = time.monotonic()
     with small_filesystem(tmp_path / "disk") as disk:
         db = f"sqlite+aiosqlite:///{disk / 'npsd.db'}"
-        npsd = Daemon(tmp_path / "run", db, survey={"max_delay": 0},
-                      log={"format": "json", "level": "warning"})
+        npsd = Daemon(
+            tmp_path / "run",
+            db,
+            survey={"max_delay": 0},
+            log={"format": "json", "level": "warning"},
+        )
         async with npsd:
             load = Load(npsd.url + "/v1/segment", senders=3, batch=20, pause_s=0.02)
             load.start()
@@ -272,17 +323,26 @@ async def test_sqlite_disk_full(tmp_path: Path, capsys: pytest.CaptureFixture[st
             full_503 = load.statuses["503"]
             filler.unlink()
             resumed_from = len(load.acked)
-            await wait_until(_acked(load, resumed_from + 200), timeout=30,
-                             what="intake resumed after space was freed")
+            await wait_until(
+                _acked(load, resumed_from + 200),
+                timeout=30,
+                what="intake resumed after space was freed",
+            )
             await drain(load)
             assert npsd.proc is not None and npsd.proc.returncode is None
         stored = await stored_message_ids(db)
         integrity = await rows(db, "PRAGMA integrity_check")
     missing = load.acked - stored
-    report(capsys, "sqlite disk full", seconds=round(time.monotonic() - started, 1),
-           events_acknowledged=len(load.acked), acked_when_full=acked_when_full,
-           events_found=len(load.acked & stored), answers_503=full_503,
-           answers=dict(load.statuses))
+    report(
+        capsys,
+        "sqlite disk full",
+        seconds=round(time.monotonic() - started, 1),
+        events_acknowledged=len(load.acked),
+        acked_when_full=acked_when_full,
+        events_found=len(load.acked & stored),
+        answers_503=full_503,
+        answers=dict(load.statuses),
+    )
     assert not load.false_acks
     assert missing == set(), f"{len(missing)} acknowledged events lost"
     assert integrity[0][0] == "ok"
@@ -292,12 +352,14 @@ async def test_sqlite_disk_full(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def _acked(load: Load, n: int) -> Any:
     async def check() -> bool:
         return len(load.acked) >= n
+
     return check
 
 
 def _status(load: Load, status: str, n: int) -> Any:
     async def check() -> bool:
         return load.statuses[status] >= n
+
     return check
 
 
@@ -315,14 +377,16 @@ async def admin_pg(url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.mark.postgres
-async def test_postgres_outage_under_load(pg_url: str, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+async def test_postgres_outage_under_load(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The database refuses connections and npsd's are terminated (only this test's
     database: the shared cluster keeps running); intake answers 503, then recovers."""
     started = time.monotonic()
     name = pg_url.rpartition("/")[2]
-    npsd = Daemon(tmp_path, pg_url, survey={"max_delay": 0},
-                  log={"format": "json", "level": "warning"})
+    npsd = Daemon(
+        tmp_path, pg_url, survey={"max_delay": 0}, log={"format": "json", "level": "warning"}
+    )
     async with npsd, admin_pg(pg_url) as admin:
         load = Load(npsd.url + "/v1/segment", senders=3, batch=20, pause_s=0.02)
         load.start()
@@ -331,10 +395,13 @@ async def test_postgres_outage_under_load(pg_url: str, tmp_path: Path,
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             killed = await admin.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
             before = load.statuses["503"]
-            await wait_until(_status(load, "503", before + 5), timeout=30,
-                             what="503 during the outage")
+            await wait_until(
+                _status(load, "503", before + 5), timeout=30, what="503 during the outage"
+            )
             async with npsd.session.get(npsd.url + "/readyz") as r:  # type: ignore[union-attr]
                 ready_during = r.status
             await asyncio.sleep(1.0)
@@ -343,17 +410,25 @@ async def test_postgres_outage_under_load(pg_url: str, tmp_path: Path,
         outage_503 = load.statuses["503"]
         t0 = time.monotonic()
         resumed_from = len(load.acked)
-        await wait_until(_acked(load, resumed_from + 200), timeout=30,
-                         what="intake resumed after the outage")
+        await wait_until(
+            _acked(load, resumed_from + 200), timeout=30, what="intake resumed after the outage"
+        )
         recovery_s = time.monotonic() - t0
         await drain(load)
         assert npsd.proc is not None and npsd.proc.returncode is None
     stored = await stored_message_ids(pg_url)
     missing = load.acked - stored
-    report(capsys, "postgres outage", seconds=round(time.monotonic() - started, 1),
-           terminated=killed, answers_503=outage_503, recovery_s=round(recovery_s, 1),
-           events_acknowledged=len(load.acked), events_found=len(load.acked & stored),
-           answers=dict(load.statuses))
+    report(
+        capsys,
+        "postgres outage",
+        seconds=round(time.monotonic() - started, 1),
+        terminated=killed,
+        answers_503=outage_503,
+        recovery_s=round(recovery_s, 1),
+        events_acknowledged=len(load.acked),
+        events_found=len(load.acked & stored),
+        answers=dict(load.statuses),
+    )
     assert ready_during == 503
     assert not load.false_acks
     assert missing == set(), f"{len(missing)} acknowledged events lost"

@@ -44,41 +44,97 @@ async def seed(url: str, n: int, *, answered: bool = False, first: int = 0) -> N
     now = datetime.now(UTC)
     past = now - timedelta(minutes=5)
     ids = range(first, first + n)
-    users = [(f"u{i}", False, f"u{i}@example.com", "Seeded", "{}", "{}", 0, 0, True, now)
-             for i in ids]
+    users = [
+        (f"u{i}", False, f"u{i}@example.com", "Seeded", "{}", "{}", 0, 0, True, now) for i in ids
+    ]
     surveys = [
-        (f"u{i}", secrets.token_urlsafe(24), "survey", "answered" if answered else "pending",
-         past, past, 0, 1 if answered else 0, 0, answered,
-         past if answered else None, (i % 11) if answered else None,
-         f"comment {i}" if answered else None, past if answered else None)
-        for i in ids]
+        (
+            f"u{i}",
+            secrets.token_urlsafe(24),
+            "survey",
+            "answered" if answered else "pending",
+            past,
+            past,
+            0,
+            1 if answered else 0,
+            0,
+            answered,
+            past if answered else None,
+            (i % 11) if answered else None,
+            f"comment {i}" if answered else None,
+            past if answered else None,
+        )
+        for i in ids
+    ]
     conn = await asyncio.wait_for(asyncpg.connect(pg_dsn(url)), timeout=10)
     try:
         async with conn.transaction():
             await conn.copy_records_to_table(
-                "users", records=users,
-                columns=["user_id", "anonymous", "email", "first_name", "traits",
-                         "trait_times", "event_count", "session_count", "unsubscribe_synced",
-                         "updated_at"], timeout=60)
+                "users",
+                records=users,
+                columns=[
+                    "user_id",
+                    "anonymous",
+                    "email",
+                    "first_name",
+                    "traits",
+                    "trait_times",
+                    "event_count",
+                    "session_count",
+                    "unsubscribe_synced",
+                    "updated_at",
+                ],
+                timeout=60,
+            )
             await conn.copy_records_to_table(
-                "surveys", records=surveys,
-                columns=["user_id", "token", "kind", "state", "due_at", "created_at",
-                         "attempts", "answer_revision", "synced_revision", "needs_sync",
-                         "sent_at", "score", "comment", "answered_at"], timeout=60)
+                "surveys",
+                records=surveys,
+                columns=[
+                    "user_id",
+                    "token",
+                    "kind",
+                    "state",
+                    "due_at",
+                    "created_at",
+                    "attempts",
+                    "answer_revision",
+                    "synced_revision",
+                    "needs_sync",
+                    "sent_at",
+                    "score",
+                    "comment",
+                    "answered_at",
+                ],
+                timeout=60,
+            )
     finally:
         await conn.close()
 
 
-def pair(tmp_path: Path, url: str, sink: LeanSink | None = None, level: str = "warning",
-         **sections: dict[str, Any]) -> list[Daemon]:
+def pair(
+    tmp_path: Path,
+    url: str,
+    sink: LeanSink | None = None,
+    level: str = "warning",
+    **sections: dict[str, Any],
+) -> list[Daemon]:
     daemons = []
     for name in ("a", "b"):
-        npsd = Daemon(tmp_path / name, url, port=free_port(),
-                      log={"format": "json", "level": level}, **sections)
+        npsd = Daemon(
+            tmp_path / name,
+            url,
+            port=free_port(),
+            log={"format": "json", "level": level},
+            **sections,
+        )
         if sink is not None:
             npsd.sections["email"] = {"backend": "smtp"}
-            npsd.sections["email.smtp"] = {"host": sink.host, "port": sink.port,
-                                           "security": "none", "timeout": "10s"}
+            npsd.sections["email.smtp"] = {
+                "host": sink.host,
+                "port": sink.port,
+                "security": "none",
+                "timeout": "10s",
+            }
         daemons.append(npsd)
     return daemons
 
@@ -95,7 +151,8 @@ async def _settled(url: str) -> bool:
 
 
 async def test_two_processes_email_each_survey_once(
-        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with LeanSink() as sink:
         a, b = pair(tmp_path, pg_url, sink)
         await migrate(a)
@@ -113,9 +170,16 @@ async def test_two_processes_email_each_survey_once(
         messages = list(sink.message_ids)
     emailed = survey_ids_in(messages)
     audit = audit_surveys(await survey_states(pg_url), emailed)
-    report(capsys, "two processes, 10,000 surveys", seconds=round(elapsed, 1),
-           emails=len(messages), distinct=len(emailed), duplicates=len(audit.duplicates),
-           sent=audit.sent, rate_per_s=round(len(messages) / elapsed))
+    report(
+        capsys,
+        "two processes, 10,000 surveys",
+        seconds=round(elapsed, 1),
+        emails=len(messages),
+        distinct=len(emailed),
+        duplicates=len(audit.duplicates),
+        sent=audit.sent,
+        rate_per_s=round(len(messages) / elapsed),
+    )
     assert codes == [0, 0]
     assert audit.duplicates == []
     assert audit.problems == []
@@ -123,7 +187,8 @@ async def test_two_processes_email_each_survey_once(
 
 
 async def test_two_processes_one_killed_mid_run(
-        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with LeanSink() as sink:
         a, b = pair(tmp_path, pg_url, sink)
         await migrate(a)
@@ -135,8 +200,12 @@ async def test_two_processes_one_killed_mid_run(
             await a.kill()
             killed_at = time.monotonic()
             claimed_by_dead = await _claimed_by_others(pg_url)
-            await wait_until(lambda: _settled(pg_url), timeout=LEASE.total_seconds() + 60,
-                             interval=0.25, what="the survivor finished the work")
+            await wait_until(
+                lambda: _settled(pg_url),
+                timeout=LEASE.total_seconds() + 60,
+                interval=0.25,
+                what="the survivor finished the work",
+            )
             settled_s = time.monotonic() - killed_at
             takeovers = b.events("survey.leases_taken_over")
             await asyncio.sleep(2.5)
@@ -147,12 +216,20 @@ async def test_two_processes_one_killed_mid_run(
         messages = list(sink.message_ids)
     emailed = survey_ids_in(messages)
     audit = audit_surveys(await survey_states(pg_url), emailed)
-    report(capsys, "two processes, one killed", seconds=round(time.monotonic() - started, 1),
-           after_kill_s=round(settled_s, 1), claimed_by_dead=claimed_by_dead,
-           taken_over=[(e.get("returned"), e.get("interrupted")) for e in takeovers],
-           emails=len(messages), distinct=len(emailed), duplicates=len(audit.duplicates),
-           sent=audit.sent, interrupted=audit.interrupted,
-           interrupted_emailed=audit.interrupted_emailed)
+    report(
+        capsys,
+        "two processes, one killed",
+        seconds=round(time.monotonic() - started, 1),
+        after_kill_s=round(settled_s, 1),
+        claimed_by_dead=claimed_by_dead,
+        taken_over=[(e.get("returned"), e.get("interrupted")) for e in takeovers],
+        emails=len(messages),
+        distinct=len(emailed),
+        duplicates=len(audit.duplicates),
+        sent=audit.sent,
+        interrupted=audit.interrupted,
+        interrupted_emailed=audit.interrupted_emailed,
+    )
     assert code == 0
     assert audit.duplicates == []
     assert audit.problems == []
@@ -166,25 +243,31 @@ async def test_two_processes_one_killed_mid_run(
 async def _claimed_by_others(url: str) -> int:
     conn = await asyncio.wait_for(asyncpg.connect(pg_dsn(url)), timeout=10)
     try:
-        return int(await conn.fetchval(
-            "SELECT count(*) FROM surveys WHERE state = 'sending'"))
+        return int(await conn.fetchval("SELECT count(*) FROM surveys WHERE state = 'sending'"))
     finally:
         await conn.close()
 
 
 async def test_two_processes_sync_each_answer_once(
-        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     answers = 3_000
     async with FakeSegment("wk") as seg:
-        a, b = pair(tmp_path, pg_url, None, level="info",
-                    segment={"write_key": "wk", "endpoint": seg.url, "sync_at": "03:00"})
+        a, b = pair(
+            tmp_path,
+            pg_url,
+            None,
+            level="info",
+            segment={"write_key": "wk", "endpoint": seg.url, "sync_at": "03:00"},
+        )
         await migrate(a)
         await seed(pg_url, answers, answered=True)
         # A daily run was missed while "down": both processes catch up at start, at once.
         conn = await asyncpg.connect(pg_dsn(pg_url))
         try:
-            await conn.execute("UPDATE sync_state SET last_started_at = $1",
-                               datetime.now(UTC) - timedelta(days=2))
+            await conn.execute(
+                "UPDATE sync_state SET last_started_at = $1", datetime.now(UTC) - timedelta(days=2)
+            )
         finally:
             await conn.close()
         seg.slow_next(0.5, count=2)  # keep the first syncer busy while the other looks
@@ -212,9 +295,18 @@ async def test_two_processes_sync_each_answer_once(
     per_user = Counter(m["userId"] for m in identifies)
     runs = [len(d.events("sync.started")) for d in (a, b)]
     busy = [len(d.events("sync.busy")) for d in (a, b)]
-    report(capsys, "two processes, sync-back", seconds=round(elapsed, 1), answers=answers,
-           messages=len(seg.messages), identifies=len(identifies),
-           duplicates=len(seg.duplicates()), manual_answers=manual, busy=busy, runs=runs)
+    report(
+        capsys,
+        "two processes, sync-back",
+        seconds=round(elapsed, 1),
+        answers=answers,
+        messages=len(seg.messages),
+        identifies=len(identifies),
+        duplicates=len(seg.duplicates()),
+        manual_answers=manual,
+        busy=busy,
+        runs=runs,
+    )
     assert seg.duplicates() == []
     assert len(per_user) == 2 * answers and set(per_user.values()) == {1}
     assert all(status in (200, 409) for status in manual)
