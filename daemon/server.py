@@ -6,6 +6,7 @@ port accepts connections, and so SIGHUP can reload without a restart."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -61,8 +62,25 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
     runtime.stopping = True
     systemd.notify(systemd.STOPPING)
     await runner.cleanup()
+    await _settle_leftover_tasks(timeout_s=5.0)
     log.info("server.stopped")
     return 0
+
+
+async def _settle_leftover_tasks(timeout_s: float) -> None:
+    """Cancel what is still running after the cleanup contexts closed. A task that ignores
+    cancellation must not keep a stopped npsd alive: exit anyway (the store is closed)."""
+    current = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for task in others:
+        task.cancel()
+    if not others:
+        return
+    _, pending = await asyncio.wait(others, timeout=timeout_s)
+    if pending:
+        log.error("server.stuck_tasks", tasks=[t.get_name() for t in pending])
+        sys.stderr.flush()
+        os._exit(0)
 
 
 _background: set[asyncio.Task[None]] = set()
