@@ -1,11 +1,15 @@
 """Survey dispatch: claim due surveys, check them again, hand them to the email backend.
 
-At most once: the hand-off is committed (storage.surveys.mark_handoff) before SMTP starts,
-in chunks, so a crash can lose at most the chunk in flight — recorded failed, never resent."""
+At most once: the hand-off of a chunk is committed (storage.surveys.settle) before SMTP
+starts on it. Chunks are pipelined: while one is being sent, the outcomes of the one before
+and the hand-off of the next are committed in one transaction, so the SMTP connections never
+wait for the database. At most MAX_IN_FLIGHT chunks are handed off and not yet recorded, so
+a crash can lose at most those — recorded failed ("interrupted"), never resent."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -18,7 +22,7 @@ from jobs.email_message import (
     PermanentEmailError,
     SurveyEmail,
     TransientEmailError,
-    build_message,
+    render_message,
 )
 from jobs.owners import owner_is_dead
 from jobs.planning import candidate_from
@@ -38,9 +42,11 @@ from storage.surveys import Claimed, Outcome
 
 log = structlog.get_logger("npsd.survey")
 
-LEASE = timedelta(seconds=30)
+LEASE = timedelta(seconds=25)  # a dead process's claims are taken over within 30 s (2 s ticks)
+RENEW_EVERY = timedelta(seconds=5)  # leases of claims still waiting, renewed this often
 CLAIM_BATCH = 500
 HANDOFF_CHUNK = 64
+MAX_IN_FLIGHT = 2  # chunks handed off and not yet recorded
 SMTP_RETRY = RetryPolicy(max_attempts=8, base_s=30.0, cap_s=3600.0)
 
 
@@ -52,6 +58,7 @@ class Dispatcher:
         self._settings, self._backend = settings, backend
         self._lock = asyncio.Lock()
         self._on_email = on_email
+        self._renewed: datetime | None = None
         self.stopping = False
 
     async def idle(self) -> None:
@@ -73,17 +80,64 @@ class Dispatcher:
             if back or lost:
                 log.warning("survey.leases_taken_over", returned=back, interrupted=lost)
             total = 0
-            while not self.stopping:
-                claimed = await surveys.claim_due(self._db, self._clock.now(), self._owner,
-                                                  CLAIM_BATCH, LEASE)
-                if not claimed:
-                    break
-                total += len(claimed)
-                await self._process(claimed)
+            in_flight: deque[asyncio.Task[list[Outcome]]] = deque()
+            try:
+                while not self.stopping:
+                    # Claimed while the last chunks are still being sent.
+                    claimed = await surveys.claim_due(self._db, self._clock.now(),
+                                                      self._owner, CLAIM_BATCH, LEASE)
+                    if not claimed:
+                        break
+                    total += len(claimed)
+                    settings = self._settings()
+                    sendable = await self._screen(claimed, settings)
+                    for start in range(0, len(sendable), HANDOFF_CHUNK):
+                        if self.stopping:
+                            break  # leases run out and another start picks these up
+                        await self._hand_off(sendable[start:start + HANDOFF_CHUNK],
+                                             settings, in_flight)
+            finally:
+                await self._drain(in_flight)
             return total
 
-    async def _process(self, claimed: list[Claimed]) -> None:
-        settings = self._settings()
+    async def _hand_off(self, chunk: list[Claimed], settings: Settings,
+                        in_flight: deque[asyncio.Task[list[Outcome]]]) -> None:
+        """Commit the chunk's hand-off (with the outcomes of the oldest chunk in flight, if
+        the pipeline is full), then start sending it."""
+        done = await in_flight.popleft() if len(in_flight) >= MAX_IN_FLIGHT else []
+        now = self._clock.now()
+        renew = self._renewed is None or not timedelta(0) <= now - self._renewed < RENEW_EVERY
+        mine = await surveys.settle(self._db, done, now, owner=self._owner, lease=LEASE,
+                                    handoff=[c.id for c in chunk if not c.reminder],
+                                    renew=renew)
+        if renew:
+            self._renewed = now
+        chunk = [c for c in chunk if c.reminder or c.id in mine]
+        in_flight.append(asyncio.create_task(self._send_chunk(chunk, settings)))
+
+    async def _drain(self, in_flight: deque[asyncio.Task[list[Outcome]]]) -> None:
+        """Wait for the chunks still being sent and record what became of them."""
+        outcomes: list[Outcome] = []
+        while in_flight:
+            outcomes += await in_flight.popleft()
+        if outcomes:
+            await surveys.settle(self._db, outcomes, self._clock.now(), owner=self._owner,
+                                 lease=LEASE)
+
+    async def _send_chunk(self, chunk: list[Claimed], settings: Settings) -> list[Outcome]:
+        now = self._clock.now()  # the Date of every email in the chunk
+        failures = await asyncio.gather(*(self._send(c, settings, now) for c in chunk))
+        # One time for the chunk: its sent rows then share one UPDATE.
+        done = self._clock.now()
+        expires, reminder = expires_at(done, settings.survey), reminder_due(done, settings.survey)
+        return [failure or Outcome(c.id, c.user_id, "sent",
+                                   "reminder sent" if c.reminder else "sent",
+                                   expires_at=expires, reminder_due_at=reminder,
+                                   reminder=c.reminder)
+                for c, failure in zip(chunk, failures, strict=True)]
+
+    async def _screen(self, claimed: list[Claimed], settings: Settings) -> list[Claimed]:
+        """Record the claims that are not to be sent now; returns the rest."""
         now = self._clock.now()
         skipped: list[Outcome] = []
         sendable: list[Claimed] = []
@@ -98,17 +152,7 @@ class Dispatcher:
         for o in skipped:
             log.info("survey.deferred" if o.state == "pending" else "survey.skipped",
                      survey_id=o.survey_id, reason=o.reason)
-        for start in range(0, len(sendable), HANDOFF_CHUNK):
-            if self.stopping:
-                break  # leases run out and another start picks these up
-            chunk = sendable[start:start + HANDOFF_CHUNK]
-            mine = await surveys.mark_handoff(
-                self._db, [c.id for c in chunk if not c.reminder], self._owner,
-                self._clock.now(), LEASE)
-            chunk = [c for c in chunk if c.reminder or c.id in mine]
-            outcomes = await asyncio.gather(*(self._send(c, settings) for c in chunk))
-            await surveys.record_outcomes(self._db, list(outcomes), self._clock.now())
-            await surveys.renew_leases(self._db, self._owner, self._clock.now(), LEASE)
+        return sendable
 
     async def _account_counts(self, claimed: list[Claimed], settings: Settings,
                               now: datetime) -> dict[str, int]:
@@ -152,7 +196,8 @@ class Dispatcher:
                 caps[g] = caps.get(g, 0) + 1
         return None
 
-    async def _send(self, c: Claimed, settings: Settings) -> Outcome:
+    async def _send(self, c: Claimed, settings: Settings, now: datetime) -> Outcome | None:
+        """Email one survey; None means sent, else the outcome of the failure."""
         assert c.user is not None
         email = SurveyEmail(
             survey_id=c.id, token=c.token, to=c.user["email"], first_name=c.user["first_name"],
@@ -160,7 +205,7 @@ class Dispatcher:
             public_url=settings.server.public_url, sender=settings.email.sender,
             reminder=c.reminder)
         try:
-            await self._backend().send(build_message(email, now=self._clock.now()))
+            await self._backend().send(render_message(email, now=now))
         except TransientEmailError as exc:
             return self._retry(c, exc)
         except PermanentEmailError as exc:
@@ -175,11 +220,8 @@ class Dispatcher:
             return Outcome(c.id, c.user_id, "failed", f"failed: {exc.__class__.__name__}",
                            reminder=c.reminder)
         self._count("sent")
-        now = self._clock.now()
         log.info("survey.sent", survey_id=c.id, reminder=c.reminder)
-        return Outcome(c.id, c.user_id, "sent", "reminder sent" if c.reminder else "sent",
-                       expires_at=expires_at(now, settings.survey),
-                       reminder_due_at=reminder_due(now, settings.survey), reminder=c.reminder)
+        return None
 
     def _retry(self, c: Claimed, exc: TransientEmailError) -> Outcome:
         detail = f"{exc.code or ''} {exc.reply[:200]}".strip()

@@ -2,7 +2,9 @@
 
 Backends only deliver. They turn every failure into TransientEmailError (retry later) or
 PermanentEmailError (record and stop), so the dispatcher's retry policy never sees aiosmtplib.
-Message building lives in jobs/email_message.py and is re-exported here.
+Message building lives in jobs/email_message.py and is re-exported here. A backend sends a
+RenderedEmail (the envelope and the exact bytes) as it is; an EmailMessage is accepted too
+and flattened here.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from jobs.clock import Clock, SystemClock
 from jobs.email_message import (
     EmailError,
     PermanentEmailError,
+    RenderedEmail,
     SurveyEmail,
     TransientEmailError,
     build_message,
+    render_message,
 )
 
 __all__ = [
@@ -34,16 +38,20 @@ __all__ = [
     "EmailError",
     "FileBackend",
     "PermanentEmailError",
+    "RenderedEmail",
     "SmtpBackend",
     "SurveyEmail",
     "TransientEmailError",
     "build_message",
     "make_backend",
+    "render_message",
 ]
+
+Outgoing = RenderedEmail | EmailMessage
 
 
 class EmailBackend(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, message: Outgoing) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -67,11 +75,14 @@ class FileBackend:
         self.directory = Path(directory)
         self._clock = clock or SystemClock()
 
-    async def send(self, message: EmailMessage) -> None:
-        match = _SURVEY_ID.search(str(message.get("Message-ID", "")))
+    async def send(self, message: Outgoing) -> None:
+        if isinstance(message, RenderedEmail):
+            mid, data = message.message_id, message.data
+        else:
+            mid, data = str(message.get("Message-ID", "")), message.as_bytes()
+        match = _SURVEY_ID.search(mid)
         survey = match.group(1) if match else "unknown"
         stamp = self._clock.now().strftime("%Y%m%dT%H%M%S.%fZ")
-        data = message.as_bytes()
         try:
             await asyncio.to_thread(self._write, f"{stamp}-survey-{survey}", data)
         except OSError as exc:
@@ -133,16 +144,19 @@ class SmtpBackend:
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # (connection, last used)
         self._closed = False
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Outgoing) -> None:
         if self._closed:
             raise RuntimeError("SmtpBackend is closed")
         async with self._slots:
             smtp = await self._acquire()
             try:
-                sender, recipients = _envelope(message)
-                await smtp.send_message(
-                    message, sender=sender, recipients=recipients, timeout=self._timeout_s
-                )
+                if isinstance(message, RenderedEmail):
+                    await self._transaction(smtp, message)
+                else:
+                    sender, recipients = _envelope(message)
+                    await smtp.send_message(
+                        message, sender=sender, recipients=recipients, timeout=self._timeout_s
+                    )
             except _ANSWERED as exc:
                 # The server answered (and aiosmtplib sent RSET): the connection is still good.
                 self._release(smtp)
@@ -155,6 +169,48 @@ class SmtpBackend:
                 smtp.close()  # cancelled mid-transaction
                 raise
             self._release(smtp)
+
+    async def _transaction(self, smtp: aiosmtplib.SMTP, m: RenderedEmail) -> None:
+        """MAIL, RCPT and DATA, as aiosmtplib's sendmail() does but without its four parses
+        of addresses the message carries validated, its regular expressions over the whole
+        message (already CRLF) and a timer per reply: one deadline covers the transaction."""
+        options: list[bytes] = []
+        if smtp.supports_extension("size"):
+            options.append(b"SIZE=%d" % len(m.data))
+        if m.smtputf8:
+            if not smtp.supports_extension("smtputf8"):
+                raise aiosmtplib.SMTPNotSupported(
+                    "a non-ASCII address needs SMTPUTF8, which the server does not offer")
+            options.append(b"SMTPUTF8")
+        encoding = "utf-8" if m.smtputf8 else "ascii"
+        async with asyncio.timeout(self._timeout_s):
+            try:
+                reply = await smtp.execute_command(
+                    b"MAIL", b"FROM:<" + m.sender.encode(encoding) + b">", *options,
+                    timeout=None)
+                if reply.code != 250:
+                    raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, m.sender)
+                for rcpt in m.recipients:
+                    reply = await smtp.execute_command(
+                        b"RCPT", b"TO:<" + rcpt.encode(encoding) + b">", timeout=None)
+                    if reply.code not in (250, 251):
+                        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt)
+                reply = await smtp.execute_command(b"DATA", timeout=None)
+                if reply.code != 354:
+                    raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+                # The payload goes straight to the protocol (smtp.data() would normalise
+                # line endings again); the pool gives us the connection to ourselves.
+                protocol = smtp.protocol
+                if protocol is None:
+                    raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+                protocol.write(_dot_stuffed(m.data))
+                reply = await protocol.read_response(timeout=None)
+                if reply.code != 250:
+                    raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+            except aiosmtplib.SMTPResponseException:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    await smtp.rset(timeout=None)  # reset the envelope, keep the connection
+                raise
 
     async def close(self) -> None:
         """Say QUIT on idle connections; idempotent."""
@@ -202,6 +258,11 @@ class SmtpBackend:
         )
         try:
             await smtp.connect()
+            if smtp.is_ehlo_or_helo_needed:
+                try:
+                    await smtp.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await smtp.helo()
         except _FAILURES as exc:
             smtp.close()
             raise _classify(exc, connecting=True) from exc
@@ -217,6 +278,16 @@ _ANSWERED = (
     ValueError,
 )
 _FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError)
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The DATA payload (RFC 5321 4.5.2) of a message that already ends lines with CRLF."""
+    body = data.replace(b"\r\n.", b"\r\n..")
+    if body.startswith(b"."):
+        body = b"." + body
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
 
 
 def _envelope(message: EmailMessage) -> tuple[str, list[str]]:

@@ -161,14 +161,16 @@ async def mark_handoff(db: Database, ids: list[int], owner: str, now: datetime,
 
 
 async def settle(db: Database, outcomes: list[Outcome], now: datetime, *, owner: str,
-                 lease: timedelta, handoff: list[int] | None = None) -> set[int]:
+                 lease: timedelta, handoff: list[int] | None = None,
+                 renew: bool = True) -> set[int]:
     """One transaction for the dispatcher's pipeline: record the outcomes of a chunk that was
     sent, commit the hand-off of the next chunk (returns the ids still ours to send) and
     renew this owner's leases. One commit (one fsync on SQLite) per chunk instead of three."""
     async with db.write() as conn:
         await _record(conn, outcomes, now)
         mine = await _handoff(conn, handoff, owner, now, lease) if handoff else set()
-        await conn.execute(_RENEW, {"b_owner": owner, "b_until": now + lease})
+        if renew:
+            await conn.execute(_RENEW, {"b_owner": owner, "b_until": now + lease})
     return mine
 
 
@@ -221,9 +223,6 @@ def _param(name: str, type_: Any = None) -> Any:
     return sa.bindparam(name, type_=type_)
 
 
-_SENT = _by_id(state="sent", sent_at=_param("b_now", TZ), expires_at=_param("b_expires", TZ),
-               reminder_due_at=_param("b_reminder", TZ), lease_owner=None, lease_until=None,
-               last_error=None)
 _PENDING = _by_id(state="pending", due_at=_param("b_due", TZ), handoff_at=None,
                   lease_owner=None, lease_until=None, last_error=_param("b_reason", sa.Text),
                   attempts=SURVEYS.c.attempts + _param("b_more", sa.Integer))
@@ -233,10 +232,11 @@ _REMINDER_FAILED = _by_id(last_error=_param("b_reason", sa.Text))
 
 
 async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) -> None:
-    """All outcomes of a chunk in a few executemany statements, one per kind."""
+    """All outcomes of a chunk in a few statements: one UPDATE per kind (executemany, or
+    one for all the surveys sent at the same time), one INSERT for the decisions."""
     if not outcomes:
         return
-    sent: list[dict[str, Any]] = []
+    sent: dict[tuple[datetime | None, datetime | None], list[int]] = {}
     pending: list[dict[str, Any]] = []
     final: list[dict[str, Any]] = []
     reminders: list[dict[str, Any]] = []
@@ -245,15 +245,19 @@ async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime)
             if o.state != "sent":
                 reminders.append({"b_id": o.survey_id, "b_reason": o.reason})
         elif o.state == "sent":
-            sent.append({"b_id": o.survey_id, "b_now": now, "b_expires": o.expires_at,
-                         "b_reminder": o.reminder_due_at})
+            sent.setdefault((o.expires_at, o.reminder_due_at), []).append(o.survey_id)
         elif o.state == "pending":
             pending.append({"b_id": o.survey_id, "b_due": o.due_at, "b_reason": o.reason,
                             "b_more": 1 if "retry" in o.reason else 0})
         else:
             final.append({"b_id": o.survey_id, "b_state": o.state,
                           "b_error": o.reason if o.state == "failed" else None})
-    for statement, rows in ((_SENT, sent), (_PENDING, pending), (_FINAL, final),
+    for (expires, reminder), ids in sent.items():  # usually one group per chunk
+        await conn.execute(
+            sa.update(SURVEYS).where(SURVEYS.c.id.in_(ids))
+            .values(state="sent", sent_at=now, expires_at=expires, reminder_due_at=reminder,
+                    lease_owner=None, lease_until=None, last_error=None))
+    for statement, rows in ((_PENDING, pending), (_FINAL, final),
                             (_REMINDER_FAILED, reminders)):
         if rows:
             await conn.execute(statement, rows)

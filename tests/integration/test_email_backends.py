@@ -16,11 +16,13 @@ from jobs.clock import MovableClock
 from jobs.email import (
     FileBackend,
     PermanentEmailError,
+    RenderedEmail,
     SmtpBackend,
     SurveyEmail,
     TransientEmailError,
     build_message,
     make_backend,
+    render_message,
 )
 from tests.fakes.smtp_sink import SmtpSink
 
@@ -189,3 +191,56 @@ def test_sink_works_from_sync_code() -> None:
     with SmtpSink() as sink, smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
         client.send_message(message(1))
     assert sink.count == 1
+
+
+def rendered(survey_id: int = 1, to: str = "peter@example.com") -> RenderedEmail:
+    return render_message(
+        SurveyEmail(survey_id=survey_id, token=f"tok{survey_id}", to=to, first_name="Peter",
+                    name=None, product_name="Acme", public_url="http://127.0.0.1:8787",
+                    sender="Acme <nps@acme.example>")
+    )
+
+
+async def test_file_backend_writes_the_rendered_bytes(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path)
+    m = rendered(9)
+    await backend.send(m)
+    [written] = list(tmp_path.iterdir())
+    assert "-survey-9" in written.name
+    assert written.read_bytes() == m.data
+
+
+async def test_smtp_sends_the_rendered_bytes(sink: SmtpSink, backend: SmtpBackend) -> None:
+    m = rendered(5)
+    await backend.send(m)
+    [received] = await sink.wait_for(1, timeout=5)
+    assert received.mail_from == "nps@acme.example"  # type: ignore[attr-defined]
+    assert received.rcpt_tos == ["peter@example.com"]  # type: ignore[attr-defined]
+    assert received.as_bytes() == m.as_message().as_bytes()
+    assert received["Message-ID"] == "<npsd-survey-5@acme.example>"
+
+
+async def test_smtp_dot_stuffing_keeps_lines_that_start_with_a_dot(
+    sink: SmtpSink, backend: SmtpBackend
+) -> None:
+    m = rendered(6)
+    body = m.data + b".hidden\r\n.\r\n..two\r\n"
+    await backend.send(RenderedEmail(m.sender, m.recipients, m.message_id, body))
+    [received] = await sink.wait_for(1, timeout=5)
+    assert received.as_bytes().endswith(b".hidden\n.\n..two\n")
+
+
+async def test_smtp_rendered_failures_keep_the_connection(
+    sink: SmtpSink, backend: SmtpBackend
+) -> None:
+    sink.fail_next(550, "5.1.1 No such user", at="RCPT")
+    with pytest.raises(PermanentEmailError):
+        await backend.send(rendered(1))
+    sink.fail_next(452, "4.3.1 Out of memory")
+    with pytest.raises(TransientEmailError) as caught:
+        await backend.send(rendered(2))
+    assert caught.value.code == 452
+    await backend.send(rendered(3))
+    [received] = await sink.wait_for(1, timeout=5)
+    assert received["Message-ID"] == "<npsd-survey-3@acme.example>"
+    assert len(backend._idle) == 1  # the same connection throughout

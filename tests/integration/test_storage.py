@@ -106,3 +106,40 @@ async def test_earliest_due(db_url: str) -> None:
         assert await surveys.earliest_due(db) == NOW + timedelta(hours=1)
     finally:
         await db.close()
+
+
+async def test_settle_records_a_chunk_and_hands_off_the_next(db_url: str) -> None:
+    db = Database(db_url)
+    lease = timedelta(seconds=30)
+    try:
+        await migrate(db, NOW)
+        await seed(db, 6, NOW - timedelta(minutes=1))
+        claimed = await surveys.claim_due(db, NOW, "me:1:x", 6, lease)
+        ids = [c.id for c in claimed]
+        assert await surveys.settle(db, [], NOW, owner="me:1:x", lease=lease,
+                                    handoff=ids[:3]) == set(ids[:3])
+        expires = NOW + timedelta(days=30)
+        outcomes = [
+            surveys.Outcome(ids[0], claimed[0].user_id, "sent", "sent", expires_at=expires),
+            surveys.Outcome(ids[1], claimed[1].user_id, "failed", "failed: 550 no"),
+            surveys.Outcome(ids[2], claimed[2].user_id, "pending", "retry at T: 451",
+                            due_at=NOW + timedelta(minutes=5)),
+        ]
+        later = NOW + timedelta(seconds=20)
+        mine = await surveys.settle(db, outcomes, later, owner="me:1:x", lease=lease,
+                                    handoff=ids[3:], renew=False)
+        assert mine == set(ids[3:])
+        async with db.read() as conn:
+            rows = {r.id: r for r in await conn.execute(sa.select(SURVEYS))}
+            decisions = (await conn.execute(sa.text("SELECT count(*) FROM decisions"))).scalar()
+        assert rows[ids[0]].state == "sent" and rows[ids[0]].lease_owner is None
+        assert rows[ids[1]].state == "failed" and rows[ids[1]].last_error == "failed: 550 no"
+        assert rows[ids[2]].state == "pending" and rows[ids[2]].attempts == 1
+        assert rows[ids[2]].handoff_at is None
+        assert all(rows[i].handoff_at is not None for i in ids[3:])
+        assert decisions == 3
+        # The handed-off claims' leases run from the hand-off; nothing else was renewed.
+        assert await surveys.release_expired_leases(db, later + timedelta(seconds=29)) == (0, 0)
+        assert await surveys.release_expired_leases(db, later + timedelta(seconds=31)) == (0, 3)
+    finally:
+        await db.close()

@@ -12,6 +12,7 @@ from jobs.email_message import (
     SurveyEmail,
     build_message,
     greeting,
+    render_message,
 )
 
 NOW = datetime(2025, 3, 12, 14, 30, tzinfo=UTC)
@@ -157,3 +158,73 @@ def test_non_ascii_name_and_product_survive_serialisation() -> None:
     assert "Café Ünï" in html
     assert msg["Subject"] == "How likely are you to recommend Café Ünï?"
     assert msg["To"].addresses[0].display_name == "Zoë Ørsted"
+
+
+# -- the bytes that are sent --------------------------------------------------------
+
+
+def test_rendered_bytes_are_what_build_message_parses() -> None:
+    rendered = render_message(survey(), now=NOW)
+    assert rendered.sender == "nps@acme.example"
+    assert rendered.recipients == ("peter@example.com",)
+    assert rendered.message_id == "<npsd-survey-42@acme.example>"
+    assert not rendered.smtputf8
+    assert rendered.data == render_message(survey(), now=NOW).data  # deterministic
+    assert build_message(survey(), now=NOW).as_bytes() == rendered.as_message().as_bytes()
+    parsed = rendered.as_message()
+    assert parsed["Date"].datetime == NOW
+    assert not parsed.defects
+    assert all(not part.defects for part in parsed.walk())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"first_name": "Zoë", "name": "Zoë Ørsted", "product_name": "Café Ünï"},
+        {"first_name": "x" * 3000},
+        {"first_name": "<&>" * 400},
+        {"product_name": "Acme " * 60},
+        {"public_url": "https://nps.acme.example/" + "p" * 150},
+        {"name": 'Ann "Q" O\'Neil, Jr.'},
+        {"reminder": True},
+    ],
+)
+def test_rendered_bytes_are_valid_smtp_content(changes: dict[str, object]) -> None:
+    rendered = render_message(survey(**changes))
+    lines = rendered.data.split(b"\r\n")
+    assert lines[-1] == b""  # ends with CRLF
+    assert all(b"\r" not in line and b"\n" not in line for line in lines)  # CRLF only
+    assert max(len(line) for line in lines) <= 998
+    head = rendered.data.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii()  # non-ASCII headers are RFC 2047 encoded
+    parsed = roundtrip(rendered.as_message())
+    plain, html = bodies(parsed)
+    e = survey(**changes)
+    assert plain.startswith(greeting(e.first_name, e.name))
+    assert plain.count(f"/s/{e.token}?score=") == 11
+    assert html.count(f"/s/{e.token}?score=") == 11
+    assert parsed["List-Unsubscribe"] == f"<{e.public_url.rstrip('/')}/u/{e.token}>"
+    assert parsed["To"].addresses[0].addr_spec == "peter@example.com"
+
+
+def test_bodies_are_7bit_when_ascii_and_quoted_printable_otherwise() -> None:
+    ascii_parts = [p["Content-Transfer-Encoding"]
+                   for p in render_message(survey()).as_message().iter_parts()]
+    assert ascii_parts == ["7bit", "7bit"]
+    accented = render_message(survey(first_name="Zoë")).as_message()
+    assert [p["Content-Transfer-Encoding"] for p in accented.iter_parts()] == [
+        "quoted-printable", "quoted-printable"]
+    assert render_message(survey(first_name="Zoë")).data.isascii()  # 7-bit clean on the wire
+
+
+def test_non_ascii_address_asks_for_smtputf8() -> None:
+    rendered = render_message(survey(to="zoë@exämple.com", name="Zoë"))
+    assert rendered.smtputf8
+    assert rendered.recipients == ("zoë@exämple.com",)
+    assert rendered.as_message()["To"].addresses[0].addr_spec == "zoë@exämple.com"
+
+
+def test_invalid_sender_is_a_permanent_error() -> None:
+    with pytest.raises(PermanentEmailError):
+        render_message(survey(sender="Acme"))
