@@ -165,7 +165,7 @@ def main() -> int:
     p.add_argument("--due", type=int, help="surveys due now (default 100,000; quick 10,000)")
     p.add_argument("--pending", type=int, help="pending surveys for RSS (default 1,000,000)")
     p.add_argument("--rss-seconds", type=float, help="how long npsd runs for RSS (default 20)")
-    p.add_argument("--timeout", type=float, help="stop sending after S s (default 60; quick 30); "
+    p.add_argument("--timeout", type=float, help="stop sending after S s (default 180; quick 30); "
                    "the rate is what was sent by then")
     p.add_argument("--smtp-connections", type=int, help="email.smtp.max_connections")
     p.add_argument("--skip-rss", action="store_true")
@@ -174,7 +174,7 @@ def main() -> int:
     due = args.due or (10_000 if args.quick else 100_000)
     pending = args.pending or (100_000 if args.quick else 1_000_000)
     rss_seconds = args.rss_seconds or (6.0 if args.quick else 20.0)
-    timeout = args.timeout or (30.0 if args.quick else 60.0)
+    timeout = args.timeout or (30.0 if args.quick else 180.0)
     print(machine_line(), flush=True)
     print(busy_note(), flush=True)
     rows = []

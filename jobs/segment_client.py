@@ -12,7 +12,7 @@ import base64
 import json
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 
 from jobs.clock import Clock, SystemClock
-from jobs.sync_batching import dumps
+from jobs.sync_batching import Encoded, batch_body, dumps, encoded
 
 log = structlog.get_logger(__name__)
 
@@ -72,12 +72,13 @@ class SegmentSendAborted(Exception):
     def __init__(
         self,
         result: BatchResult,
-        delivered: list[dict[str, Any]],
-        rejected: list[tuple[dict[str, Any], str]],
-        pending: list[dict[str, Any]],
+        delivered: list[Any],
+        rejected: list[tuple[Any, str]],
+        pending: list[Any],
     ) -> None:
         super().__init__(f"segment {result.status}: {result.http_status} {result.message}")
         self.result = result
+        # Messages as given: dicts from send_isolating, Encoded from send_isolating_encoded.
         self.delivered = delivered
         self.rejected = rejected
         self.pending = pending
@@ -146,17 +147,19 @@ class SegmentClient:
         self, messages: list[dict[str, Any]], sent_at: str | None = None
     ) -> BatchResult:
         """Send one batch, retrying transient failures as the policy allows."""
-        body: dict[str, Any] = {"batch": messages}
-        if sent_at is not None:
-            body["sentAt"] = sent_at
-        data = dumps(body)
+        return await self.send_encoded([dumps(m) for m in messages], sent_at)
+
+    async def send_encoded(self, parts: Sequence[bytes], sent_at: str | None = None
+                           ) -> BatchResult:
+        """``send_batch`` for messages already serialised: the body is joined, not re-encoded."""
+        data = batch_body(parts, sent_at)
         policy = self._policy
         answer = _Answer(None, "not sent")
         for attempt in range(1, policy.max_attempts + 1):
             answer = await self._post(data)
             status = answer.http_status
             if status is not None and not is_transient(status):
-                return self._final(status, attempt, answer.reason, len(messages))
+                return self._final(status, attempt, answer.reason, len(parts))
             if attempt == policy.max_attempts:
                 break
             delay = backoff_s(attempt - 1, policy, self._rand)
@@ -168,14 +171,14 @@ class SegmentClient:
                 attempt=attempt,
                 http_status=status,
                 delay_s=round(delay, 3),
-                messages=len(messages),
+                messages=len(parts),
             )
             await self._sleep(delay)
         log.error(
             "segment_batch_gave_up",
             attempts=policy.max_attempts,
             http_status=answer.http_status,
-            messages=len(messages),
+            messages=len(parts),
         )
         return BatchResult("gave_up", answer.http_status, policy.max_attempts, answer.reason)
 
@@ -187,20 +190,34 @@ class SegmentClient:
         Returns (delivered, rejected with Segment's reason). Raises SegmentSendAborted
         when a failure is not about the messages, so nothing is wrongly marked rejected.
         """
-        delivered: list[dict[str, Any]] = []
-        rejected: list[tuple[dict[str, Any], str]] = []
+        try:
+            delivered, rejected = await self.send_isolating_encoded(
+                [encoded(m) for m in messages], sent_at)
+        except SegmentSendAborted as exc:
+            raise SegmentSendAborted(
+                exc.result, [e.tag for e in exc.delivered],
+                [(e.tag, r) for e, r in exc.rejected], [e.tag for e in exc.pending],
+            ) from None
+        return [e.tag for e in delivered], [(e.tag, r) for e, r in rejected]
+
+    async def send_isolating_encoded(
+        self, messages: list[Encoded], sent_at: str | None = None
+    ) -> tuple[list[Encoded], list[tuple[Encoded, str]]]:
+        """``send_isolating`` for serialised messages; SegmentSendAborted then carries them."""
+        delivered: list[Encoded] = []
+        rejected: list[tuple[Encoded, str]] = []
         # A stack of chunks still to send, the next on top, so order is kept.
         stack = [messages] if messages else []
         while stack:
             chunk = stack.pop()
-            result = await self.send_batch(chunk, sent_at)
+            result = await self.send_encoded([e.data for e in chunk], sent_at)
             if result.ok:
                 delivered.extend(chunk)
             elif result.status == "rejected" and result.http_status in SPLITTABLE_STATUSES:
                 if len(chunk) == 1:
                     log.warning(
                         "segment_message_rejected",
-                        message_id=chunk[0].get("messageId"),
+                        message_id=chunk[0].message_id,
                         http_status=result.http_status,
                     )
                     rejected.append((chunk[0], result.message))

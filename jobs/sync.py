@@ -4,13 +4,23 @@ a group call per account, and the unsubscribed trait).
 
 Progress is checkpointed per batch: an answer's revision is marked synced once every message
 it produced has been delivered (or refused by Segment and recorded). A crash re-sends at most
-the batch in flight, with the same messageIds, which Segment deduplicates."""
+the batch in flight, with the same messageIds, which Segment deduplicates.
+
+Throughput: each message is serialised once (sized, packed and sent as those bytes), the
+backlog is read by keyset pagination, and the next batch is read and built while the
+current one is on the wire and being checkpointed. Only one batch is ever in flight, and
+a batch is checkpointed only after Segment settled it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+from json.encoder import encode_basestring
 from typing import Any
 
 import aiohttp
@@ -21,16 +31,28 @@ from daemon.config import SegmentSettings
 from jobs.clock import Clock
 from jobs.owners import owner_is_dead
 from jobs.segment_client import RetryPolicy, SegmentClient, SegmentSendAborted
-from jobs.sync_batching import batches, fit_message, message_id
+from jobs.sync_batching import (
+    MAX_MESSAGE_BYTES,
+    Encoded,
+    Packer,
+    dumps,
+    encode_fitted,
+    fit_encoded,
+    id_parts,
+    message_id,
+    pack,
+)
 from storage import reads, sync_store
 from storage.db import Database, StoreUnavailable
-from storage.sync_store import PendingAnswer
+from storage.sync_store import PendingAnswer, PendingChunk
 from storage.timeparse import iso
 
 log = structlog.get_logger("npsd.sync")
 
 LEASE = timedelta(minutes=5)
-CHUNK_ANSWERS = 1000
+LEASE_RENEWAL = timedelta(minutes=1)  # renewed with a checkpoint once this old
+CHUNK_ANSWERS = 2000
+BATCHES_AHEAD = 2
 LIBRARY = {"name": "npsd", "version": "0.1.0"}
 
 
@@ -38,8 +60,11 @@ def answer_messages(
     a: PendingAnswer, s: SegmentSettings, newest: bool, accounts: list[str],
     figures: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """The messages one answer revision produces; ids are deterministic per revision."""
-    when = iso(a.answered_at)
+    """The messages one answer revision produces; ids are deterministic per revision.
+
+    Not yet fitted to the size limit. The syncer sends what ``_Shaper`` makes, the same
+    messages serialised without building these dicts."""
+    when = _iso(a.answered_at)
     base = {"userId": a.user_id, "timestamp": when, "context": {"library": LIBRARY}}
     rev = (str(a.survey_id), str(a.revision))
     out: list[dict[str, Any]] = []
@@ -58,8 +83,81 @@ def answer_messages(
             out.append({**base, "type": "group", "groupId": group_id,
                         "messageId": message_id("group", group_id, *rev),
                         "traits": {"NPS": f.get("nps"), "NPS_responses": f.get("responses")}})
-    truncatable = (("traits", s.comment_trait), ("properties", "comment"))
-    return [fit_message(m, truncatable=truncatable) for m in out]
+    return out
+
+
+Owner = tuple[int, int, str]  # (survey id, answer revision, user id): each message's tag
+
+
+def _iso(at: datetime) -> str:
+    """``iso`` for an answer time: UTC, naive as SQLite gives it, or aware."""
+    if at.tzinfo is not None:
+        at = (at if at.tzinfo is UTC else at.astimezone(UTC)).replace(tzinfo=None)
+    text = at.isoformat()  # without timespec: the quickest form, then cut to milliseconds
+    return (text[:23] if at.microsecond else text + ".000") + "Z"
+
+
+_IDENTIFY, _TRACK = id_parts("identify"), id_parts("track")
+
+
+class _Shaper:
+    """An answer's messages straight in their wire form, tagged with their owner.
+
+    Byte for byte what ``dumps`` makes of ``answer_messages`` (a test holds them equal),
+    without building and walking dicts: identify and track are formatted from pieces
+    serialised once per run. Group calls, and a message over the size limit (which is
+    truncated), take the dict path."""
+
+    def __init__(self, s: SegmentSettings) -> None:
+        self._s, self._track = s, s.track_answers
+        self._truncatable = (("traits", s.comment_trait), ("properties", "comment"))
+        self._context = dumps({"library": LIBRARY}).decode()
+        self._names = tuple(encode_basestring(n)
+                            for n in (s.rating_trait, s.comment_trait, s.date_trait))
+
+    def encode(self, a: PendingAnswer, newest: bool, accounts: list[str],
+               figures: dict[str, dict[str, Any]]) -> tuple[list[Encoded], int]:
+        """The messages and the sum of their sizes in bytes."""
+        survey_id, user_id, score, comment, answered_at, revision = a
+        owner: Owner = (survey_id, revision, user_id)
+        when = _iso(answered_at)
+        head = (f'{{"userId":{encode_basestring(user_id)},"timestamp":"{when}",'
+                f'"context":{self._context},')
+        text = encode_basestring(comment)
+        survey, rev = str(survey_id), str(revision)  # ASCII: as many bytes as characters
+        ids = f"{len(survey)}:{survey}{len(rev)}:{rev}".encode()  # id_parts(survey, rev)
+        out: list[Encoded] = []
+        size = longest = 0
+        if newest:
+            mid = "npsd-" + sha256(_IDENTIFY + ids).hexdigest()[:32]  # digest_id
+            rating, comment_name, date = self._names
+            data = (f'{head}"type":"identify","messageId":"{mid}","traits":{{{rating}:{score},'
+                    f'{comment_name}:{text},{date}:"{when}"}}}}').encode()
+            out.append(Encoded(data, mid, owner))
+            size = longest = len(data)
+        if self._track:
+            mid = "npsd-" + sha256(_TRACK + ids).hexdigest()[:32]
+            data = (f'{head}"type":"track","event":"NPS Survey Answered","messageId":"{mid}",'
+                    f'"properties":{{"rating":{score},"comment":{text},"survey_id":{survey},'
+                    f'"revision":{rev}}}}}').encode()
+            out.append(Encoded(data, mid, owner))
+            size += len(data)
+            longest = max(longest, len(data))
+        if longest > MAX_MESSAGE_BYTES or (accounts and self._s.group_nps):
+            fast = {e.message_id: e for e in out if len(e.data) <= MAX_MESSAGE_BYTES}
+            out = [fast.get(m["messageId"])
+                   or Encoded(fit_encoded(m, truncatable=self._truncatable)[1], m["messageId"],
+                              owner)
+                   for m in answer_messages(a, self._s, newest, accounts, figures)]
+            size = sum(len(e.data) for e in out)
+        return out, size
+
+
+@dataclass
+class _Batch:
+    items: list[Encoded]
+    # Answer revisions that produced no message at all: settled with this batch.
+    free: list[Owner] = field(default_factory=list)
 
 
 class Syncer:
@@ -74,6 +172,7 @@ class Syncer:
         self._sleep = sleep
         self._lock = asyncio.Lock()
         self._on_batch = on_batch
+        self._renewed = datetime.min.replace(tzinfo=UTC)  # when this syncer last took the lease
 
     async def run(self, trigger: str) -> dict[str, Any]:
         s = self._settings()
@@ -90,6 +189,7 @@ class Syncer:
             if not await sync_store.acquire_lease(self._db, self._owner, now, LEASE):
                 log.info("sync.busy", trigger=trigger)
                 return {"result": "busy"}
+            self._renewed = now
             log.info("sync.started", trigger=trigger)
             client = SegmentClient(self._session, s.endpoint, s.write_key, self._policy,
                                    self._sleep, clock=self._clock)
@@ -114,44 +214,95 @@ class Syncer:
 
     async def _answers(self, client: SegmentClient, s: SegmentSettings,
                        counts: dict[str, int]) -> None:
-        while True:
-            answers = await sync_store.pending_answers(self._db, CHUNK_ANSWERS)
-            if not answers:
-                return
-            users = sorted({a.user_id for a in answers})
-            newest = await sync_store.newest_answer_ids(self._db, users)
-            accounts = await sync_store.accounts_of(self._db, users) if s.group_nps else {}
-            figures = await reads.account_figures(
-                self._db, [g for gs in accounts.values() for g in gs]) if accounts else {}
-            owner_of: dict[str, tuple[int, int]] = {}
-            remaining: dict[tuple[int, int], int] = {}
-            messages: list[dict[str, Any]] = []
-            for a in answers:
-                produced = answer_messages(a, s, newest.get(a.user_id) == a.survey_id,
-                                           accounts.get(a.user_id, []), figures)
-                key = (a.survey_id, a.revision)
-                remaining[key] = len(produced)
-                for m in produced:
-                    owner_of[m["messageId"]] = key
-                messages.extend(produced)
-            done = [k for k, n in remaining.items() if n == 0]
-            for batch in batches(messages):
-                delivered, rejected = await self._send(client, batch)
-                failures = [{"survey_id": owner_of[m["messageId"]][0], "user_id": m.get("userId"),
-                             "message_id": m["messageId"], "reason": reason[:500]}
-                            for m, reason in rejected]
-                await sync_store.record_failures(self._db, self._clock.now(), failures)
-                for m in delivered + [m for m, _ in rejected]:
-                    key = owner_of[m["messageId"]]
-                    remaining[key] -= 1
-                    if remaining[key] == 0:
-                        done.append(key)
-                await sync_store.mark_synced(self._db, done)
-                done = []
-                counts["sent"] += len(delivered)
-                counts["failed"] += len(rejected)
-                counts["batches"] += 1
-                await sync_store.renew_lease(self._db, self._owner, self._clock.now(), LEASE)
+        remaining: dict[Owner, int] = {}  # per answer revision, its messages not yet settled
+        # Batches are built ahead while the current one is sent, then checkpointed.
+        queue: asyncio.Queue[_Batch | Exception | None] = asyncio.Queue(BATCHES_AHEAD)
+
+        async def produce() -> None:
+            try:
+                async for batch in self._build(s, remaining):
+                    await queue.put(batch)
+                await queue.put(None)
+            except Exception as exc:  # handed to the consumer, which raises it
+                await queue.put(exc)
+
+        producer = asyncio.create_task(produce())
+        # A sync allocates a great many small objects, which sets off full collections: they
+        # skip the heap that was there before it (here ~7 ms each instead of ~80 ms).
+        gc.freeze()
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                await self._settle(client, item, remaining, counts)
+        finally:
+            gc.unfreeze()
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+
+    async def _build(self, s: SegmentSettings, remaining: dict[Owner, int]
+                     ) -> AsyncIterator[_Batch]:
+        """The backlog as batches. The next chunk of answers is read while one is shaped."""
+        shaper, packer = _Shaper(s), Packer()
+        figures: dict[str, dict[str, Any]] = {}  # account NPS, read once per run
+        free: list[Owner] = []  # answer revisions with no message: settled with a batch
+
+        def read(after_id: int) -> asyncio.Task[PendingChunk]:
+            return asyncio.create_task(sync_store.pending_chunk(
+                self._db, CHUNK_ANSWERS, after_id, with_accounts=s.group_nps))
+
+        reading = read(0)
+        try:
+            while (chunk := await reading).answers:
+                reading = read(chunk.answers[-1].survey_id)
+                wanted = {g for gs in chunk.accounts.values() for g in gs} - figures.keys()
+                if wanted:
+                    figures.update(await reads.account_figures(self._db, sorted(wanted)))
+                newest, accounts, encode = chunk.newest, chunk.accounts, shaper.encode
+                for n, a in enumerate(chunk.answers, 1):
+                    items, size = encode(a, newest.get(a.user_id, a.survey_id) == a.survey_id,
+                                         accounts.get(a.user_id, []) if accounts else [],
+                                         figures)
+                    if not items:
+                        free.append((a.survey_id, a.revision, a.user_id))
+                        continue
+                    remaining[items[0].tag] = len(items)
+                    if full := packer.add(items, size):
+                        yield _Batch(full[0], free[:])  # a batch per group at most, mostly
+                        free.clear()
+                        for batch in full[1:]:
+                            yield _Batch(batch)
+                    if n % 64 == 0:
+                        await asyncio.sleep(0)  # let the send and checkpoint in flight go on
+            if (last := packer.flush()) or free:
+                yield _Batch(last, free[:])
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reading
+
+    async def _settle(self, client: SegmentClient, batch: _Batch,
+                      remaining: dict[Owner, int], counts: dict[str, int]) -> None:
+        """Send one batch, then checkpoint what Segment settled (and only that)."""
+        delivered, rejected = await self._send(client, batch.items) if batch.items else ([], [])
+        failures = [{"survey_id": e.tag[0], "user_id": e.tag[2], "message_id": e.message_id,
+                     "reason": reason[:500]} for e, reason in rejected]
+        done = [(o[0], o[1]) for o in batch.free]
+        for e in [*delivered, *(e for e, _ in rejected)]:
+            remaining[e.tag] -= 1
+            if not remaining[e.tag]:
+                del remaining[e.tag]
+                done.append((e.tag[0], e.tag[1]))
+        now = self._clock.now()
+        renew = now - self._renewed >= LEASE_RENEWAL
+        await sync_store.checkpoint(self._db, done, failures, now,
+                                    (self._owner, LEASE) if renew else None)
+        if renew:
+            self._renewed = now
+        counts["sent"] += len(delivered)
+        counts["failed"] += len(rejected)
+        counts["batches"] += 1 if batch.items else 0
 
     async def _unsubscribes(self, client: SegmentClient, s: SegmentSettings,
                             counts: dict[str, int]) -> None:
@@ -163,18 +314,20 @@ class Syncer:
                          "context": {"library": LIBRARY},
                          "messageId": message_id("unsubscribed", user_id, iso(at) or ""),
                          "traits": {s.unsubscribed_trait: True}} for user_id, at in pending]
-            for batch in batches(messages):
+            for batch in pack([encode_fitted(m)] for m in messages):  # tagged with m
                 delivered, rejected = await self._send(client, batch)
                 counts["sent"] += len(delivered)
                 counts["failed"] += len(rejected)
                 counts["batches"] += 1
+                settled = [*delivered, *(e for e, _ in rejected)]
                 await sync_store.mark_unsubscribes_synced(
-                    self._db, [m["userId"] for m in delivered] + [m["userId"] for m, _ in rejected])
+                    self._db, [e.tag["userId"] for e in settled])
 
-    async def _send(self, client: SegmentClient, batch: list[dict[str, Any]]
-                    ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    async def _send(self, client: SegmentClient, batch: list[Encoded]
+                    ) -> tuple[list[Encoded], list[tuple[Encoded, str]]]:
         try:
-            delivered, rejected = await client.send_isolating(batch, sent_at=iso(self._clock.now()))
+            delivered, rejected = await client.send_isolating_encoded(
+                batch, sent_at=iso(self._clock.now()))
         except SegmentSendAborted:
             if self._on_batch is not None:
                 self._on_batch("failed", 0)
@@ -182,8 +335,9 @@ class Syncer:
         if self._on_batch is not None:
             self._on_batch("ok", len(delivered))
         log.info("sync.batch_sent", messages=len(delivered), rejected=len(rejected))
-        for m, reason in rejected:
-            log.warning("sync.message_rejected", message_id=m["messageId"], reason=reason[:200])
+        for e, reason in rejected:
+            log.warning("sync.message_rejected", message_id=e.message_id,
+                        reason=reason[:200])
         return delivered, rejected
 
 

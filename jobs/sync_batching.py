@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 MAX_BATCH_MESSAGES = 2_500
@@ -25,13 +26,45 @@ DEFAULT_TRUNCATABLE: tuple[tuple[str, ...], ...] = (
 )
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(obj: Any) -> bytes:
     """The wire form of ``obj``: compact JSON in UTF-8."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def message_size(message: dict[str, Any]) -> int:
     return len(dumps(message))
+
+
+@dataclass(slots=True)
+class Encoded:
+    """A message in its wire form, serialised once: sized, packed and sent as ``data``.
+
+    ``tag`` is whatever the caller needs back with it (the message dict, its owner …).
+    """
+
+    data: bytes
+    message_id: str
+    tag: Any = None
+
+
+def encoded(message: dict[str, Any]) -> Encoded:
+    """``message`` serialised, tagged with itself."""
+    return Encoded(dumps(message), str(message.get("messageId")), message)
+
+
+def id_parts(*parts: str) -> bytes:
+    """What ``message_id`` hashes: each part length-prefixed, so the parts cannot run together.
+
+    A prefix of parts hashed once can be reused: ``digest_id(id_parts(a) + id_parts(b, c))``
+    equals ``message_id(a, b, c)``."""
+    return b"".join(b"%d:%s" % (len(p), p) for p in (part.encode() for part in parts))
+
+
+def digest_id(data: bytes) -> str:
+    return "npsd-" + hashlib.sha256(data).hexdigest()[:32]
 
 
 def message_id(*parts: str) -> str:
@@ -41,12 +74,13 @@ def message_id(*parts: str) -> str:
     """
     if not parts:
         raise ValueError("message_id needs at least one part")
-    digest = hashlib.sha256()
-    for part in parts:
-        encoded = part.encode()
-        digest.update(f"{len(encoded)}:".encode())
-        digest.update(encoded)
-    return "npsd-" + digest.hexdigest()[:32]
+    return digest_id(id_parts(*parts))
+
+
+def batch_body(parts: Sequence[bytes], sent_at: str | None = None) -> bytes:
+    """The request body ``{"batch":[...],"sentAt":...}`` joined from serialised messages."""
+    tail = b"]}" if sent_at is None else b'],"sentAt":' + dumps(sent_at) + b"}"
+    return b'{"batch":[' + b",".join(parts) + tail
 
 
 def batches(
@@ -60,24 +94,70 @@ def batches(
     refuses it with a 400, and the isolating sender records it as failed while the rest
     of the sync goes on.
     """
-    if max_messages < 1:
-        raise ValueError("max_messages must be at least 1")
-    budget = max_bytes - ENVELOPE_BYTES
-    if budget < 1:
-        raise ValueError(f"max_bytes must exceed the {ENVELOPE_BYTES}-byte envelope")
-    batch: list[dict[str, Any]] = []
-    used = 0
-    for message in messages:
-        size = message_size(message)
-        # Every message after the first costs a separating comma too.
-        cost = size + 1 if batch else size
-        if batch and (len(batch) >= max_messages or used + cost > budget):
-            yield batch
-            batch, used, cost = [], 0, size
-        batch.append(message)
-        used += cost
-    if batch:
-        yield batch
+    for batch in pack(([encoded(m)] for m in messages), max_messages, max_bytes):
+        yield [e.tag for e in batch]
+
+
+def pack(
+    groups: Iterable[list[Encoded]],
+    max_messages: int = MAX_BATCH_MESSAGES,
+    max_bytes: int = MAX_BATCH_BYTES,
+) -> Iterator[list[Encoded]]:
+    """Pack groups of serialised messages, in order, into batches within both caps."""
+    packer = Packer(max_messages, max_bytes)
+    for group in groups:
+        yield from packer.add(group)
+    if last := packer.flush():
+        yield last
+
+
+class Packer:
+    """Packs groups of serialised messages, in order, into batches within both caps.
+
+    A group (the messages of one answer) is kept in one batch whenever it fits one, so a
+    checkpoint after a batch settles whole answers. A group too big for any batch is
+    spread over batches message by message; a message too big alone is yielded alone.
+    """
+
+    def __init__(self, max_messages: int = MAX_BATCH_MESSAGES,
+                 max_bytes: int = MAX_BATCH_BYTES) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        if max_bytes - ENVELOPE_BYTES < 1:
+            raise ValueError(f"max_bytes must exceed the {ENVELOPE_BYTES}-byte envelope")
+        self._max_messages = max_messages
+        # Sizes below count a comma per message: one more than the body has.
+        self._limit = max_bytes - ENVELOPE_BYTES + 1
+        self._batch: list[Encoded] = []
+        self._used = 0
+
+    def add(self, group: list[Encoded], size: int | None = None) -> list[list[Encoded]]:
+        """Take ``group`` (``size``: its messages' bytes, when known); the batches it
+        completed (usually none)."""
+        full: list[list[Encoded]] = []
+        cost = (sum(len(e.data) for e in group) if size is None else size) + len(group)
+        if len(group) <= self._max_messages and cost <= self._limit:
+            if self._batch and (len(self._batch) + len(group) > self._max_messages
+                                or self._used + cost > self._limit):
+                full.append(self._batch)
+                self._batch, self._used = [], 0
+            self._batch.extend(group)
+            self._used += cost
+            return full
+        for e in group:
+            size = len(e.data) + 1
+            if self._batch and (len(self._batch) >= self._max_messages
+                                or self._used + size > self._limit):
+                full.append(self._batch)
+                self._batch, self._used = [], 0
+            self._batch.append(e)
+            self._used += size
+        return full
+
+    def flush(self) -> list[Encoded]:
+        """The last, partly filled batch (empty when there is none)."""
+        batch, self._batch, self._used = self._batch, [], 0
+        return batch
 
 
 def fit_message(
@@ -92,16 +172,37 @@ def fit_message(
     point boundary, with "…" appended. Best effort: if the rest of the message alone is
     too big the result still exceeds ``max_bytes``, and Segment will refuse it.
     """
-    if message_size(message) <= max_bytes:
-        return message
+    return fit_encoded(message, max_bytes, truncatable)[0]
+
+
+def fit_encoded(
+    message: dict[str, Any],
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    truncatable: tuple[tuple[str, ...], ...] = DEFAULT_TRUNCATABLE,
+) -> tuple[dict[str, Any], bytes]:
+    """``fit_message`` and its wire form: a message that fits is serialised just once."""
+    data = dumps(message)
+    if len(data) <= max_bytes:
+        return message, data
     fitted = copy.deepcopy(message)
     fields = [(path, value) for path in truncatable if (value := _get(fitted, path))]
     fields.sort(key=lambda field: len(dumps(field[1])), reverse=True)
     for path, value in fields:
-        if message_size(fitted) <= max_bytes:
+        if len(data) <= max_bytes:
             break
         _set(fitted, path, _longest_fitting(fitted, path, value, max_bytes))
-    return fitted
+        data = dumps(fitted)
+    return fitted, data
+
+
+def encode_fitted(
+    message: dict[str, Any],
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    truncatable: tuple[tuple[str, ...], ...] = DEFAULT_TRUNCATABLE,
+) -> Encoded:
+    """``fit_encoded`` as an ``Encoded`` tagged with the (fitted) message."""
+    fitted, data = fit_encoded(message, max_bytes, truncatable)
+    return Encoded(data, str(fitted.get("messageId")), fitted)
 
 
 def _longest_fitting(

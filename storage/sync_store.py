@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,13 +14,12 @@ from storage.db import Database, utc
 from storage.sqlutil import MEMBERSHIPS, SURVEYS, SYNC_FAILURES, SYNC_STATE, USERS, chunks
 
 
-@dataclass(frozen=True)
-class PendingAnswer:
+class PendingAnswer(NamedTuple):
     survey_id: int
     user_id: str
     score: int
     comment: str
-    answered_at: datetime
+    answered_at: datetime  # UTC: naive as SQLite gives it back, aware from PostgreSQL
     revision: int
 
 
@@ -80,7 +80,9 @@ async def last_sync(db: Database) -> tuple[datetime | None, datetime | None]:
 @dataclass(frozen=True)
 class PendingChunk:
     answers: list[PendingAnswer]
-    newest: dict[str, int]  # per user, the survey holding the newest answer
+    # Per user with more than one answer, the survey holding the newest; a user missing
+    # here has one answer only, so the one in ``answers`` is the newest.
+    newest: dict[str, int]
     accounts: dict[str, list[str]]  # per user, active accounts (when asked for)
 
 
@@ -91,80 +93,73 @@ async def pending_chunk(db: Database, limit: int, after_id: int, *,
     Keyset pagination in id order: served by the needs_sync index without a sort (in
     SQLite an index ends with the rowid, here the id), so every chunk costs the same
     however long the backlog; and a chunk can be read before the previous one is
-    checkpointed.
+    checkpointed. The users' other answers and accounts are found by a subquery over the
+    same id range rather than a list of bound user ids.
     """
     async with db.read() as conn:
-        rows = await conn.execute(
-            sa.select(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.score, SURVEYS.c.comment,
-                      SURVEYS.c.answered_at, SURVEYS.c.answer_revision)
-            .where(SURVEYS.c.needs_sync.is_(True), SURVEYS.c.id > after_id,
-                   SURVEYS.c.score.is_not(None))
-            .order_by(SURVEYS.c.id).limit(limit))
-        answers = [PendingAnswer(r[0], r[1], int(r[2]), r[3] or "", utc(r[4]) or datetime.min,
-                                 int(r[5])) for r in rows]
-        users = sorted({a.user_id for a in answers})
+        rows: Sequence[Any] = (await conn.execute(
+            sa.select(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.score,
+                      sa.func.coalesce(SURVEYS.c.comment, ""), SURVEYS.c.answered_at,
+                      SURVEYS.c.answer_revision)
+            .where(_PENDING, SURVEYS.c.id > after_id)
+            .order_by(SURVEYS.c.id).limit(limit))).all()
+        if not rows:
+            return PendingChunk([], {}, {})
+        answers = [PendingAnswer(sid, user, score, comment,
+                                 datetime.min if at is None else at, rev)
+                   for sid, user, score, comment, at, rev in rows]
+        users = (sa.select(SURVEYS.c.user_id)
+                 .where(_PENDING, SURVEYS.c.id > after_id, SURVEYS.c.id <= answers[-1].survey_id))
         newest = await _newest_answer_ids(conn, users)
         accounts = await _accounts_of(conn, users) if with_accounts else {}
     return PendingChunk(answers, newest, accounts)
 
 
-async def pending_answers(db: Database, limit: int, after_id: int = 0) -> list[PendingAnswer]:
-    return (await pending_chunk(db, limit, after_id, with_accounts=False)).answers
+_PENDING = sa.and_(SURVEYS.c.needs_sync.is_(True), SURVEYS.c.score.is_not(None))
 
 
-async def newest_answer_ids(db: Database, user_ids: list[str]) -> dict[str, int]:
-    """Per user, the survey holding the newest answer: only it may set the NPS traits."""
-    async with db.read() as conn:
-        return await _newest_answer_ids(conn, user_ids)
+async def _newest_answer_ids(conn: AsyncConnection, users: sa.Select[Any]) -> dict[str, int]:
+    """Per user with several answers, the survey holding the newest: only it may set the
+    NPS traits. (Most users have one answer: the database leaves them out.)"""
+    answered = SURVEYS.c.score.is_not(None)
+    several = (sa.select(SURVEYS.c.user_id).where(SURVEYS.c.user_id.in_(users), answered)
+               .group_by(SURVEYS.c.user_id).having(sa.func.count() > 1))
+    newest: dict[str, tuple[bool, datetime | None, int]] = {}
+    rows: Sequence[Any] = (await conn.execute(
+        sa.select(SURVEYS.c.user_id, SURVEYS.c.answered_at, SURVEYS.c.id)
+        .where(SURVEYS.c.user_id.in_(several), answered))).all()
+    for user_id, at, survey_id in rows:
+        # One column, so the times are all naive (SQLite) or all aware; no time is oldest.
+        key = (at is not None, at, survey_id)
+        best = newest.get(user_id)
+        if best is None or key > best:
+            newest[user_id] = key
+    return {u: v[2] for u, v in newest.items()}
 
 
-async def _newest_answer_ids(conn: AsyncConnection, user_ids: list[str]) -> dict[str, int]:
-    newest: dict[str, tuple[datetime, int]] = {}
-    for part in chunks(user_ids):
-        rows = await conn.execute(
-            sa.select(SURVEYS.c.user_id, SURVEYS.c.answered_at, SURVEYS.c.id)
-            .where(SURVEYS.c.user_id.in_(part), SURVEYS.c.score.is_not(None)))
-        for row in rows:
-            user_id, survey_id = str(row[0]), int(row[2])
-            key = (utc(row[1]) or datetime.min, survey_id)
-            if user_id not in newest or key > newest[user_id]:
-                newest[user_id] = key
-    return {u: v[1] for u, v in newest.items()}
-
-
-async def accounts_of(db: Database, user_ids: list[str]) -> dict[str, list[str]]:
-    async with db.read() as conn:
-        return await _accounts_of(conn, user_ids)
-
-
-async def _accounts_of(conn: AsyncConnection, user_ids: list[str]) -> dict[str, list[str]]:
+async def _accounts_of(conn: AsyncConnection, users: sa.Select[Any]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for part in chunks(user_ids):
-        for row in await conn.execute(
-            sa.select(MEMBERSHIPS.c.user_id, MEMBERSHIPS.c.group_id)
-            .where(MEMBERSHIPS.c.user_id.in_(part), MEMBERSHIPS.c.active.is_(True))):
-            out.setdefault(str(row[0]), []).append(str(row[1]))
+    rows: Sequence[Any] = (await conn.execute(
+        sa.select(MEMBERSHIPS.c.user_id, MEMBERSHIPS.c.group_id)
+        .where(MEMBERSHIPS.c.user_id.in_(users), MEMBERSHIPS.c.active.is_(True)))).all()
+    for user_id, group_id in rows:
+        out.setdefault(user_id, []).append(group_id)
     return out
 
 
 async def checkpoint(db: Database, revisions: list[tuple[int, int]],
-                     failures: list[dict[str, Any]], now: datetime, owner: str,
-                     lease: timedelta) -> None:
-    """After Segment settled a batch: its refused messages recorded, its answer revisions
-    marked synced and the lease renewed, in one transaction (one commit per batch)."""
+                     failures: list[dict[str, Any]], now: datetime,
+                     renew: tuple[str, timedelta] | None = None) -> None:
+    """After Segment settled a batch: its refused messages recorded and its answer revisions
+    marked synced, in one transaction; with ``renew`` (owner, lease) the lease too."""
     async with db.write() as conn:
         await _record_failures(conn, now, failures)
         await _mark_synced(conn, revisions)
-        await conn.execute(
-            sa.update(SYNC_STATE).where(SYNC_STATE.c.id == 1, SYNC_STATE.c.holder == owner)
-            .values(lease_until=now + lease))
-
-
-async def mark_synced(db: Database, revisions: list[tuple[int, int]]) -> None:
-    """Checkpoint: these (survey id, revision) pairs reached Segment (or were refused)."""
-    if revisions:
-        async with db.write() as conn:
-            await _mark_synced(conn, revisions)
+        if renew is not None:
+            owner, lease = renew
+            await conn.execute(
+                sa.update(SYNC_STATE).where(SYNC_STATE.c.id == 1, SYNC_STATE.c.holder == owner)
+                .values(lease_until=now + lease))
 
 
 async def _mark_synced(conn: AsyncConnection, revisions: list[tuple[int, int]]) -> None:
@@ -174,16 +169,13 @@ async def _mark_synced(conn: AsyncConnection, revisions: list[tuple[int, int]]) 
         by_revision.setdefault(revision, []).append(survey_id)
     for revision, ids in sorted(by_revision.items()):
         for part in chunks(ids):
+            # Integers written into the statement: binding a thousand parameters one by one
+            # costs more than the update itself.
+            listed = ",".join(str(int(i)) for i in part)
             await conn.execute(
-                sa.update(SURVEYS).where(SURVEYS.c.id.in_(part))
+                sa.update(SURVEYS).where(sa.text(f"surveys.id IN ({listed})"))
                 .values(synced_revision=revision,
                         needs_sync=SURVEYS.c.answer_revision > revision))
-
-
-async def record_failures(db: Database, now: datetime, failures: list[dict[str, Any]]) -> None:
-    if failures:
-        async with db.write() as conn:
-            await _record_failures(conn, now, failures)
 
 
 async def _record_failures(conn: AsyncConnection, now: datetime,

@@ -17,6 +17,7 @@ from jobs.clock import MovableClock
 from jobs.scheduler import sync_trigger
 from jobs.segment_client import RetryPolicy
 from jobs.sync import Syncer
+from jobs.sync_batching import message_id
 from storage import answers, reads
 from storage.db import Database
 from storage.migrations import migrate
@@ -118,6 +119,26 @@ async def test_newest_answer_wins(world: World) -> None:
     assert len(world.of_type("track")) == 2  # the history keeps both
 
 
+async def test_backlog_read_in_chunks_newest_wins_across_them(world: World,
+                                                               monkeypatch: Any) -> None:
+    from jobs import sync as sync_module
+
+    monkeypatch.setattr(sync_module, "CHUNK_ANSWERS", 3)
+    world.settings = replace(world.settings, track_answers=False)
+    await world.answered("u1", 2, at=T0)  # first chunk; not the newest: no message at all
+    for i in range(7):
+        await world.answered(f"v{i}", 5)
+    await world.answered("u1", 9, at=T0 + timedelta(days=1))  # last chunk
+    report = await world.syncer().run("test")
+    assert report["result"] == "ok"
+    identifies = world.of_type("identify")
+    assert sorted(m["userId"] for m in identifies) == ["u1"] + [f"v{i}" for i in range(7)]
+    assert [m["traits"]["NPS_rating"] for m in identifies if m["userId"] == "u1"] == [9]
+    # The answer that produced no message is settled too: nothing is left behind.
+    assert (await reads.status(world.db, world.clock.now()))["sync"]["backlog"] == 0
+    assert (await world.syncer().run("again"))["sent"] == 0
+
+
 async def test_storms_of_429_and_500_end_delivered(world: World) -> None:
     for i in range(20):
         await world.answered(f"u{i}", i % 11)
@@ -129,20 +150,12 @@ async def test_storms_of_429_and_500_end_delivered(world: World) -> None:
     assert len(world.sleeps) == 5
 
 
-async def test_refused_message_does_not_block_the_rest(world: World, monkeypatch: Any) -> None:
+async def test_refused_message_does_not_block_the_rest(world: World) -> None:
     for i in range(10):
-        await world.answered(f"u{i}", 9)
-    from jobs import sync as sync_module
-
-    original = sync_module.answer_messages
-
-    def poisoned(a: Any, s: Any, newest: bool, accounts: Any, figures: Any) -> Any:
-        messages = original(a, s, newest, accounts, figures)
-        if a.user_id == "u4":
-            world.seg.reject_message_ids.update(m["messageId"] for m in messages)
-        return messages
-
-    monkeypatch.setattr(sync_module, "answer_messages", poisoned)
+        survey_id = await world.answered(f"u{i}", 9)
+        if i == 4:  # Segment refuses both of u4's messages (messageIds are deterministic)
+            world.seg.reject_message_ids.update(
+                message_id(kind, str(survey_id), "1") for kind in ("identify", "track"))
     report = await world.syncer().run("test")
     assert report["result"] == "ok" and report["failed"] == 2
     assert {m["userId"] for m in world.of_type("identify")} == {f"u{i}" for i in range(10)} - {"u4"}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -160,3 +161,63 @@ def test_message_id_shape() -> None:
     int(mid.removeprefix("npsd-"), 16)
     with pytest.raises(ValueError):
         message_id()
+
+
+# -- the syncer's wire form is exactly the dicts' -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user_id", "comment", "traits"),
+    [
+        ("user-1", "", ("NPS_rating", "NPS_comment", "NPS_date")),
+        ('u "quoted" \\ é 😀 \n\t\x00', 'a "b" \\ c\n€ 😀 \u2028 %s %d %%', ("a%s", 'b"', "é")),
+        ("u2", "x" * 40_000, ("NPS_rating", "NPS_comment", "NPS_date")),  # truncated
+        ("u3", "😀" * 20_000, ("score", "why", "when")),  # truncated, 4-byte characters
+    ],
+)
+@pytest.mark.parametrize("newest", [True, False])
+@pytest.mark.parametrize("track", [True, False])
+@pytest.mark.parametrize("accounts", [[], ["acme", "b%s\"c"]])
+@pytest.mark.parametrize("at", [
+    datetime(2026, 3, 2, 10, 0, 1, 123456, tzinfo=UTC),
+    datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC),  # no fraction of a second
+    datetime(2026, 3, 2, 11, 0, 1, 999, tzinfo=timezone(timedelta(hours=1))),
+    datetime(2026, 3, 2, 10, 0, 1, 5000),  # naive, as SQLite gives it back: UTC
+])
+def test_shaper_bytes_equal_the_fitted_dicts(
+    user_id: str, comment: str, traits: tuple[str, str, str], newest: bool, track: bool,
+    accounts: list[str], at: datetime,
+) -> None:
+
+    from daemon.config import SegmentSettings
+    from jobs.sync import _Shaper, answer_messages
+    from storage.sync_store import PendingAnswer
+    from storage.timeparse import iso
+
+    s = SegmentSettings(write_key="k", rating_trait=traits[0], comment_trait=traits[1],
+                        date_trait=traits[2], track_answers=track)
+    a = PendingAnswer(4242, user_id, 7, comment, at, 3)
+    figures = {"acme": {"nps": 42.5, "responses": 7}}
+    expected = [fit_message(m, truncatable=(("traits", traits[1]), ("properties", "comment")))
+                for m in answer_messages(a, s, newest, accounts, figures)]
+    assert all(m["timestamp"] == iso(at if at.tzinfo else at.replace(tzinfo=UTC)) for m in expected)
+    got, size = _Shaper(s).encode(a, newest, accounts, figures)
+    assert size == sum(len(e.data) for e in got)
+    assert [e.data for e in got] == [dumps(m) for m in expected]
+    assert [e.message_id for e in got] == [m["messageId"] for m in expected]
+    assert all(e.tag == (4242, 3, user_id) for e in got)
+    assert all(len(e.data) <= MAX_MESSAGE_BYTES for e in got)
+
+
+def test_pack_keeps_an_answers_messages_in_one_batch() -> None:
+    from jobs.sync_batching import Encoded, pack
+
+    def group(n: int, size: int) -> list[Encoded]:
+        return [Encoded(b"x" * size, f"{n}-{k}", n) for k in range(2)]
+
+    result = list(pack([group(n, 100) for n in range(5)], max_messages=5))
+    assert [[e.message_id for e in b] for b in result] == [
+        ["0-0", "0-1", "1-0", "1-1"], ["2-0", "2-1", "3-0", "3-1"], ["4-0", "4-1"]]
+    # A group bigger than a batch is spread message by message.
+    big = list(pack([group(0, 10), group(1, 300_000), group(2, 10)]))
+    assert [[e.message_id for e in b] for b in big] == [["0-0", "0-1", "1-0"], ["1-1", "2-0", "2-1"]]
