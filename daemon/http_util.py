@@ -73,10 +73,10 @@ def _unreadable(request: web.Request, message: str) -> BodyError:
 
 # What json.loads lets through that no database column and no JSON reader takes: NUL and
 # lone surrogates (escaped, or CESU-encoded bytes, which json.loads decodes), and numbers
-# beyond a float (1e999, a 309-digit mantissa, NaN, Infinity). A body without any of these
-# skips the scrub.
-_SUSPECT = re.compile(
-    rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]|[eE][+-]?\d{3}|\d{309}|NaN|Infinity")
+# beyond a float (1e999, a 309-digit mantissa, NaN, Infinity). Numbers are handled while
+# parsing (hooks below); strings are scrubbed only when the body holds a suspect sequence,
+# found with cheap substring tests first (a regex over every body cost ~10% of intake).
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -108,12 +108,25 @@ def scrub(payload: Any) -> Any:
     return root[0]
 
 
+def _finite(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _no_constant(_text: str) -> None:
+    return None  # NaN, Infinity, -Infinity: not JSON, and no reader takes them back
+
+
+def _suspect(body: bytes) -> bool:
+    return (b"\\u" in body or b"\xed" in body) and _SUSPECT.search(body) is not None
+
+
 def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise BodyError(400, "body is empty")
     try:
-        payload = json.loads(body)
-        return scrub(payload) if _SUSPECT.search(body) else payload
+        payload = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+        return scrub(payload) if _suspect(body) else payload
     except UnicodeDecodeError:
         raise BodyError(400, "body is not UTF-8") from None
     except json.JSONDecodeError as exc:

@@ -20,6 +20,19 @@ from storage.sqlutil import chunks
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
+# Batches repeat the same instants (a batch's arrival time, bulk-imported timestamps): small
+# caches of the conversions both ways pay for themselves.
+_TEXT: dict[datetime, str] = {}
+_TIMES: dict[str, datetime] = {}
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(cache) >= 4096:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 @lru_cache(maxsize=256)
 def _dollar(sql: str) -> str:
     counter = iter(range(1, 100_000))
@@ -40,17 +53,22 @@ class RawSQL:
     def ts(self, value: datetime | None) -> Any:
         if value is None or not self.sqlite:
             return value
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
-        # The same text as strftime(SQLITE_TIME), several times faster.
-        return value.isoformat(" ", "microseconds")[:26]
+        text = _TEXT.get(value)
+        if text is None:
+            utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+            # The same text as strftime(SQLITE_TIME), several times faster.
+            text = _remember(_TEXT, value, utc.isoformat(" ", "microseconds")[:26])
+        return text
 
     def dt(self, value: Any) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, datetime):
             return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        parsed = _TIMES.get(value)
+        if parsed is None:
+            parsed = _remember(_TIMES, value, datetime.fromisoformat(value).replace(tzinfo=UTC))
+        return parsed
 
     def flag(self, value: bool) -> Any:
         return int(value) if self.sqlite else value
