@@ -23,7 +23,7 @@ from jobs.housekeeping import housekeeping
 from jobs.planning import make_planner
 from jobs.scheduler import Schedule
 from jobs.sync import SYNCER, Syncer
-from storage.db import Database
+from storage.db import Database, StoreUnavailable
 from storage.group_commit import GroupCommitter
 from storage.migrations import migrate
 
@@ -130,8 +130,11 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         # Let an in-flight dispatch chunk finish and record its outcomes first: APScheduler
         # 3's shutdown cancels the jobs it is running (even a chunk whose emails are sent).
         await asyncio.wait_for(dispatcher.idle(), timeout=grace)
+        await asyncio.wait_for(dispatcher.release_claims(), timeout=grace)
     except TimeoutError:
         log.warning("shutdown.dispatch_timeout")
+    except StoreUnavailable as exc:
+        log.warning("shutdown.release_failed", reason=str(exc))
     schedule.shutdown()
     await session.close()
 

@@ -66,6 +66,11 @@ class Dispatcher:
         async with self._lock:
             return
 
+    async def release_claims(self) -> int:
+        """After the last run: hand back what was claimed but never handed off."""
+        async with self._lock:
+            return await surveys.release_unsent(self._db, self._owner)
+
     async def run_once(self) -> int:
         """Send everything that is due now; returns how many surveys were handled."""
         if self._lock.locked():

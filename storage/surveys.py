@@ -73,6 +73,17 @@ async def release_owner(db: Database, owner: str) -> tuple[int, int]:
     return back.rowcount, failed.rowcount
 
 
+async def release_unsent(db: Database, owner: str) -> int:
+    """On a clean stop: claims not yet handed off go back to pending for the next start."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            sa.update(SURVEYS)
+            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_owner == owner,
+                   SURVEYS.c.handoff_at.is_(None))
+            .values(state="pending", lease_owner=None, lease_until=None))
+    return result.rowcount
+
+
 async def claim_due(
     db: Database, now: datetime, owner: str, limit: int, lease: timedelta
 ) -> list[Claimed]:
