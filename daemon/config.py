@@ -7,15 +7,16 @@ variables or from systemd credentials ($CREDENTIALS_DIRECTORY), which win over t
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from daemon import config_values as values
+from daemon.config_values import Parser as _Parser
+from daemon.config_values import SendWindow as SendWindow
 from daemon.durations import parse_duration
 
 
@@ -55,12 +56,6 @@ class AdminSettings:
 class AccountsSettings:
     one_account_per_user: bool = False
     session_timeout: timedelta = timedelta(minutes=30)
-
-
-@dataclass(frozen=True)
-class SendWindow:
-    start: time
-    end: time
 
 
 @dataclass(frozen=True)
@@ -154,9 +149,6 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     return parse_settings(raw, name, env)
 
 
-_Parser = Callable[[Any], Any]
-
-
 class _Section:
     """Reads one table of the file, remembering which keys were used."""
 
@@ -186,108 +178,6 @@ def _table(raw: Mapping[str, Any], key: str, path: str, prefix: str = "") -> Map
     return value
 
 
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _nonempty(value: Any) -> str:
-    text = _str(value)
-    if not text.strip():
-        raise ValueError("must not be empty")
-    return text
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _int_in(low: int, high: int) -> _Parser:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected a whole number, got {value!r}")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return int(value)
-
-    return parse
-
-
-def _choice(*options: str) -> _Parser:
-    def parse(value: Any) -> str:
-        text = _str(value).lower()
-        if text not in options:
-            raise ValueError(f"must be one of {', '.join(options)}; got {value!r}")
-        return text
-
-    return parse
-
-
-def _str_list(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [v for v in value.split(",")]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError("expected a list of strings")
-    return tuple(v.strip() for v in value if v.strip())
-
-
-def _url(value: Any) -> str:
-    text = _str(value).rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", text):
-        raise ValueError(f"expected an http(s) URL, got {value!r}")
-    return text
-
-
-def _zone(value: Any) -> str:
-    text = _str(value)
-    try:
-        ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown timezone {text!r} (use an IANA name like Europe/Paris)"
-        ) from None
-    return text
-
-
-def _clock_time(value: Any) -> time:
-    text = _str(value).strip()
-    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
-    if match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise ValueError(f"expected HH:MM, got {value!r}")
-    return time(int(match.group(1)), int(match.group(2)))
-
-
-def _send_window(value: Any) -> SendWindow | None:
-    text = _str(value).strip()
-    if not text:
-        return None
-    parts = text.split("-")
-    if len(parts) != 2:
-        raise ValueError(f'expected "HH:MM-HH:MM" or "", got {value!r}')
-    start, end = _clock_time(parts[0]), _clock_time(parts[1])
-    if start == end:
-        raise ValueError("the window's start and end are the same")
-    return SendWindow(start, end)
-
-
-def _rate(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number between 0 and 1, got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"must be between 0 and 1, got {value}")
-    return float(value)
-
-
-def _positive_duration(value: Any) -> timedelta:
-    delta = parse_duration(value)
-    if delta <= timedelta(0):
-        raise ValueError("must be greater than zero")
-    return delta
-
-
 def _secret(env: Mapping[str, str], variable: str, credential: str) -> str | None:
     """A secret from the environment or a systemd credential (LoadCredential=)."""
     if env.get(variable):
@@ -313,15 +203,15 @@ def parse_settings(
     s = _Section(_table(raw, "server", path), "server.", path)
     d = ServerSettings()
     server = ServerSettings(
-        host=s.get("host", _nonempty, d.host),
-        port=s.get("port", _int_in(0, 65535), d.port),
-        public_url=s.get("public_url", _url, d.public_url),
-        shutdown_timeout=s.get("shutdown_timeout", _positive_duration, d.shutdown_timeout),
+        host=s.get("host", values.nonempty, d.host),
+        port=s.get("port", values.int_in(0, 65535), d.port),
+        public_url=s.get("public_url", values.url, d.public_url),
+        shutdown_timeout=s.get("shutdown_timeout", values.positive_duration, d.shutdown_timeout),
     )
     s.check_unknown()
 
     s = _Section(_table(raw, "storage", path), "storage.", path)
-    url = s.get("url", _nonempty, StorageSettings().url)
+    url = s.get("url", values.nonempty, StorageSettings().url)
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
             path, "storage.url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
@@ -332,22 +222,22 @@ def parse_settings(
     s = _Section(_table(raw, "intake", path), "intake.", path)
     d_in = IntakeSettings()
     intake = IntakeSettings(
-        api_keys=s.get("api_keys", _str_list, d_in.api_keys),
-        shared_secrets=s.get("shared_secrets", _str_list, d_in.shared_secrets),
-        max_body_bytes=s.get("max_body_bytes", _int_in(1024, 1 << 30), d_in.max_body_bytes),
-        dedup_window=s.get("dedup_window", _positive_duration, d_in.dedup_window),
+        api_keys=s.get("api_keys", values.str_list, d_in.api_keys),
+        shared_secrets=s.get("shared_secrets", values.str_list, d_in.shared_secrets),
+        max_body_bytes=s.get("max_body_bytes", values.int_in(1024, 1 << 30), d_in.max_body_bytes),
+        dedup_window=s.get("dedup_window", values.positive_duration, d_in.dedup_window),
     )
     s.check_unknown()
     keys = _secret(env, "NPSD_INTAKE_API_KEYS", "intake_api_keys")
     if keys is not None:
-        intake = _replace(intake, api_keys=_str_list(keys))
+        intake = _replace(intake, api_keys=values.str_list(keys))
     if not intake.api_keys and not intake.shared_secrets:
         raise ConfigError(
             path, "intake.api_keys", "no API key and no shared secret: nothing could send events"
         )
 
     s = _Section(_table(raw, "admin", path), "admin.", path)
-    admin = AdminSettings(token=s.get("token", _str, AdminSettings().token))
+    admin = AdminSettings(token=s.get("token", values.string, AdminSettings().token))
     s.check_unknown()
     token = _secret(env, "NPSD_ADMIN_TOKEN", "admin_token")
     if token is not None:
@@ -358,8 +248,9 @@ def parse_settings(
     s = _Section(_table(raw, "accounts", path), "accounts.", path)
     d_acc = AccountsSettings()
     accounts = AccountsSettings(
-        one_account_per_user=s.get("one_account_per_user", _bool, d_acc.one_account_per_user),
-        session_timeout=s.get("session_timeout", _positive_duration, d_acc.session_timeout),
+        one_account_per_user=s.get(
+            "one_account_per_user", values.boolean, d_acc.one_account_per_user),
+        session_timeout=s.get("session_timeout", values.positive_duration, d_acc.session_timeout),
     )
     s.check_unknown()
 
@@ -369,13 +260,13 @@ def parse_settings(
         min_delay=s.get("min_delay", parse_duration, d_s.min_delay),
         max_delay=s.get("max_delay", parse_duration, d_s.max_delay),
         resurvey_interval=s.get("resurvey_interval", parse_duration, d_s.resurvey_interval),
-        response_window=s.get("response_window", _positive_duration, d_s.response_window),
+        response_window=s.get("response_window", values.positive_duration, d_s.response_window),
         reminder_after=s.get("reminder_after", parse_duration, d_s.reminder_after),
-        send_window=s.get("send_window", _send_window, d_s.send_window),
-        default_timezone=s.get("default_timezone", _zone, d_s.default_timezone),
-        max_per_account=s.get("max_per_account", _int_in(0, 1_000_000), d_s.max_per_account),
-        sample_rate=s.get("sample_rate", _rate, d_s.sample_rate),
-        product_name=s.get("product_name", _nonempty, d_s.product_name),
+        send_window=s.get("send_window", values.send_window, d_s.send_window),
+        default_timezone=s.get("default_timezone", values.zone, d_s.default_timezone),
+        max_per_account=s.get("max_per_account", values.int_in(0, 1_000_000), d_s.max_per_account),
+        sample_rate=s.get("sample_rate", values.rate, d_s.sample_rate),
+        product_name=s.get("product_name", values.nonempty, d_s.product_name),
     )
     s.check_unknown()
     if survey.max_delay and survey.max_delay < survey.min_delay:
@@ -388,8 +279,8 @@ def parse_settings(
 
     s = _Section(_table(raw, "log", path), "log.", path)
     log = LogSettings(
-        format=s.get("format", _choice("json", "console"), "json"),
-        level=s.get("level", _choice("debug", "info", "warning", "error"), "info"),
+        format=s.get("format", values.choice("json", "console"), "json"),
+        level=s.get("level", values.choice("debug", "info", "warning", "error"), "info"),
     )
     s.check_unknown()
 
@@ -400,20 +291,20 @@ def _email(raw: Mapping[str, Any], path: str, env: Mapping[str, str]) -> EmailSe
     section = _table(raw, "email", path)
     s = _Section(section, "email.", path)
     d = EmailSettings()
-    backend = s.get("backend", _choice("file", "smtp"), d.backend)
-    sender = s.get("from", _sender, d.sender)
-    file_dir = s.get("file_dir", lambda v: Path(_nonempty(v)), d.file_dir)
+    backend = s.get("backend", values.choice("file", "smtp"), d.backend)
+    sender = s.get("from", values.sender, d.sender)
+    file_dir = s.get("file_dir", lambda v: Path(values.nonempty(v)), d.file_dir)
     s.check_unknown(nested=("smtp",))
     m = _Section(_table(section, "smtp", path, "email."), "email.smtp.", path)
     ds = SmtpSettings()
     smtp = SmtpSettings(
-        host=m.get("host", _nonempty, ds.host),
-        port=m.get("port", _int_in(1, 65535), ds.port),
-        security=m.get("security", _choice("none", "starttls", "tls"), ds.security),
-        username=m.get("username", _str, ds.username),
-        password=m.get("password", _str, ds.password),
-        timeout=m.get("timeout", _positive_duration, ds.timeout),
-        max_connections=m.get("max_connections", _int_in(1, 64), ds.max_connections),
+        host=m.get("host", values.nonempty, ds.host),
+        port=m.get("port", values.int_in(1, 65535), ds.port),
+        security=m.get("security", values.choice("none", "starttls", "tls"), ds.security),
+        username=m.get("username", values.string, ds.username),
+        password=m.get("password", values.string, ds.password),
+        timeout=m.get("timeout", values.positive_duration, ds.timeout),
+        max_connections=m.get("max_connections", values.int_in(1, 64), ds.max_connections),
     )
     m.check_unknown()
     password = _secret(env, "NPSD_SMTP_PASSWORD", "smtp_password")
@@ -422,29 +313,22 @@ def _email(raw: Mapping[str, Any], path: str, env: Mapping[str, str]) -> EmailSe
     return EmailSettings(backend=backend, sender=sender, file_dir=file_dir, smtp=smtp)
 
 
-def _sender(value: Any) -> str:
-    text = _nonempty(value)
-    if "@" not in text:
-        raise ValueError(f'expected an address like "Acme <nps@acme.example>", got {value!r}')
-    return text
-
-
 def _segment(raw: Mapping[str, Any], path: str, env: Mapping[str, str]) -> SegmentSettings:
     s = _Section(_table(raw, "segment", path), "segment.", path)
     d = SegmentSettings()
-    trait = _nonempty
+    trait = values.nonempty
     segment = SegmentSettings(
-        write_key=s.get("write_key", _str, d.write_key),
-        endpoint=s.get("endpoint", _url, d.endpoint),
-        sync_at=s.get("sync_at", _clock_time, d.sync_at),
-        timezone=s.get("timezone", _zone, d.timezone),
+        write_key=s.get("write_key", values.string, d.write_key),
+        endpoint=s.get("endpoint", values.url, d.endpoint),
+        sync_at=s.get("sync_at", values.clock_time, d.sync_at),
+        timezone=s.get("timezone", values.zone, d.timezone),
         rating_trait=s.get("rating_trait", trait, d.rating_trait),
         comment_trait=s.get("comment_trait", trait, d.comment_trait),
         date_trait=s.get("date_trait", trait, d.date_trait),
         unsubscribed_trait=s.get("unsubscribed_trait", trait, d.unsubscribed_trait),
-        track_answers=s.get("track_answers", _bool, d.track_answers),
-        group_nps=s.get("group_nps", _bool, d.group_nps),
-        sync_unsubscribes=s.get("sync_unsubscribes", _bool, d.sync_unsubscribes),
+        track_answers=s.get("track_answers", values.boolean, d.track_answers),
+        group_nps=s.get("group_nps", values.boolean, d.group_nps),
+        sync_unsubscribes=s.get("sync_unsubscribes", values.boolean, d.sync_unsubscribes),
     )
     s.check_unknown()
     key = _secret(env, "NPSD_SEGMENT_WRITE_KEY", "segment_write_key")

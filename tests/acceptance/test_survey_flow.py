@@ -67,9 +67,15 @@ async def test_identify_to_one_email_to_answer(tmp_path: Path) -> None:
             await npsd.wait_for_event("config.reloaded")
             assert await npsd.stop() == 0
             await npsd.start()
-            await asyncio.sleep(3)  # two dispatcher ticks
-            assert sink.count == 1
-            assert len(npsd.events("survey.sent")) == 1  # logs span both runs
+            # A probe due at once: when its email has arrived, the restarted dispatcher has
+            # run over everything that was due, and Peter's survey was not among it.
+            probe = {"type": "identify", "userId": "probe", "messageId": "probe-1",
+                     "traits": {"email": "probe@example.com"}}
+            await npsd.post_segment(probe)
+            await sink.wait_for(2, timeout=15)
+            assert sorted(m["To"] for m in sink.messages) == [
+                "Peter <peter@example.com>", "probe@example.com"]
+            assert len(npsd.events("survey.sent")) == 2  # logs span both runs
             _, why = await npsd.get_admin("/v1/users/peter/decisions")
             assert any("createdAt+3d" in d["reason"] for d in why["decisions"])
 
