@@ -34,20 +34,26 @@ class Claimed:
     accounts: tuple[str, ...]
 
 
-async def release_expired_leases(db: Database, now: datetime) -> tuple[int, int]:
-    """Take back the claims of a process that died: (returned to pending, failed)."""
+async def _release(db: Database, which: Any, *, fail_handed_off: bool = True) -> tuple[int, int]:
+    """The one rule for taking claims back: a claim not yet handed off returns to pending;
+    one whose SMTP hand-off had started fails and is never sent again (at most once)."""
+    claimed = sa.and_(SURVEYS.c.state == "sending", which)
     async with db.write() as conn:
         back = await conn.execute(
-            sa.update(SURVEYS)
-            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_until < now,
-                   SURVEYS.c.handoff_at.is_(None))
+            sa.update(SURVEYS).where(claimed, SURVEYS.c.handoff_at.is_(None))
             .values(state="pending", lease_owner=None, lease_until=None))
-        failed = await conn.execute(
-            sa.update(SURVEYS)
-            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_until < now,
-                   SURVEYS.c.handoff_at.is_not(None))
-            .values(state="failed", lease_owner=None, lease_until=None, last_error=INTERRUPTED))
-    return back.rowcount, failed.rowcount
+        failed = 0
+        if fail_handed_off:
+            failed = (await conn.execute(
+                sa.update(SURVEYS).where(claimed, SURVEYS.c.handoff_at.is_not(None))
+                .values(state="failed", lease_owner=None, lease_until=None,
+                        last_error=INTERRUPTED))).rowcount
+    return back.rowcount, failed
+
+
+async def release_expired_leases(db: Database, now: datetime) -> tuple[int, int]:
+    """Take back the claims of a process that died: (returned to pending, failed)."""
+    return await _release(db, SURVEYS.c.lease_until < now)
 
 
 async def lease_owners(db: Database) -> list[str]:
@@ -59,29 +65,13 @@ async def lease_owners(db: Database) -> list[str]:
 
 async def release_owner(db: Database, owner: str) -> tuple[int, int]:
     """Take back every claim of a holder known to be dead (same rules as lease expiry)."""
-    async with db.write() as conn:
-        back = await conn.execute(
-            sa.update(SURVEYS)
-            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_owner == owner,
-                   SURVEYS.c.handoff_at.is_(None))
-            .values(state="pending", lease_owner=None, lease_until=None))
-        failed = await conn.execute(
-            sa.update(SURVEYS)
-            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_owner == owner,
-                   SURVEYS.c.handoff_at.is_not(None))
-            .values(state="failed", lease_owner=None, lease_until=None, last_error=INTERRUPTED))
-    return back.rowcount, failed.rowcount
+    return await _release(db, SURVEYS.c.lease_owner == owner)
 
 
 async def release_unsent(db: Database, owner: str) -> int:
     """On a clean stop: claims not yet handed off go back to pending for the next start."""
-    async with db.write() as conn:
-        result = await conn.execute(
-            sa.update(SURVEYS)
-            .where(SURVEYS.c.state == "sending", SURVEYS.c.lease_owner == owner,
-                   SURVEYS.c.handoff_at.is_(None))
-            .values(state="pending", lease_owner=None, lease_until=None))
-    return result.rowcount
+    back, _ = await _release(db, SURVEYS.c.lease_owner == owner, fail_handed_off=False)
+    return back
 
 
 async def claim_due(
