@@ -38,11 +38,18 @@ function init(args)
   users = tonumber(args[3])
 end
 
+-- Every event its own millisecond (as real traffic has), and the context analytics.js sends.
+local function ts(id)
+  local s = math.floor(id / 1000)
+  return string.format("2026-05-01T%%02d:%%02d:%%02d.%%03dZ", math.floor(s / 3600) %% 24,
+    math.floor(s / 60) %% 60, s %% 60, id %% 1000)
+end
+
 local function msg(id)
-  return string.format('{"type":"track","userId":"u%d","event":"Bench Event",' ..
-    '"messageId":"%s-%d-%d","timestamp":"2026-05-01T12:00:00.000Z",' ..
-    '"context":{"library":{"name":"bench"}},"properties":{"plan":"pro","n":%d}}',
-    id %% users, nonce, threadid, id, id)
+  return string.format('{"type":"track","userId":"u%%d","event":"Bench Event",' ..
+    '"messageId":"%%s-%%d-%%d","timestamp":"%%s","context":{"library":{"name":"bench"},' ..
+    '"timezone":"Europe/Berlin","locale":"de-DE"},"properties":{"plan":"pro","n":%%d}}',
+    id %% users, nonce, threadid, id, ts(id), id)
 end
 
 function request()
@@ -128,9 +135,13 @@ def python_run(url: str, key: str, *, conns: int, seconds: float, batch: int, no
 # --- the Python load generator process --------------------------------------------------
 
 def _message(nonce: str, worker: int, n: int, users: int) -> str:
+    # The same shape as the wrk script's: each event its own millisecond, analytics.js context.
+    s = n // 1000
+    ts = f"2026-05-01T{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{n % 1000:03d}Z"
     return (f'{{"type":"track","userId":"u{n % users}","event":"Bench Event",'
-            f'"messageId":"{nonce}-p{worker}-{n}","timestamp":"2026-05-01T12:00:00.000Z",'
-            f'"context":{{"library":{{"name":"bench"}}}},"properties":{{"plan":"pro","n":{n}}}}}')
+            f'"messageId":"{nonce}-p{worker}-{n}","timestamp":"{ts}",'
+            f'"context":{{"library":{{"name":"bench"}},"timezone":"Europe/Berlin",'
+            f'"locale":"de-DE"}},"properties":{{"plan":"pro","n":{n}}}}}')
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:

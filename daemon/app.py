@@ -43,9 +43,9 @@ async def count_requests(
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        request.app[RUNTIME].metrics.requests.labels(name, str(exc.status)).inc()
+        request.app[RUNTIME].metrics.count_request(name, exc.status)
         raise
-    request.app[RUNTIME].metrics.requests.labels(name, str(response.status)).inc()
+    request.app[RUNTIME].metrics.count_request(name, response.status)
     return response
 
 
@@ -58,7 +58,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     committer = GroupCommitter(
         db, clock, lambda: holder["rt"].book_rules(),
         lambda: make_planner(holder["rt"].settings.survey),
-        on_commit=lambda n, seconds: metrics.commit_seconds.observe(seconds))
+        on_commit=metrics.count_commit)
     runtime = Runtime(settings=settings, clock=clock, db=db, metrics=metrics,
                       committer=committer, config_path=config_path)
     holder["rt"] = runtime

@@ -44,6 +44,12 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise BodyError(413, f"body is larger than {limit} bytes")
+    if length is not None and "Content-Encoding" not in request.headers:
+        try:  # the usual request: its size is known and within the limit
+            return await request.read()
+        except Exception as exc:
+            raise _unreadable(request, f"body could not be read: {exc.__class__.__name__}"
+                              ) from None
     parts: list[bytes] = []
     total = 0
     try:

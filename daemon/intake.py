@@ -30,6 +30,15 @@ class IntakeResult:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
                 "rejected": self.rejected}
 
+    def response(self) -> web.Response:
+        if self.rejected:
+            return web.json_response(self.body())
+        # The usual answer, written without the JSON encoder (a visible share of a request).
+        return web.Response(
+            body=b'{"accepted":%d,"duplicates":%d,"rejected":[]}' % (self.accepted,
+                                                                      self.duplicates),
+            content_type="application/json")
+
 
 def validate(
     raws: list[Any], arrival: datetime, *, check_sizes: bool,
@@ -54,20 +63,16 @@ async def commit(
     """Commit the valid messages (grouped with concurrent requests); raises StoreUnavailable
     when they could not be committed, so the sender retries."""
     result = IntakeResult(rejected=[{"index": i, "message": str(e)} for i, e in invalid])
-    runtime.metrics.rejected.inc(len(invalid))
+    if invalid:
+        runtime.metrics.rejected.inc(len(invalid))
+        log.info("intake.rejected", door=door, rejected=len(invalid),
+                 first_reason=result.rejected[0]["message"])
     if valid:
         flags = await runtime.committer.submit(valid)
-        for message, new in zip(valid, flags, strict=True):
-            if new:
-                result.accepted += 1
-                runtime.metrics.events.labels(message.type).inc()
-            else:
-                result.duplicates += 1
-        runtime.metrics.duplicates.inc(result.duplicates)
-        if any(m.type == "identify" for m in valid):
+        result.accepted = sum(flags)
+        result.duplicates = len(flags) - result.accepted
+        if result.accepted and any(m.type == "identify" for m in valid):
             runtime.wake_dispatcher.set()
-    log.info("intake.accepted", door=door, accepted=result.accepted,
-             duplicates=result.duplicates, rejected=len(invalid))
     return result
 
 
@@ -108,4 +113,4 @@ async def segment_intake(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         log.warning("intake.unavailable", reason=str(exc))
         return web.json_response(UNAVAILABLE, status=503, headers={"Retry-After": "5"})
-    return web.json_response(result.body())
+    return result.response()

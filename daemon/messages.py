@@ -34,12 +34,17 @@ def field(raw: dict[str, Any], camel: str, snake: str) -> Any:
 
 
 def _identifier(raw: dict[str, Any], camel: str, snake: str) -> str | None:
-    value = field(raw, camel, snake)
+    value = raw.get(camel)
     if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        value = raw.get(snake)
+        if value is None:
+            return None
+    if type(value) is str:
+        text = value.strip()
+    elif isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidMessage(f"{camel} must be a string")
-    text = str(value).strip()
+    else:
+        text = str(value)
     if len(text) > MAX_ID_LENGTH:
         raise InvalidMessage(f"{camel} is longer than {MAX_ID_LENGTH} characters")
     return text or None
@@ -77,7 +82,8 @@ def parse_message(
         kind = raw.get("action")
     if not isinstance(kind, str) or not kind.strip():
         raise InvalidMessage("type is missing")
-    kind = kind.strip().lower()
+    if kind not in TYPES:
+        kind = kind.strip().lower()
     if kind not in TYPES:
         raise UnknownType(f"unknown message type {kind[:40]!r}")
     user_id = _identifier(raw, "userId", "user_id")
@@ -89,13 +95,12 @@ def parse_message(
     if kind == "identify" and not traits and isinstance(context.get("traits"), dict):
         traits = context["traits"]
     timestamp = timestamp_override or _event_time(raw) or arrival
-    received = parse_timestamp(field(raw, "receivedAt", "received_at")) or arrival
     message = Message(
         message_id=message_id, type=kind, user_id=user_id, anonymous_id=anonymous_id,
-        timestamp=timestamp, received_at=received, traits=traits, properties=properties,
-        context_timezone=_short_text(context.get("timezone"), 64),
-        context_locale=_short_text(context.get("locale"), 32),
-        context_group_id=_identifier(context, "groupId", "group_id"),
+        timestamp=timestamp, traits=traits, properties=properties,
+        context_timezone=_short_text(context.get("timezone"), 64) if context else None,
+        context_locale=_short_text(context.get("locale"), 32) if context else None,
+        context_group_id=_identifier(context, "groupId", "group_id") if context else None,
     )
     _check_type(message, raw)
     return message

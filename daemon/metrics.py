@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from storage.group_commit import CommitStats
 
 
 class Metrics:
@@ -32,3 +36,24 @@ class Metrics:
         self.sync_messages = Counter("npsd_sync_messages", "Messages synced back to Segment",
                                      registry=r)
         self.answers = Counter("npsd_answers", "Survey answers recorded", registry=r)
+        # labels() takes a lock and builds a key on every call: on the intake's hot path the
+        # children are looked up once and kept.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def count_request(self, route: str, status: int) -> None:
+        key = ("requests", route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(route, str(status))
+        child.inc()
+
+    def count_commit(self, stats: CommitStats) -> None:
+        self.commit_seconds.observe(stats.seconds)
+        for kind, n in stats.accepted.items():
+            key = ("events", kind)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.events.labels(kind)
+            child.inc(n)
+        if stats.duplicates:
+            self.duplicates.inc(stats.duplicates)

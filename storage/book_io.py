@@ -1,86 +1,82 @@
 """Loading the part of the customer book a batch touches, and writing it back.
 
 A batch costs a handful of statements whatever its size: the rows are read with IN lists,
-changed in memory (storage.book_rules) and written back with executemany.
+changed in memory (storage.book_rules) and written back with executemany. Written as plans
+of SQL steps (storage.sql_steps), so the same code runs on both backends.
 """
 
 from __future__ import annotations
 
+from itertools import compress
+from operator import itemgetter, ne
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from storage.book_rules import Book
-from storage.db import utc
 from storage.events import Message
-from storage.raw import RawSQL
-from storage.sqlutil import (
-    ACCOUNTS,
-    ALIASES,
-    DECISIONS,
-    EVENTS,
-    MEMBERSHIPS,
-    SUPPRESSIONS,
-    SURVEYS,
-    USERS,
-    delete_in,
-    insert,
-    select_in,
-)
+from storage.sql_steps import Fetch, Steps, Values, execute_in, fetch_in, many
+from storage.sqlutil import ACCOUNTS, MEMBERSHIPS, USERS
 
 _USER_TIMES = ("created_at", "first_seen", "last_seen", "unsubscribed_at", "updated_at")
+_USER_FLAGS = ("anonymous", "unsubscribe_synced")
+_USER_COLUMNS = tuple(c.name for c in USERS.columns)
+# What an update compares to find the changed columns (updated_at follows any change).
+_USER_COMPARED = tuple(c for c in _USER_COLUMNS[1:] if c != "updated_at")
+_user_compared = itemgetter(*_USER_COMPARED)
 _ACCOUNT_TIMES = ("created_at", "deleted_at", "updated_at")
+_ACCOUNT_COLUMNS = tuple(c.name for c in ACCOUNTS.columns)
+_MEMBERSHIP_COLUMNS = tuple(c.name for c in MEMBERSHIPS.columns)
 
 
-def _fix_times(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
-    for column in columns:
-        row[column] = utc(row[column])
-    return row
-
-
-async def load_book(conn: AsyncConnection, messages: list[Message], now: Any) -> Book:
+def load_book(v: Values, messages: list[Message], now: Any) -> Steps[Book]:
     ids: set[str] = set()
     groups: set[str] = set()
     deleted_groups: set[str] = set()
-    for m in messages:
-        ids.update(i for i in (m.user_id, m.anonymous_id, m.previous_id) if i)
-        for g in (m.group_id, m.context_group_id, m.traits.get("groupId")):
-            if isinstance(g, str) and g:
-                groups.add(g)
+    touches_memberships = False
+    for m in messages:  # one pass: this runs for every message of every group
+        if m.user_id:
+            ids.add(m.user_id)
+        if m.anonymous_id:
+            ids.add(m.anonymous_id)
+        if m.previous_id:
+            ids.add(m.previous_id)
+        if m.group_id:
+            groups.add(m.group_id)
+        if m.context_group_id:
+            groups.add(m.context_group_id)
+        if m.type == "identify":
+            g = m.traits.get("groupId")  # the book takes numbers too (apply_message)
+            if isinstance(g, str | int) and not isinstance(g, bool) and str(g):
+                groups.add(str(g))
         if m.type == "track" and m.event == "Account Deleted" and m.context_group_id:
             deleted_groups.add(m.context_group_id)
-    raw = await RawSQL.of(conn)
+        touches_memberships = touches_memberships or _touches_memberships(m)
     # Aliases and suppressions in one round trip (a suppressed id may be an alias target).
     aliases: dict[str, str] = {}
     suppressed: set[str] = set()
-    for kind, first, second in await raw.fetch_in(_ALIASES_AND_SUPPRESSIONS, ids):
+    for kind, first, second in (yield from fetch_in(_ALIASES_AND_SUPPRESSIONS, ids)):
         if kind == "a":
             aliases[str(first)] = str(second)
         else:
             suppressed.add(str(first))
     ids |= set(aliases.values())
-    users = await _load_users(raw, ids)
-    accounts = {r["group_id"]: _fix_times(r, _ACCOUNT_TIMES) for r in
-                await select_in(conn, ACCOUNTS, ACCOUNTS.c.group_id, groups)}
+    users = yield from _load_users(v, ids)
+    accounts = yield from _load_accounts(v, groups)
     memberships: dict[tuple[str, str], dict[str, Any]] = {}
-    rows: list[dict[str, Any]] = []
-    if any(_touches_memberships(m) for m in messages):
-        rows += await select_in(conn, MEMBERSHIPS, MEMBERSHIPS.c.user_id, ids)
-        rows += await select_in(conn, MEMBERSHIPS, MEMBERSHIPS.c.group_id, deleted_groups)
-    for r in rows:
-        r["changed_at"] = utc(r["changed_at"])
-        memberships[(r["user_id"], r["group_id"])] = r
-    for key in memberships:
-        if key[1] not in accounts:
-            groups.add(key[1])
-    missing = groups - set(accounts)
+    if touches_memberships:
+        rows = yield from fetch_in(_SELECT_MEMBERSHIPS.format(column="user_id"), ids)
+        rows += yield from fetch_in(_SELECT_MEMBERSHIPS.format(column="group_id"),
+                                    deleted_groups)
+        for values in rows:
+            row = dict(zip(_MEMBERSHIP_COLUMNS, values, strict=True))
+            row["active"] = bool(row["active"])
+            row["changed_at"] = v.dt(row["changed_at"])
+            memberships[(row["user_id"], row["group_id"])] = row
+    missing = {g for _, g in memberships if g not in accounts}
     if missing:
-        for r in await select_in(conn, ACCOUNTS, ACCOUNTS.c.group_id, missing):
-            accounts[r["group_id"]] = _fix_times(r, _ACCOUNT_TIMES)
+        accounts.update((yield from _load_accounts(v, missing)))
     book = Book(users=users, accounts=accounts, memberships=memberships, aliases=aliases,
                 suppressed=suppressed, now=now)
-    book.loaded = {u: dict(row) for u, row in users.items()}
+    book.loaded = {u: _user_compared(row) for u, row in users.items()}
     return book
 
 
@@ -88,22 +84,34 @@ _ALIASES_AND_SUPPRESSIONS = (
     "SELECT 'a', alias_id, user_id FROM aliases WHERE alias_id IN ({0}) UNION ALL "
     "SELECT 's', user_id, NULL FROM suppressions WHERE user_id IN ({0}) "
     "OR user_id IN (SELECT user_id FROM aliases WHERE alias_id IN ({0}))")
-_USER_COLUMNS = tuple(c.name for c in USERS.columns)
-_USER_FLAGS = ("anonymous", "unsubscribe_synced")
 _SELECT_USERS = f"SELECT {', '.join(_USER_COLUMNS)} FROM users WHERE user_id IN ({{}})"
+_SELECT_ACCOUNTS = f"SELECT {', '.join(_ACCOUNT_COLUMNS)} FROM accounts WHERE group_id IN ({{}})"
+_SELECT_MEMBERSHIPS = (f"SELECT {', '.join(_MEMBERSHIP_COLUMNS)} FROM memberships "
+                       "WHERE {column} IN ({{}})")
 
 
-async def _load_users(raw: RawSQL, ids: set[str]) -> dict[str, dict[str, Any]]:
-    sql = _SELECT_USERS if raw.sqlite else _SELECT_USERS + " FOR UPDATE"
+def _load_users(v: Values, ids: set[str]) -> Steps[dict[str, dict[str, Any]]]:
     users: dict[str, dict[str, Any]] = {}
-    for values in await raw.fetch_in(sql, ids):
+    dt = v.dt
+    for values in (yield from fetch_in(_SELECT_USERS + v.for_update(), ids)):
         row = dict(zip(_USER_COLUMNS, values, strict=True))
         for column in _USER_TIMES:
-            row[column] = raw.dt(row[column])
+            if row[column] is not None:
+                row[column] = dt(row[column])
         for column in _USER_FLAGS:
             row[column] = bool(row[column])
         users[row["user_id"]] = row
     return users
+
+
+def _load_accounts(v: Values, groups: set[str]) -> Steps[dict[str, dict[str, Any]]]:
+    accounts: dict[str, dict[str, Any]] = {}
+    for values in (yield from fetch_in(_SELECT_ACCOUNTS, groups)):
+        row = dict(zip(_ACCOUNT_COLUMNS, values, strict=True))
+        for column in _ACCOUNT_TIMES:
+            row[column] = v.dt(row[column])
+        accounts[row["group_id"]] = row
+    return accounts
 
 
 def _touches_memberships(m: Message) -> bool:
@@ -119,125 +127,121 @@ _B2B_EVENTS = frozenset({"Account Created", "Account Deleted", "Account Added Us
                          "Account Removed User"})
 
 
-def _user_values(raw: RawSQL, row: dict[str, Any], columns: tuple[str, ...]) -> list[Any]:
+def _user_values(v: Values, row: dict[str, Any], columns: tuple[str, ...]) -> list[Any]:
     out: list[Any] = []
     for column in columns:
         value = row[column]
         if column in _USER_TIMES:
-            value = raw.ts(value)
+            value = v.ts(value)
         elif column in _USER_FLAGS:
-            value = raw.flag(bool(value))
+            value = v.flag(bool(value))
         out.append(value)
     return out
 
 
-async def _save_users(conn: AsyncConnection, book: Book) -> None:
-    raw = await RawSQL.of(conn)
+def _save_users(v: Values, book: Book) -> Steps[None]:
     gone = book.removed_users | book.erased_users
     if gone:
-        await raw.execute_in("DELETE FROM users WHERE user_id IN ({})", gone)
+        yield from execute_in("DELETE FROM users WHERE user_id IN ({})", gone)
     new = [book.users[u] for u in sorted(book.new_users) if u in book.users]
     for row in new:
         row["updated_at"] = book.now
-    await raw.executemany(
+    yield from many(
         f"INSERT INTO users ({', '.join(_USER_COLUMNS)}) VALUES "
         f"({', '.join('?' * len(_USER_COLUMNS))}) ON CONFLICT DO NOTHING",
-        [_user_values(raw, row, _USER_COLUMNS) for row in new])
+        [_user_values(v, row, _USER_COLUMNS) for row in new])
     # Write only the columns that changed, grouped by which ones (activity is the usual set).
     groups: dict[tuple[str, ...], list[list[Any]]] = {}
     for user_id in sorted(book.dirty_users - book.new_users):
         current = book.users.get(user_id)
         if current is None:
             continue
-        before = book.loaded.get(user_id, {})
-        changed = tuple(c for c in _USER_COLUMNS[1:] if c != "updated_at"
-                        and current[c] != before.get(c))
-        if not changed:
-            continue
+        before = book.loaded.get(user_id)
+        if before is None:
+            changed = _USER_COMPARED
+        else:
+            after = _user_compared(current)
+            if after == before:
+                continue
+            changed = tuple(compress(_USER_COMPARED, map(ne, after, before)))
         current["updated_at"] = book.now
         columns = (*changed, "updated_at")
-        groups.setdefault(columns, []).append([*_user_values(raw, current, columns), user_id])
+        groups.setdefault(columns, []).append([*_user_values(v, current, columns), user_id])
     for columns, rows in groups.items():
         assignments = ", ".join(f"{c} = ?" for c in columns)
-        await raw.executemany(f"UPDATE users SET {assignments} WHERE user_id = ?", rows)
+        yield from many(f"UPDATE users SET {assignments} WHERE user_id = ?", rows)
 
 
-async def save_book(conn: AsyncConnection, book: Book) -> None:
-    await _save_users(conn, book)
-    await _save_aliases(conn, book)
-    await _save_accounts(conn, book)
-    await _save_memberships(conn, book)
+def save_book(v: Values, book: Book) -> Steps[None]:
+    yield from _save_users(v, book)
+    yield from _save_aliases(v, book)
+    yield from _save_accounts(v, book)
+    yield from _save_memberships(v, book)
     for source, target in book.merges:
-        await conn.execute(sa.update(SURVEYS).where(SURVEYS.c.user_id == source)
-                           .values(user_id=target))
-        await conn.execute(sa.update(DECISIONS).where(DECISIONS.c.user_id == source)
-                           .values(user_id=target))
-        await conn.execute(sa.delete(MEMBERSHIPS).where(MEMBERSHIPS.c.user_id == source))
+        yield Fetch("UPDATE surveys SET user_id = ? WHERE user_id = ?", (target, source))
+        yield Fetch("UPDATE decisions SET user_id = ? WHERE user_id = ?", (target, source))
+        yield Fetch("DELETE FROM memberships WHERE user_id = ?", (source,))
     if book.erased_users:
-        await _erase(conn, book, sorted(book.erased_users))
+        yield from _erase(v, book, sorted(book.erased_users))
 
 
-async def _save_aliases(conn: AsyncConnection, book: Book) -> None:
-    if book.new_aliases:
-        stmt = insert(conn, ALIASES)
-        stmt = stmt.on_conflict_do_update(index_elements=["alias_id"],
-                                          set_={"user_id": stmt.excluded.user_id})
-        await conn.execute(stmt, [{"alias_id": a, "user_id": u, "created_at": book.now}
-                                  for a, u in sorted(book.new_aliases.items())])
+def _save_aliases(v: Values, book: Book) -> Steps[None]:
+    yield from many(
+        "INSERT INTO aliases (alias_id, user_id, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (alias_id) DO UPDATE SET user_id = excluded.user_id",
+        [(a, u, v.ts(book.now)) for a, u in sorted(book.new_aliases.items())])
     for source, target in book.merges:
-        await conn.execute(sa.update(ALIASES).where(ALIASES.c.user_id == source)
-                           .values(user_id=target))
+        yield Fetch("UPDATE aliases SET user_id = ? WHERE user_id = ?", (target, source))
 
 
-async def _save_accounts(conn: AsyncConnection, book: Book) -> None:
+def _account_values(v: Values, row: dict[str, Any], columns: tuple[str, ...]) -> list[Any]:
+    return [v.ts(row[c]) if c in _ACCOUNT_TIMES else row[c] for c in columns]
+
+
+def _save_accounts(v: Values, book: Book) -> Steps[None]:
     new = [book.accounts[g] for g in sorted(book.new_accounts)]
     for row in new:
         row["updated_at"] = book.now
-    if new:
-        await conn.execute(insert(conn, ACCOUNTS).on_conflict_do_nothing(), new)
+    yield from many(
+        f"INSERT INTO accounts ({', '.join(_ACCOUNT_COLUMNS)}) VALUES "
+        f"({', '.join('?' * len(_ACCOUNT_COLUMNS))}) ON CONFLICT DO NOTHING",
+        [_account_values(v, row, _ACCOUNT_COLUMNS) for row in new])
     changed = [book.accounts[g] for g in sorted(book.dirty_accounts - book.new_accounts)]
-    if changed:
-        for row in changed:
-            row["updated_at"] = book.now
-        await conn.execute(
-            sa.update(ACCOUNTS).where(ACCOUNTS.c.group_id == sa.bindparam("b_group_id")).values(
-                {c.name: sa.bindparam(c.name) for c in ACCOUNTS.columns if c.name != "group_id"}),
-            [{**row, "b_group_id": row["group_id"]} for row in changed],
-        )
+    for row in changed:
+        row["updated_at"] = book.now
+    columns = _ACCOUNT_COLUMNS[1:]
+    yield from many(
+        f"UPDATE accounts SET {', '.join(f'{c} = ?' for c in columns)} WHERE group_id = ?",
+        [[*_account_values(v, row, columns), row["group_id"]] for row in changed])
 
 
-async def _save_memberships(conn: AsyncConnection, book: Book) -> None:
+def _save_memberships(v: Values, book: Book) -> Steps[None]:
     rows = [book.memberships[k] for k in sorted(book.new_memberships | book.dirty_memberships)
             if k in book.memberships]
-    if not rows:
-        return
-    stmt = insert(conn, MEMBERSHIPS)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["user_id", "group_id"],
-        set_={"active": stmt.excluded.active, "changed_at": stmt.excluded.changed_at},
-    )
-    await conn.execute(stmt, rows)
+    yield from many(
+        "INSERT INTO memberships (user_id, group_id, active, changed_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (user_id, group_id) DO UPDATE SET active = excluded.active, "
+        "changed_at = excluded.changed_at",
+        [(r["user_id"], r["group_id"], v.flag(bool(r["active"])), v.ts(r["changed_at"]))
+         for r in rows])
 
 
-async def _erase(conn: AsyncConnection, book: Book, user_ids: list[str]) -> None:
+def _erase(v: Values, book: Book, user_ids: list[str]) -> Steps[None]:
     """Forget everything about these people; keep only the suppression of the id."""
-    await conn.execute(insert(conn, SUPPRESSIONS).on_conflict_do_nothing(),
-                       [{"user_id": u, "suppressed_at": book.now} for u in user_ids])
-    await delete_in(conn, MEMBERSHIPS, MEMBERSHIPS.c.user_id, user_ids)
-    await delete_in(conn, ALIASES, ALIASES.c.user_id, user_ids)
-    await delete_in(conn, ALIASES, ALIASES.c.alias_id, user_ids)
+    yield from many("INSERT INTO suppressions (user_id, suppressed_at) VALUES (?, ?) "
+                    "ON CONFLICT DO NOTHING", [(u, v.ts(book.now)) for u in user_ids])
+    yield from execute_in("DELETE FROM memberships WHERE user_id IN ({})", user_ids)
+    yield from execute_in("DELETE FROM aliases WHERE user_id IN ({})", user_ids)
+    yield from execute_in("DELETE FROM aliases WHERE alias_id IN ({})", user_ids)
     # The deletion requests themselves stay, so a redelivered one is still a duplicate.
-    for part in [user_ids[i:i + 500] for i in range(0, len(user_ids), 500)]:
-        for column in (EVENTS.c.user_id, EVENTS.c.anonymous_id):
-            await conn.execute(sa.delete(EVENTS).where(column.in_(part), EVENTS.c.type != "delete"))
-    await delete_in(conn, DECISIONS, DECISIONS.c.user_id, user_ids)
-    for part in [user_ids[i:i + 500] for i in range(0, len(user_ids), 500)]:
-        await conn.execute(
-            sa.update(SURVEYS).where(SURVEYS.c.user_id.in_(part), SURVEYS.c.state == "pending")
-            .values(state="cancelled", lease_owner=None)
-        )
-        await conn.execute(
-            sa.update(SURVEYS).where(SURVEYS.c.user_id.in_(part))
-            .values(score=None, comment=None, answered_at=None, reminder_due_at=None,
-                    synced_revision=SURVEYS.c.answer_revision, needs_sync=False)
-        )
+    yield from execute_in("DELETE FROM events WHERE type <> 'delete' AND user_id IN ({})",
+                          user_ids)
+    yield from execute_in(
+        "DELETE FROM events WHERE type <> 'delete' AND anonymous_id IN ({})", user_ids)
+    yield from execute_in("DELETE FROM decisions WHERE user_id IN ({})", user_ids)
+    yield from execute_in("UPDATE surveys SET state = 'cancelled', lease_owner = NULL "
+                          "WHERE state = 'pending' AND user_id IN ({})", user_ids)
+    yield from execute_in(
+        "UPDATE surveys SET score = NULL, comment = NULL, answered_at = NULL, "
+        "reminder_due_at = NULL, synced_revision = answer_revision, needs_sync = ? "
+        "WHERE user_id IN ({})", user_ids, v.flag(False))

@@ -54,7 +54,7 @@ class Book:
     new_aliases: dict[str, str] = field(default_factory=dict)
     merges: list[tuple[str, str]] = field(default_factory=list)  # (from, into)
     identified: dict[str, datetime] = field(default_factory=dict)  # user → identify time
-    loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # rows as read
+    loaded: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # rows as read (storage)
 
     def resolve(self, some_id: str) -> str:
         seen = 0
@@ -82,8 +82,9 @@ def apply_message(book: Book, m: Message, rules: BookRules) -> None:
     if m.type == "delete":
         _erase(book, m)
         return
-    raw_ids = [i for i in (m.user_id, m.anonymous_id, m.previous_id) if i]
-    if any(i in book.suppressed or book.resolve(i) in book.suppressed for i in raw_ids):
+    if book.suppressed and any(
+            i in book.suppressed or book.resolve(i) in book.suppressed
+            for i in (m.user_id, m.anonymous_id, m.previous_id) if i):
         return  # a deleted user's later events are accepted and dropped
     if m.type == "alias":
         source = m.previous_id or m.anonymous_id
@@ -199,8 +200,11 @@ def _refresh_fields(user: dict[str, Any]) -> None:
 
 def _context_fields(book: Book, user: dict[str, Any], m: Message) -> None:
     """context.timezone / context.locale fill the fields when the traits do not set them."""
-    if not (m.context_timezone or m.context_locale):
-        return
+    timezone = m.context_timezone[:64] if m.context_timezone else None
+    locale = m.context_locale[:32] if m.context_locale else None
+    if (timezone is None or timezone == user["timezone"]) and (
+            locale is None or locale == user["locale"]):
+        return  # nothing would change (analytics.js sends both on every event)
     traits = json.loads(user["traits"])
     if m.context_timezone and "timezone" not in traits and "timezone" not in m.traits:
         user["timezone"] = m.context_timezone[:64]
@@ -260,7 +264,13 @@ def _unlink(book: Book, user_id: str, group_id: str, at: datetime) -> None:
         book.dirty_memberships.add(key)
 
 
+_B2B_TRACKS = frozenset({"Signed Up", "Account Created", "Account Deleted",
+                         "Account Added User", "Account Removed User"})
+
+
 def _b2b(book: Book, user: dict[str, Any], m: Message, rules: BookRules) -> None:
+    if m.event not in _B2B_TRACKS:
+        return
     group = m.context_group_id or _text(m.properties.get("groupId")) or _text(
         m.properties.get("account_id"))
     uid = user["user_id"]

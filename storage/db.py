@@ -9,11 +9,12 @@ PostgreSQL: one pool for both; row claims use FOR UPDATE SKIP LOCKED.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -21,6 +22,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+
+from storage.sql_run import run_sync
+from storage.sql_steps import Steps
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -71,6 +77,21 @@ class Database:
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
 
+    async def write_in_thread(self, steps: Steps[T]) -> T:
+        """SQLite: run the steps as one BEGIN IMMEDIATE transaction inside the writer
+        connection's own thread (aiosqlite's), so a whole transaction costs one thread hop
+        instead of one per statement. The pooled connection is held meanwhile, so no other
+        writer in this process interleaves."""
+        try:
+            async with self.writer.connect() as conn:
+                fairy = await conn.get_raw_connection()
+                driver: Any = fairy.driver_connection  # aiosqlite.Connection
+                # aiosqlite has no public "call this in your thread"; _execute is that.
+                result: T = await driver._execute(_transaction, driver._conn, steps)
+                return result
+        except (OperationalError, DBAPIError, OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         try:
@@ -83,6 +104,18 @@ class Database:
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
+
+
+def _transaction(conn: sqlite3.Connection, steps: Steps[T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = run_sync(steps, conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _short(exc: BaseException) -> str:

@@ -17,7 +17,6 @@ class Message:
     user_id: str | None
     anonymous_id: str | None
     timestamp: datetime  # when it happened: timestamp → originalTimestamp → receivedAt → arrival
-    received_at: datetime  # Segment's receivedAt (or arrival); the dedup clock uses arrival
     traits: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
     event: str | None = None

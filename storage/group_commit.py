@@ -22,6 +22,14 @@ log = structlog.get_logger("npsd.intake")
 
 
 @dataclass
+class CommitStats:
+    requests: int
+    accepted: dict[str, int]  # by message type
+    duplicates: int
+    seconds: float
+
+
+@dataclass
 class _Job:
     messages: list[Message]
     future: asyncio.Future[list[bool]] = field(repr=False)
@@ -30,8 +38,8 @@ class _Job:
 class GroupCommitter:
     def __init__(
         self, db: Database, clock: Clock, rules: Callable[[], BookRules],
-        planner: Callable[[], Planner | None], *, max_messages: int = 5000,
-        on_commit: Callable[[int, float], None] | None = None,
+        planner: Callable[[], Planner | None], *, max_messages: int = 2000,
+        on_commit: Callable[[CommitStats], None] | None = None,
     ) -> None:
         self._db, self._clock, self._rules, self._planner = db, clock, rules, planner
         self._max = max_messages
@@ -100,17 +108,28 @@ class GroupCommitter:
     async def _commit_together(self, jobs: list[_Job]) -> None:
         messages = [m for j in jobs for m in j.messages]
         started = time.perf_counter()
-        flags = await record_messages(
+        recorded = await record_messages(
             self._db, messages, self._rules(), self._planner(), self._clock.now()
         )
-        if self._on_commit is not None:
-            self._on_commit(len(messages), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
         offset = 0
         for job in jobs:
-            part = flags[offset: offset + len(job.messages)]
+            part = recorded.new[offset: offset + len(job.messages)]
             offset += len(job.messages)
             if not job.future.done():
                 job.future.set_result(part)
+        accepted: dict[str, int] = {}
+        for message, new in zip(messages, recorded.new, strict=True):
+            if new:
+                accepted[message.type] = accepted.get(message.type, 0) + 1
+        stats = CommitStats(len(jobs), accepted, len(messages) - sum(accepted.values()), seconds)
+        # One line per committed group, not per request: at load a group is many requests.
+        log.info("intake.accepted", requests=stats.requests, accepted=sum(accepted.values()),
+                 duplicates=stats.duplicates, commit_ms=round(seconds * 1000, 1))
+        for user_id, due_at in recorded.scheduled:
+            log.info("survey.scheduled", user_id=user_id, due_at=due_at.isoformat())
+        if self._on_commit is not None:
+            self._on_commit(stats)
 
 
 def _fail(job: _Job, exc: BaseException) -> None:

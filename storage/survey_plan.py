@@ -8,15 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import sqlalchemy as sa
-import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from storage.book_rules import Book
-from storage.db import utc
-from storage.sqlutil import DECISIONS, SURVEYS, chunks
-
-log = structlog.get_logger("npsd.survey")
+from storage.sql_steps import Steps, Values, fetch_in, many
 
 OPEN_STATES = ("pending", "sending")
 # States that count as "surveyed" for the re-survey interval.
@@ -45,60 +38,54 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-async def survey_history(conn: AsyncConnection, user_ids: list[str]) -> dict[str, SurveyHistory]:
+_HISTORY = ("SELECT user_id, state, coalesce(sent_at, due_at) FROM surveys "
+            "WHERE kind = 'survey' AND state IN ({states}) AND user_id IN ({{}})").format(
+                states=", ".join(f"'{s}'" for s in SURVEYED_STATES))
+_LAST_REASONS = ("SELECT d.user_id, d.reason FROM decisions d JOIN (SELECT max(id) AS id "
+                 "FROM decisions WHERE user_id IN ({}) GROUP BY user_id) newest "
+                 "ON d.id = newest.id")
+
+
+def survey_history(v: Values, user_ids: list[str]) -> Steps[dict[str, SurveyHistory]]:
     pending: set[str] = set()
     last: dict[str, datetime] = {}
-    for part in chunks(user_ids):
-        rows = await conn.execute(
-            sa.select(SURVEYS.c.user_id, SURVEYS.c.state,
-                      sa.func.coalesce(SURVEYS.c.sent_at, SURVEYS.c.due_at))
-            .where(SURVEYS.c.user_id.in_(part), SURVEYS.c.state.in_(SURVEYED_STATES),
-                   SURVEYS.c.kind == "survey")
-        )
-        for row in rows:
-            user_id, state = str(row[0]), str(row[1])
-            if state in OPEN_STATES:
-                pending.add(user_id)
-            at = utc(row[2])
-            if at is not None and (user_id not in last or at > last[user_id]):
-                last[user_id] = at
+    for row in (yield from fetch_in(_HISTORY, user_ids)):
+        user_id, state = str(row[0]), str(row[1])
+        if state in OPEN_STATES:
+            pending.add(user_id)
+        at = v.dt(row[2])
+        if at is not None and (user_id not in last or at > last[user_id]):
+            last[user_id] = at
     return {u: SurveyHistory(u in pending, last.get(u)) for u in user_ids}
 
 
-async def last_reasons(conn: AsyncConnection, user_ids: list[str]) -> dict[str, str]:
-    newest = (sa.select(DECISIONS.c.user_id, sa.func.max(DECISIONS.c.id).label("id"))
-              .where(DECISIONS.c.user_id.in_(sa.bindparam("ids", expanding=True)))
-              .group_by(DECISIONS.c.user_id).subquery())
-    out: dict[str, str] = {}
-    for part in chunks(user_ids):
-        rows = await conn.execute(
-            sa.select(DECISIONS.c.user_id, DECISIONS.c.reason)
-            .join(newest, DECISIONS.c.id == newest.c.id), {"ids": part})
-        out.update({r[0]: r[1] for r in rows})
-    return out
+def last_reasons(user_ids: list[str]) -> Steps[dict[str, str]]:
+    return {str(r[0]): str(r[1]) for r in (yield from fetch_in(_LAST_REASONS, user_ids))}
 
 
-async def plan_surveys(conn: AsyncConnection, book: Book, planner: Planner, now: datetime) -> None:
+def plan_surveys(v: Values, book: Book, planner: Planner, now: datetime
+                 ) -> Steps[list[tuple[str, datetime]]]:
+    """Schedules (or records why not) a survey for each identified user; returns the
+    (user, due) pairs scheduled, to be logged once committed."""
     user_ids = sorted(u for u in book.identified if u in book.users)
-    history = await survey_history(conn, user_ids)
-    previous = await last_reasons(conn, user_ids)
-    surveys: list[dict[str, Any]] = []
-    decisions: list[dict[str, Any]] = []
+    history = yield from survey_history(v, user_ids)
+    previous = yield from last_reasons(user_ids)
+    surveys: list[tuple[Any, ...]] = []
+    decisions: list[tuple[Any, ...]] = []
+    scheduled: list[tuple[str, datetime]] = []
     for user_id in user_ids:
         plan = planner(book.users[user_id], history[user_id], now)
         if plan.action == "schedule" and plan.due_at is not None:
-            surveys.append({"user_id": user_id, "token": new_token(), "state": "pending",
-                            "due_at": plan.due_at, "created_at": now})
-            decisions.append({"user_id": user_id, "at": now, "outcome": "scheduled",
-                              "reason": plan.reason})
+            surveys.append((user_id, new_token(), "survey", "pending", v.ts(plan.due_at),
+                            v.ts(now), 0, 0, 0, v.flag(False)))
+            decisions.append((user_id, v.ts(now), "scheduled", plan.reason))
+            scheduled.append((user_id, plan.due_at))
         elif previous.get(user_id) != plan.reason:
             # Identifies repeat on every page load: log a skip only when the reason changes.
-            decisions.append({"user_id": user_id, "at": now, "outcome": "skipped",
-                              "reason": plan.reason})
-    if surveys:
-        await conn.execute(sa.insert(SURVEYS), surveys)
-        for survey in surveys:
-            log.info("survey.scheduled", user_id=survey["user_id"],
-                     due_at=survey["due_at"].isoformat())
-    if decisions:
-        await conn.execute(sa.insert(DECISIONS), decisions)
+            decisions.append((user_id, v.ts(now), "skipped", plan.reason))
+    yield from many("INSERT INTO surveys (user_id, token, kind, state, due_at, created_at, "
+                    "attempts, answer_revision, synced_revision, needs_sync) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", surveys)
+    yield from many("INSERT INTO decisions (user_id, at, outcome, reason) VALUES (?, ?, ?, ?)",
+                    decisions)
+    return scheduled

@@ -32,6 +32,19 @@ def in_range(value: datetime) -> bool:
 
 
 def _iso(text: str) -> datetime | None:
+    try:
+        # What Segment's libraries send ("2026-05-01T12:00:00.123Z") parses directly.
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return _iso_lenient(text)
+    if parsed.tzinfo is UTC:
+        return parsed
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _iso_lenient(text: str) -> datetime | None:
     candidate = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     # fromisoformat takes at most 6 fraction digits before 3.12: trim nanoseconds.
     candidate = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), candidate, count=1)

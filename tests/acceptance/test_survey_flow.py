@@ -75,6 +75,8 @@ async def test_identify_to_one_email_to_answer(tmp_path: Path) -> None:
             await sink.wait_for(2, timeout=15)
             assert sorted(m["To"] for m in sink.messages) == [
                 "Peter <peter@example.com>", "probe@example.com"]
+            # The sink has the message before npsd has the SMTP reply and logs it.
+            await npsd.wait_for_event("survey.sent", count=2, timeout=10)
             assert len(npsd.events("survey.sent")) == 2  # logs span both runs
             _, why = await npsd.get_admin("/v1/users/peter/decisions")
             assert any("createdAt+3d" in d["reason"] for d in why["decisions"])
