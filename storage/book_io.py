@@ -18,6 +18,7 @@ from storage.sqlutil import ACCOUNTS, MEMBERSHIPS, USERS
 
 _USER_TIMES = ("created_at", "first_seen", "last_seen", "unsubscribed_at", "updated_at")
 _USER_FLAGS = ("anonymous", "unsubscribe_synced")
+_USER_TIME_SET, _USER_FLAG_SET = frozenset(_USER_TIMES), frozenset(_USER_FLAGS)
 _USER_COLUMNS = tuple(c.name for c in USERS.columns)
 # What an update compares to find the changed columns (updated_at follows any change).
 _USER_COMPARED = tuple(c for c in _USER_COLUMNS[1:] if c != "updated_at")
@@ -92,14 +93,15 @@ _SELECT_MEMBERSHIPS = (f"SELECT {', '.join(_MEMBERSHIP_COLUMNS)} FROM membership
 
 def _load_users(v: Values, ids: set[str]) -> Steps[dict[str, dict[str, Any]]]:
     users: dict[str, dict[str, Any]] = {}
-    dt = v.dt
+    read_time = v.time_reader()
     for values in (yield from fetch_in(_SELECT_USERS + v.for_update(), ids)):
         row = dict(zip(_USER_COLUMNS, values, strict=True))
         for column in _USER_TIMES:
-            if row[column] is not None:
-                row[column] = dt(row[column])
-        for column in _USER_FLAGS:
-            row[column] = bool(row[column])
+            value = row[column]
+            if value is not None:
+                row[column] = read_time(value)
+        row["anonymous"] = bool(row["anonymous"])
+        row["unsubscribe_synced"] = bool(row["unsubscribe_synced"])
         users[row["user_id"]] = row
     return users
 
@@ -128,15 +130,9 @@ _B2B_EVENTS = frozenset({"Account Created", "Account Deleted", "Account Added Us
 
 
 def _user_values(v: Values, row: dict[str, Any], columns: tuple[str, ...]) -> list[Any]:
-    out: list[Any] = []
-    for column in columns:
-        value = row[column]
-        if column in _USER_TIMES:
-            value = v.ts(value)
-        elif column in _USER_FLAGS:
-            value = v.flag(bool(value))
-        out.append(value)
-    return out
+    ts, flag = v.ts, v.flag
+    return [ts(row[c]) if c in _USER_TIME_SET else flag(bool(row[c])) if c in _USER_FLAG_SET
+            else row[c] for c in columns]
 
 
 def _save_users(v: Values, book: Book) -> Steps[None]:
