@@ -23,6 +23,7 @@ from jobs.housekeeping import housekeeping
 from jobs.planning import make_planner
 from jobs.scheduler import Schedule
 from jobs.sync import SYNCER, Syncer
+from storage.checkpointer import Checkpointer
 from storage.db import Database, StoreUnavailable
 from storage.group_commit import GroupCommitter
 from storage.migrations import migrate
@@ -86,10 +87,16 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     before, after = await migrate(runtime.db, runtime.clock.now())
     if before != after:
         log.info("storage.migrated", from_version=before, to_version=after)
+    checkpointer = None
+    if runtime.db.sqlite_path is not None:
+        checkpointer = Checkpointer(runtime.db.sqlite_path)
+        checkpointer.start()
     runtime.committer.start()
     log.info("storage.ready", backend=runtime.db.dialect)
     yield
     await runtime.committer.stop()
+    if checkpointer is not None:
+        await asyncio.to_thread(checkpointer.stop)
     await runtime.db.close()
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from storage.checkpointer import WRITER_AUTOCHECKPOINT
 from storage.sql_run import run_sync
 from storage.sql_steps import Steps
 
@@ -49,10 +50,12 @@ class Database:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.sqlite_path: str | None = None  # the database file, when there is one
         if self.is_sqlite:
             database = parsed.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_path = database
             self.writer = create_async_engine(url, poolclass=sa.pool.AsyncAdaptedQueuePool,
                                               pool_size=1, max_overflow=0, pool_timeout=60)
             self.reader = create_async_engine(url, poolclass=NullPool)
@@ -133,6 +136,8 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=OFF")
+        # storage.checkpointer checkpoints in the background; this is only its backstop.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
