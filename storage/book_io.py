@@ -229,11 +229,7 @@ def _erase(v: Values, book: Book, user_ids: list[str]) -> Steps[None]:
     yield from execute_in("DELETE FROM memberships WHERE user_id IN ({})", user_ids)
     yield from execute_in("DELETE FROM aliases WHERE user_id IN ({})", user_ids)
     yield from execute_in("DELETE FROM aliases WHERE alias_id IN ({})", user_ids)
-    # The deletion requests themselves stay, so a redelivered one is still a duplicate.
-    yield from execute_in("DELETE FROM events WHERE type <> 'delete' AND user_id IN ({})",
-                          user_ids)
-    yield from execute_in(
-        "DELETE FROM events WHERE type <> 'delete' AND anonymous_id IN ({})", user_ids)
+    # The intake log holds no user ids (storage.models.Event): nothing to erase there.
     yield from execute_in("DELETE FROM decisions WHERE user_id IN ({})", user_ids)
     yield from execute_in("UPDATE surveys SET state = 'cancelled', lease_owner = NULL "
                           "WHERE state = 'pending' AND user_id IN ({})", user_ids)

@@ -3,9 +3,14 @@
 Left to itself, SQLite checkpoints inside whichever commit crosses `wal_autocheckpoint`
 pages: that commit then copies the WAL into the database and fsyncs both while every
 intake request of its group waits (measured: a quarter of commits took 10-25 ms instead of
-2-4 ms). Here a thread with its own connection runs PASSIVE checkpoints every second —
-PASSIVE never blocks the writer — and the writer's own automatic checkpoint is kept only as
-a backstop (WRITER_AUTOCHECKPOINT pages) should this thread fall behind.
+2-4 ms). Here a thread with its own connection runs PASSIVE checkpoints every second:
+PASSIVE never blocks the writer, and the sqlite3 module lets go of the GIL meanwhile.
+
+Under continuous writes a PASSIVE checkpoint never finds the log fully copied at the moment
+a writer starts, so the log would never start again from its beginning and would only grow
+(slower page lookups). So the writer keeps an automatic checkpoint, at WRITER_AUTOCHECKPOINT
+pages: when it fires inside a commit, it has only what arrived since this thread's last pass
+left to copy, and the next write restarts the log.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import structlog
 
 log = structlog.get_logger("npsd.storage")
 
-WRITER_AUTOCHECKPOINT = 16384  # pages (64 MB of WAL with 4 KB pages)
+WRITER_AUTOCHECKPOINT = 4096  # pages (16 MB of log with 4 KB pages)
 
 
 class Checkpointer:

@@ -136,7 +136,7 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=OFF")
-        # storage.checkpointer checkpoints in the background; this is only its backstop.
+        # storage.checkpointer copies the log in the background; this finishes the job.
         cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
         cursor.close()
 

@@ -51,11 +51,11 @@ def record(
         first.setdefault(m.message_id, index)
     # Dedup: a messageId already stored is not inserted again, so not returned.
     received = v.ts(now)
-    rows = [(m.message_id, received, m.type, m.user_id, m.anonymous_id, v.ts(m.timestamp),
-             m.event or m.name) for i, m in enumerate(messages) if first[m.message_id] == i]
+    rows = [(m.message_id, received, m.type, v.ts(m.timestamp), m.event or m.name)
+            for i, m in enumerate(messages) if first[m.message_id] == i]
     inserted = {str(r[0]) for r in (yield from insert_returning(
-        "INSERT INTO events (message_id, received_at, type, user_id, anonymous_id, timestamp, "
-        "name) VALUES {} ON CONFLICT DO NOTHING", rows, "message_id"))}
+        "INSERT INTO events (message_id, received_at, type, timestamp, name) VALUES {} "
+        "ON CONFLICT DO NOTHING", rows, "message_id"))}
     result = Recorded([first[m.message_id] == i and m.message_id in inserted
                        for i, m in enumerate(messages)])
     fresh = [m for m, new in zip(messages, result.new, strict=True) if new]

@@ -17,14 +17,15 @@ class SchemaVersion(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """The intake log: one row per accepted messageId, kept for the dedup window."""
+    """The intake log: one row per accepted messageId, kept for the dedup window. It holds no
+    user ids (since schema 2): it serves deduplication, and a deletion request then has
+    nothing of the person to find here."""
 
     __tablename__ = "events"
+
     message_id: str = Field(primary_key=True)
     received_at: datetime = Field(sa_type=TZ, index=True)
     type: str
-    user_id: str | None = Field(default=None, index=True)
-    anonymous_id: str | None = Field(default=None, index=True)
     timestamp: datetime | None = Field(default=None, sa_type=TZ)
     name: str | None = None
 

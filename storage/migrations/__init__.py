@@ -16,9 +16,18 @@ from storage.db import Database
 
 Step = Callable[[AsyncConnection], Awaitable[None]]
 
+async def _events_without_user_ids(conn: AsyncConnection) -> None:
+    """1 → 2: the intake log keeps what deduplication needs, not who sent it (cheaper to
+    write, and nothing personal left behind after a deletion request)."""
+    for index in ("ix_events_user_id", "ix_events_anonymous_id"):
+        await conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
+    for column in ("user_id", "anonymous_id"):
+        await conn.execute(sa.text(f"ALTER TABLE events DROP COLUMN {column}"))
+
+
 # STEPS[n] upgrades version n to n + 1. Append, never edit.
-STEPS: dict[int, Step] = {}
-LATEST = 1
+STEPS: dict[int, Step] = {1: _events_without_user_ids}
+LATEST = 2
 _SCHEMA = models.SchemaVersion.__table__  # type: ignore[attr-defined]
 _SYNC = models.SyncState.__table__  # type: ignore[attr-defined]
 _PG_LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes

@@ -143,3 +143,31 @@ async def test_settle_records_a_chunk_and_hands_off_the_next(db_url: str) -> Non
         assert await surveys.release_expired_leases(db, later + timedelta(seconds=31)) == (0, 3)
     finally:
         await db.close()
+
+
+async def test_upgrade_from_schema_1_keeps_the_intake_log_without_user_ids(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        await migrate(db, NOW)
+        # Turn it into a schema-1 database: the intake log as it was, with a row in it.
+        async with db.write() as conn:
+            await conn.execute(sa.text("DROP TABLE events"))
+            await conn.execute(sa.text(
+                "CREATE TABLE events (message_id VARCHAR NOT NULL PRIMARY KEY, "
+                "received_at TIMESTAMP NOT NULL, type VARCHAR NOT NULL, user_id VARCHAR, "
+                "anonymous_id VARCHAR, timestamp TIMESTAMP, name VARCHAR)"))
+            for column in ("received_at", "user_id", "anonymous_id"):
+                await conn.execute(sa.text(f"CREATE INDEX ix_events_{column} ON events ({column})"))
+            await conn.execute(sa.text(
+                "INSERT INTO events VALUES ('m1', '2026-03-02 10:00:00', 'track', 'u1', 'a1', "
+                "'2026-03-02 09:59:00', 'Opened')"))
+            await conn.execute(sa.text("UPDATE npsd_schema SET version = 1"))
+        assert await migrate(db, NOW) == (1, LATEST)
+        async with db.read() as conn:
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in sa.inspect(c).get_columns("events")})
+            rows = (await conn.execute(sa.text("SELECT message_id, type, name FROM events"))).all()
+        assert columns == {"message_id", "received_at", "type", "timestamp", "name"}
+        assert [tuple(r) for r in rows] == [("m1", "track", "Opened")]  # dedup still knows m1
+    finally:
+        await db.close()
