@@ -127,11 +127,16 @@ def _suspect(body: bytes) -> bool:
     return (b"\\u" in body or b"\xed" in body) and _SUSPECT.search(body) is not None
 
 
+# One decoder for every request: json.loads with hooks builds a new one per call.
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+
+
 def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise BodyError(400, "body is empty")
     try:
-        payload = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+        # What json.loads does with bytes (UTF-8, with or without BOM; UTF-16/32 by BOM).
+        payload = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
         return scrub(payload) if _suspect(body) else payload
     except UnicodeDecodeError:
         raise BodyError(400, "body is not UTF-8") from None
