@@ -56,8 +56,12 @@ class Database:
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 self.sqlite_path = database
+            # Every use of the writer ends its transaction itself (engine.begin(), or
+            # write_in_thread's COMMIT/ROLLBACK), so the pool's rollback-on-return, one more
+            # thread hop per intake group, is left out.
             self.writer = create_async_engine(url, poolclass=sa.pool.AsyncAdaptedQueuePool,
-                                              pool_size=1, max_overflow=0, pool_timeout=60)
+                                              pool_size=1, max_overflow=0, pool_timeout=60,
+                                              pool_reset_on_return=None)
             self.reader = create_async_engine(url, poolclass=NullPool)
             _sqlite_pragmas(self.writer, immediate=True)
             _sqlite_pragmas(self.reader, immediate=False)
@@ -90,7 +94,13 @@ class Database:
                 fairy = await conn.get_raw_connection()
                 driver: Any = fairy.driver_connection  # aiosqlite.Connection
                 # aiosqlite has no public "call this in your thread"; _execute is that.
-                result: T = await driver._execute(_transaction, driver._conn, steps)
+                try:
+                    result: T = await driver._execute(_transaction, driver._conn, steps)
+                except BaseException:
+                    # Whatever state the failure left it in, the next writer gets a fresh
+                    # connection (the pool does not roll back on return).
+                    await conn.invalidate()
+                    raise
                 return result
         except (OperationalError, DBAPIError, OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
