@@ -10,7 +10,7 @@ PostgreSQL: one pool for both; row claims use FOR UPDATE SKIP LOCKED.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,13 +95,31 @@ class Database:
                 driver: Any = fairy.driver_connection  # aiosqlite.Connection
                 # aiosqlite has no public "call this in your thread"; _execute is that.
                 try:
-                    result: T = await driver._execute(_transaction, driver._conn, steps)
+                    result: T = await driver._execute(run_transaction, driver._conn, steps)
                 except BaseException:
                     # Whatever state the failure left it in, the next writer gets a fresh
                     # connection (the pool does not roll back on return).
                     await conn.invalidate()
                     raise
                 return result
+        except (OperationalError, DBAPIError, OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
+
+    async def in_writer_thread(self, work: Callable[[sqlite3.Connection], bool]) -> None:
+        """SQLite: call `work` with the writer connection, in that connection's own thread,
+        holding it meanwhile (so no other writer in this process interleaves). `work` runs
+        its own transactions and returns False when one failed: the connection is then
+        replaced, whatever state the failure left it in."""
+        try:
+            async with self.writer.connect() as conn:
+                fairy = await conn.get_raw_connection()
+                driver: Any = fairy.driver_connection  # aiosqlite.Connection
+                healthy = False
+                try:
+                    healthy = await driver._execute(work, driver._conn)
+                finally:
+                    if not healthy:
+                        await conn.invalidate()
         except (OperationalError, DBAPIError, OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
 
@@ -119,7 +137,8 @@ class Database:
             await self.reader.dispose()
 
 
-def _transaction(conn: sqlite3.Connection, steps: Steps[T]) -> T:
+def run_transaction(conn: sqlite3.Connection, steps: Steps[T]) -> T:
+    """SQLite, in the connection's own thread: the steps as one BEGIN IMMEDIATE transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = run_sync(steps, conn)

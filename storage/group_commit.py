@@ -1,11 +1,21 @@
 """Group commit: concurrent intake requests share one transaction, and each is answered only
 after that transaction has committed. Throughput comes from amortising the fsync, not from
-acknowledging early."""
+acknowledging early.
+
+On SQLite the groups are taken by the writer connection's own thread: once a group has
+committed, the thread hands the answers to the event loop and starts on the requests that
+arrived meanwhile at once, instead of waiting for the loop to come round and send it the
+next group (under load that round trip was longer than the commit itself). It gives the
+connection back after DRAIN_BUDGET_S so the other writers (dispatch, answers) get their turn.
+On PostgreSQL the event loop forms the groups and runs them through asyncpg.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,12 +23,15 @@ import structlog
 
 from jobs.clock import Clock
 from storage.book_rules import BookRules
-from storage.db import Database, StoreUnavailable
+from storage.db import Database, StoreUnavailable, run_transaction
 from storage.events import Message
-from storage.intake_store import record_messages
+from storage.intake_store import Recorded, record, record_messages
+from storage.sql_steps import Values
 from storage.survey_plan import Planner
 
 log = structlog.get_logger("npsd.intake")
+
+DRAIN_BUDGET_S = 0.05
 
 
 @dataclass
@@ -43,11 +56,18 @@ class GroupCommitter:
     ) -> None:
         self._db, self._clock, self._rules, self._planner = db, clock, rules, planner
         self._max = max_messages
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        # Appended on the loop, taken by the loop (PostgreSQL) or the writer thread (SQLite):
+        # deque's append and popleft are atomic.
+        self._pending: deque[_Job] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._on_commit = on_commit
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
         self._task = asyncio.create_task(self._run(), name="intake-group-commit")
 
     @property
@@ -55,39 +75,109 @@ class GroupCommitter:
         return self._task
 
     async def submit(self, messages: list[Message]) -> list[bool]:
-        if self._task is None or self._task.done():
+        if self._task is None or self._task.done() or self._closing:
             raise StoreUnavailable("the intake writer is not running")
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(messages, future))
+        self._pending.append(_Job(messages, future))
+        self._wake.set()
         return await future
 
     async def stop(self) -> None:
         """Finish what was submitted, then stop."""
         if self._task is None:
             return
-        await self._queue.join()
-        self._task.cancel()
+        self._closing = True
+        self._wake.set()
         try:
             await self._task
-        except asyncio.CancelledError:
-            if not self._task.cancelled():
-                raise
-        self._task = None
+        finally:
+            self._task = None
 
     async def _run(self) -> None:
         while True:
-            jobs = [await self._queue.get()]
-            size = len(jobs[0].messages)
-            while size < self._max and not self._queue.empty():
-                job = self._queue.get_nowait()
-                jobs.append(job)
-                size += len(job.messages)
-            try:
-                await self._commit(jobs)
-            finally:
-                for _ in jobs:
-                    self._queue.task_done()
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                if self._db.is_sqlite:
+                    await self._drain_in_thread()
+                    await asyncio.sleep(0)  # let a waiting writer have the connection
+                else:
+                    await self._commit(self._take())
+            if self._closing:
+                return
 
+    def _take(self) -> list[_Job]:
+        jobs: list[_Job] = []
+        size = 0
+        while self._pending and size < self._max:
+            job = self._pending.popleft()
+            jobs.append(job)
+            size += len(job.messages)
+        return jobs
+
+    # --- SQLite: the writer thread takes the groups ---------------------------------------
+    async def _drain_in_thread(self) -> None:
+        try:
+            await self._db.in_writer_thread(self._drain)
+        except Exception as exc:  # the connection could not even be had: fail what waits
+            for job in self._take_all():
+                self._fail(job, exc)
+
+    def _take_all(self) -> list[_Job]:
+        jobs = []
+        while self._pending:
+            jobs.append(self._pending.popleft())
+        return jobs
+
+    def _drain(self, conn: sqlite3.Connection) -> bool:
+        """In the writer thread: commit groups until none waits or the budget is spent.
+        Returns False when a commit failed (the connection is then replaced)."""
+        healthy = True
+        deadline = time.monotonic() + DRAIN_BUDGET_S
+        while time.monotonic() < deadline:
+            jobs = self._take()
+            if not jobs:
+                break
+            healthy = self._commit_in_thread(conn, jobs) and healthy
+        return healthy
+
+    def _commit_in_thread(self, conn: sqlite3.Connection, jobs: list[_Job]) -> bool:
+        try:
+            self._deliver_soon(jobs, self._record_in_thread(conn, jobs))
+            return True
+        except Exception as exc:
+            if len(jobs) == 1:
+                self._fail_soon(jobs[0], exc)
+                return False
+        # One request's trouble must not fail the others: retry them one by one.
+        for job in jobs:
+            try:
+                self._deliver_soon([job], self._record_in_thread(conn, [job]))
+            except Exception as single:
+                self._fail_soon(job, single)
+        return False
+
+    def _record_in_thread(self, conn: sqlite3.Connection,
+                          jobs: list[_Job]) -> tuple[Recorded, float]:
+        messages = [m for j in jobs for m in j.messages]
+        started = time.perf_counter()
+        now = self._clock.now()
+        steps = record(Values("sqlite", now), messages, self._rules(), self._planner(), now)
+        try:
+            recorded = run_transaction(conn, steps)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{exc.__class__.__name__}: {str(exc)[:200]}") from exc
+        return recorded, time.perf_counter() - started
+
+    def _deliver_soon(self, jobs: list[_Job], result: tuple[Recorded, float]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._deliver, jobs, *result)
+
+    def _fail_soon(self, job: _Job, exc: BaseException) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._fail, job, exc)
+
+    # --- PostgreSQL: the loop forms the groups ------------------------------------------
     async def _commit(self, jobs: list[_Job]) -> None:
         live = [j for j in jobs if not j.future.done()]
         if not live:
@@ -96,14 +186,13 @@ class GroupCommitter:
             await self._commit_together(live)
         except Exception as exc:
             if len(live) == 1:
-                _fail(live[0], exc)
+                self._fail(live[0], exc)
                 return
-            # One request's trouble must not fail the others: retry them one by one.
             for job in live:
                 try:
                     await self._commit_together([job])
                 except Exception as single:
-                    _fail(job, single)
+                    self._fail(job, single)
 
     async def _commit_together(self, jobs: list[_Job]) -> None:
         messages = [m for j in jobs for m in j.messages]
@@ -111,18 +200,21 @@ class GroupCommitter:
         recorded = await record_messages(
             self._db, messages, self._rules(), self._planner(), self._clock.now()
         )
-        seconds = time.perf_counter() - started
+        self._deliver(jobs, recorded, time.perf_counter() - started)
+
+    # --- on the loop ----------------------------------------------------------------------
+    def _deliver(self, jobs: list[_Job], recorded: Recorded, seconds: float) -> None:
         offset = 0
+        accepted: dict[str, int] = {}
         for job in jobs:
             part = recorded.new[offset: offset + len(job.messages)]
             offset += len(job.messages)
             if not job.future.done():
                 job.future.set_result(part)
-        accepted: dict[str, int] = {}
-        for message, new in zip(messages, recorded.new, strict=True):
-            if new:
-                accepted[message.type] = accepted.get(message.type, 0) + 1
-        stats = CommitStats(len(jobs), accepted, len(messages) - sum(accepted.values()), seconds)
+            for message, new in zip(job.messages, part, strict=True):
+                if new:
+                    accepted[message.type] = accepted.get(message.type, 0) + 1
+        stats = CommitStats(len(jobs), accepted, offset - sum(accepted.values()), seconds)
         # One line per committed group, not per request: at load a group is many requests.
         log.info("intake.accepted", requests=stats.requests, accepted=sum(accepted.values()),
                  duplicates=stats.duplicates, commit_ms=round(seconds * 1000, 1))
@@ -131,13 +223,12 @@ class GroupCommitter:
         if self._on_commit is not None:
             self._on_commit(stats)
 
-
-def _fail(job: _Job, exc: BaseException) -> None:
-    if isinstance(exc, StoreUnavailable):
-        log.warning("intake.commit_failed", reason=str(exc))
-        error: BaseException = exc
-    else:
-        log.exception("intake.commit_error", error=exc.__class__.__name__)
-        error = StoreUnavailable(f"{exc.__class__.__name__} while committing")
-    if not job.future.done():
-        job.future.set_exception(error)
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        if isinstance(exc, StoreUnavailable):
+            log.warning("intake.commit_failed", reason=str(exc))
+            error: BaseException = exc
+        else:
+            log.error("intake.commit_error", error=exc.__class__.__name__, exc_info=exc)
+            error = StoreUnavailable(f"{exc.__class__.__name__} while committing")
+        if not job.future.done():
+            job.future.set_exception(error)
