@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storage.migrations import LATEST
 from tests.conftest import fixture
 from tests.harness import Daemon
 
@@ -27,7 +28,7 @@ async def test_run_refuses_a_newer_schema_and_an_unreachable_store(tmp_path: Pat
     npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}")
     npsd.write_config()
     code, out, err = await npsd.cli("migrate")
-    assert code == 0 and "→ 1" in out
+    assert code == 0 and f"version none → {LATEST}" in out
     with sqlite3.connect(tmp_path / "npsd.db") as conn:
         conn.execute("UPDATE npsd_schema SET version = 99")
     await npsd.start(wait=False)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import hmac
 import json
 from typing import Any
 
+import sqlalchemy as sa
+
+from daemon.runtime import RUNTIME
 from tests.conftest import basic, bearer, fixture
 
 
@@ -307,3 +311,40 @@ async def test_null_fields_count_as_absent(make_client: Any) -> None:
     message = {"type": "track", "userId": "n1", "anonymousId": None, "context": None,
                "event": "Null Test", "messageId": "n-1", "properties": None}
     assert (await (await post(client, message)).json())["accepted"] == 1
+
+
+async def test_other_writers_get_their_turn_under_continuous_intake(make_client: Any) -> None:
+    """The intake's writer takes group after group while requests keep coming; dispatch and
+    answers write through the same connection and must not wait for the load to stop."""
+    client = await make_client()
+    runtime = client.server.app[RUNTIME]
+    stop = asyncio.Event()
+    sent = 0
+
+    async def sender(n: int) -> None:
+        nonlocal sent
+        i = 0
+        while not stop.is_set():
+            batch = [{"type": "track", "userId": f"u{j % 50}", "event": "Opened",
+                      "messageId": f"load-{n}-{i}-{j}"} for j in range(50)]
+            async with client.post("/v1/segment", json=batch, headers=basic()) as resp:
+                assert resp.status == 200
+            sent += 1
+            i += 1
+
+    senders = [asyncio.create_task(sender(n)) for n in range(8)]
+    try:
+        while sent < 20:  # the load is on
+            await asyncio.sleep(0.01)
+        before = sent
+        # Starved, these would wait for the load to end, which it never does: the timeout.
+        async with asyncio.timeout(60):
+            for k in range(20):
+                async with runtime.db.write() as conn:
+                    await conn.execute(sa.text("UPDATE sync_state SET last_sent = :k"), {"k": k})
+                await asyncio.sleep(0.01)
+        assert sent > before, "intake stood still while the other writer ran"
+        assert not any(t.done() for t in senders), "a sender failed"
+    finally:
+        stop.set()
+        await asyncio.gather(*senders)
