@@ -326,19 +326,20 @@ async def test_other_writers_get_their_turn_under_continuous_intake(make_client:
         i = 0
         while not stop.is_set():
             batch = [{"type": "track", "userId": f"u{j % 50}", "event": "Opened",
-                      "messageId": f"load-{n}-{i}-{j}"} for j in range(50)]
+                      "messageId": f"load-{n}-{i}-{j}"} for j in range(100)]
             async with client.post("/v1/segment", json=batch, headers=basic()) as resp:
                 assert resp.status == 200
             sent += 1
             i += 1
 
-    senders = [asyncio.create_task(sender(n)) for n in range(8)]
+    # More waiting than one group takes (2,000 messages): the writer never runs dry.
+    senders = [asyncio.create_task(sender(n)) for n in range(32)]
     try:
         while sent < 20:  # the load is on
             await asyncio.sleep(0.01)
         before = sent
         # Starved, these would wait for the load to end, which it never does: the timeout.
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(30):
             for k in range(20):
                 async with runtime.db.write() as conn:
                     await conn.execute(sa.text("UPDATE sync_state SET last_sent = :k"), {"k": k})
