@@ -39,13 +39,19 @@ class Metrics:
         # labels() takes a lock and builds a key on every call: on the intake's hot path the
         # children are looked up once and kept.
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._request_counts: dict[tuple[str, int], int] = {}
 
     def count_request(self, route: str, status: int) -> None:
-        key = ("requests", route, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.requests.labels(route, str(status))
-        child.inc()
+        # A plain count (no lock, on the event loop only), added to the Prometheus counter
+        # when /metrics is scraped: this runs for every request.
+        key = (route, status)
+        self._request_counts[key] = self._request_counts.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Bring the counters up to date; call before rendering the registry."""
+        counts, self._request_counts = self._request_counts, {}
+        for (route, status), n in counts.items():
+            self.requests.labels(route, str(status)).inc(n)
 
     def count_commit(self, stats: CommitStats) -> None:
         self.commit_seconds.observe(stats.seconds)
