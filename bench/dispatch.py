@@ -33,15 +33,14 @@ from _common import (
     free_port,
     http_get,
     machine_line,
-    migrate,
     rss_kb,
-    seed_sqlite,
     start_npsd,
     table,
     tempdir,
     wait_port,
     write_config,
 )
+from _seed import migrate, seed_sqlite
 
 HERE = Path(__file__).resolve().parent
 

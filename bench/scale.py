@@ -31,12 +31,8 @@ from _common import (
     Proc,
     busy_note,
     cpu_seconds,
-    create_pg_database,
-    drop_pg_database,
     free_port,
     machine_line,
-    pg_version,
-    seed_postgres,
     start_npsd,
     table,
     tempdir,
@@ -44,6 +40,7 @@ from _common import (
     write_config,
 )
 from _loadgen import have_wrk, python_run, wrk_run
+from _seed import create_pg_database, drop_pg_database, pg_version, seed_postgres
 
 HERE = Path(__file__).resolve().parent
 

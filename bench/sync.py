@@ -31,13 +31,12 @@ from _common import (
     env,
     free_port,
     machine_line,
-    migrate,
-    seed_sqlite,
     table,
     tempdir,
     wait_port,
     write_config,
 )
+from _seed import migrate, seed_sqlite
 
 HERE = Path(__file__).resolve().parent
 WRITE_KEY = "bench-write-key"
