@@ -57,7 +57,7 @@ class Database:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 self.sqlite_path = database
             # Every use of the writer ends its transaction itself (engine.begin(), or
-            # write_in_thread's COMMIT/ROLLBACK), so the pool's rollback-on-return, one more
+            # run_transaction's COMMIT/ROLLBACK), so the pool's rollback-on-return, one more
             # thread hop per intake group, is left out.
             self.writer = create_async_engine(url, poolclass=sa.pool.AsyncAdaptedQueuePool,
                                               pool_size=1, max_overflow=0, pool_timeout=60,
@@ -82,27 +82,6 @@ class Database:
             async with self.writer.begin() as conn:
                 yield conn
         except (OperationalError, DBAPIError, OSError) as exc:
-            raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
-
-    async def write_in_thread(self, steps: Steps[T]) -> T:
-        """SQLite: run the steps as one BEGIN IMMEDIATE transaction inside the writer
-        connection's own thread (aiosqlite's), so a whole transaction costs one thread hop
-        instead of one per statement. The pooled connection is held meanwhile, so no other
-        writer in this process interleaves."""
-        try:
-            async with self.writer.connect() as conn:
-                fairy = await conn.get_raw_connection()
-                driver: Any = fairy.driver_connection  # aiosqlite.Connection
-                # aiosqlite has no public "call this in your thread"; _execute is that.
-                try:
-                    result: T = await driver._execute(run_transaction, driver._conn, steps)
-                except BaseException:
-                    # Whatever state the failure left it in, the next writer gets a fresh
-                    # connection (the pool does not roll back on return).
-                    await conn.invalidate()
-                    raise
-                return result
-        except (OperationalError, DBAPIError, OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
 
     async def in_writer_thread(self, work: Callable[[sqlite3.Connection], bool]) -> None:

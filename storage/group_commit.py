@@ -120,14 +120,9 @@ class GroupCommitter:
         try:
             await self._db.in_writer_thread(self._drain)
         except Exception as exc:  # the connection could not even be had: fail what waits
-            for job in self._take_all():
-                self._fail(job, exc)
-
-    def _take_all(self) -> list[_Job]:
-        jobs = []
-        while self._pending:
-            jobs.append(self._pending.popleft())
-        return jobs
+            while self._pending:
+                for job in self._take():
+                    self._fail(job, exc)
 
     def _drain(self, conn: sqlite3.Connection) -> bool:
         """In the writer thread: commit groups until none waits or the budget is spent.

@@ -29,16 +29,15 @@ async def record_messages(
     db: Database, messages: list[Message], rules: BookRules, planner: Planner | None,
     now: datetime,
 ) -> Recorded:
-    """Commit the messages in one transaction."""
+    """Commit the messages in one transaction, from the event loop. (On SQLite the group
+    committer runs `record` in the writer connection's thread instead: storage.group_commit.)"""
     if not messages:
         return Recorded([])
     steps = record(Values(db.dialect, now), messages, rules, planner, now)
-    if db.is_sqlite:
-        # The whole transaction in the writer connection's thread: one hop, not one per
-        # statement.
-        return await db.write_in_thread(steps)
     async with db.write() as conn:
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BOOK_LOCK_KEY})
+        if not db.is_sqlite:
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
+                               {"k": _BOOK_LOCK_KEY})
         return await run_async(steps, conn)
 
 
