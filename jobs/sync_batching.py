@@ -137,22 +137,20 @@ class Packer:
         full: list[list[Encoded]] = []
         cost = (sum(len(e.data) for e in group) if size is None else size) + len(group)
         if len(group) <= self._max_messages and cost <= self._limit:
-            if self._batch and (len(self._batch) + len(group) > self._max_messages
-                                or self._used + cost > self._limit):
-                full.append(self._batch)
-                self._batch, self._used = [], 0
-            self._batch.extend(group)
-            self._used += cost
+            self._place(group, cost, full)
             return full
         for e in group:
-            size = len(e.data) + 1
-            if self._batch and (len(self._batch) >= self._max_messages
-                                or self._used + size > self._limit):
-                full.append(self._batch)
-                self._batch, self._used = [], 0
-            self._batch.append(e)
-            self._used += size
+            self._place([e], len(e.data) + 1, full)
         return full
+
+    def _place(self, items: list[Encoded], cost: int, full: list[list[Encoded]]) -> None:
+        """Add items to the open batch, closing it first (into `full`) if they do not fit."""
+        if self._batch and (len(self._batch) + len(items) > self._max_messages
+                            or self._used + cost > self._limit):
+            full.append(self._batch)
+            self._batch, self._used = [], 0
+        self._batch.extend(items)
+        self._used += cost
 
     def flush(self) -> list[Encoded]:
         """The last, partly filled batch (empty when there is none)."""
