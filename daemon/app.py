@@ -4,7 +4,7 @@ and the scheduler as cleanup contexts, started in dependency order and stopped i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -35,21 +35,6 @@ SCHEDULE = web.AppKey("schedule", Schedule)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 
 
-@web.middleware
-async def count_requests(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    route = request.match_info.route.resource
-    name = route.canonical if route is not None else "unmatched"
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        request.app[RUNTIME].metrics.count_request(name, exc.status)
-        raise
-    request.app[RUNTIME].metrics.count_request(name, response.status)
-    return response
-
-
 def create_app(settings: Settings, *, clock: Clock | None = None,
                config_path: Path | None = None, run_jobs: bool = True) -> web.Application:
     clock = clock or SystemClock()
@@ -63,7 +48,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     runtime = Runtime(settings=settings, clock=clock, db=db, metrics=metrics,
                       committer=committer, config_path=config_path)
     holder["rt"] = runtime
-    app = web.Application(client_max_size=1 << 30, middlewares=[count_requests])
+    app = web.Application(client_max_size=1 << 30)
     app[RUNTIME] = runtime
     intake_routes(app)
     app.cleanup_ctx.append(store_ctx)

@@ -20,6 +20,7 @@ from daemon import systemd
 from daemon.app import DISPATCHER, EMAIL, SCHEDULE, create_app
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.logging import configure_logging
+from daemon.request_counts import server_options
 from daemon.runtime import RUNTIME
 from jobs.email import EmailBackend, make_backend
 from storage.db import StoreUnavailable
@@ -32,7 +33,7 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
     app = create_app(settings, config_path=config_path)
     runtime = app[RUNTIME]
     grace = settings.server.shutdown_timeout.total_seconds()
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, **server_options(runtime.metrics))
     try:
         await runner.setup()
     except (SchemaTooNew, StoreUnavailable) as exc:

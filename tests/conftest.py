@@ -19,6 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from daemon.app import create_app
 from daemon.config import EmailSettings, Settings, StorageSettings, parse_settings
+from daemon.request_counts import server_options
+from daemon.runtime import RUNTIME
 from jobs.clock import MovableClock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +129,8 @@ async def make_client(
     async def start(run_jobs: bool = False, **sections: dict[str, Any]) -> TestClient[Any, Any]:
         settings = make_settings(db_url, tmp_path, **sections)
         app = create_app(settings, clock=clock, run_jobs=run_jobs)
-        client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+        client: TestClient[Any, Any] = TestClient(TestServer(
+            app, host="127.0.0.1", **server_options(app[RUNTIME].metrics)))
         await client.start_server()
         clients.append(client)
         return client

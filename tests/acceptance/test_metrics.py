@@ -77,7 +77,18 @@ async def test_metrics_move_with_traffic(tmp_path: Path) -> None:
         async with npsd.session.get(npsd.url + "/readyz") as r:
             assert r.status == 200
             assert (await r.json())["status"] == "ready"
+        # Answers that no handler gave are counted too: the router's 404 and 405, and a
+        # handler's refusal, under the route's template rather than the id asked for.
+        async with npsd.session.get(npsd.url + "/no/such/page") as r:
+            assert r.status == 404
+        async with npsd.session.delete(npsd.url + "/v1/segment") as r:
+            assert r.status == 405
+        async with npsd.session.get(npsd.url + "/v1/users/97980cfea0067") as r:
+            assert r.status == 401
         later, _ = await scrape(npsd)
+        assert value(later, requests, route="unmatched", status="404") == 1
+        assert value(later, requests, route="unmatched", status="405") == 1
+        assert value(later, requests, route="/v1/users/{user_id}", status="401") == 1
         assert value(later, requests, route="/healthz", status="200") == 1
         assert value(later, requests, route="/readyz", status="200") >= 1
         assert await npsd.stop() == 0

@@ -1,0 +1,36 @@
+"""Counting HTTP requests by route and status for /metrics.
+
+aiohttp calls its access logger once per answered request, whatever answered it (a handler,
+an HTTP exception, a 404 from the router, a 500). Counting there instead of in a middleware
+keeps the middleware chain off every request: measured, the middleware and the wrapper
+aiohttp adds with it cost ~9 µs of a ~125 µs single-message intake request."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, Request, StreamResponse
+
+from daemon.metrics import Metrics
+
+UNMATCHED = "unmatched"
+
+
+def route_name(request: BaseRequest) -> str:
+    """The route's path template (`/v1/users/{user_id}`), so ids do not explode the labels."""
+    match_info = getattr(request, "_match_info", None) if isinstance(request, Request) else None
+    resource = match_info.route.resource if match_info is not None else None
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+def server_options(metrics: Metrics) -> dict[str, Any]:
+    """The keyword arguments for aiohttp's AppRunner (or TestServer) that count requests."""
+
+    class RequestCounter(AbstractAccessLogger):
+        def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+            metrics.count_request(route_name(request), response.status)
+
+    # aiohttp only calls the class when it is given a logger; nothing is written to it.
+    return {"access_log_class": RequestCounter, "access_log": logging.getLogger("npsd.http")}
