@@ -5,8 +5,11 @@ acknowledging early.
 On SQLite the groups are taken by the writer connection's own thread: once a group has
 committed, the thread hands the answers to the event loop and starts on the requests that
 arrived meanwhile at once, instead of waiting for the loop to come round and send it the
-next group (under load that round trip was longer than the commit itself). It gives the
-connection back after DRAIN_BUDGET_S so the other writers (dispatch, answers) get their turn.
+next group (under load that round trip was longer than the commit itself). When none has
+arrived yet it lingers a moment, holding the connection, for the loop to hand over the next
+group: a threading.Event set once the loop has run every request handler that was ready,
+so the group is whole. It gives the connection back after DRAIN_BUDGET_S so the other
+writers (dispatch, answers) get their turn.
 On PostgreSQL the event loop forms the groups and runs them through asyncpg.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +36,9 @@ from storage.survey_plan import Planner
 log = structlog.get_logger("npsd.intake")
 
 DRAIN_BUDGET_S = 0.05
+# How long the writer thread waits for the next group before giving the connection back:
+# more than one round of a busy event loop, little enough not to hold up other writers.
+LINGER_S = 0.005
 
 
 @dataclass
@@ -60,6 +67,8 @@ class GroupCommitter:
         # deque's append and popleft are atomic.
         self._pending: deque[_Job] = deque()
         self._wake = asyncio.Event()
+        self._more = threading.Event()  # the loop has handed over a group (SQLite)
+        self._hand_over_soon = False
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._on_commit = on_commit
@@ -80,7 +89,15 @@ class GroupCommitter:
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Job(messages, future))
         self._wake.set()
+        if not self._hand_over_soon:
+            # Called back once the handlers that are ready now have all run.
+            self._hand_over_soon = True
+            asyncio.get_running_loop().call_soon(self._hand_over)
         return await future
+
+    def _hand_over(self) -> None:
+        self._hand_over_soon = False
+        self._more.set()
 
     async def stop(self) -> None:
         """Finish what was submitted, then stop."""
@@ -88,6 +105,7 @@ class GroupCommitter:
             return
         self._closing = True
         self._wake.set()
+        self._more.set()
         try:
             await self._task
         finally:
@@ -129,12 +147,16 @@ class GroupCommitter:
         Returns False when a commit failed (the connection is then replaced)."""
         healthy = True
         deadline = time.monotonic() + DRAIN_BUDGET_S
-        while time.monotonic() < deadline:
+        while True:
+            self._more.clear()  # before taking: a hand-over from now on is seen
             jobs = self._take()
-            if not jobs:
-                break
-            healthy = self._commit_in_thread(conn, jobs) and healthy
-        return healthy
+            if jobs:
+                healthy = self._commit_in_thread(conn, jobs) and healthy
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closing:
+                return healthy
+            if not jobs and not self._more.wait(min(left, LINGER_S)):
+                return healthy
 
     def _commit_in_thread(self, conn: sqlite3.Connection, jobs: list[_Job]) -> bool:
         try:

@@ -349,3 +349,27 @@ async def test_other_writers_get_their_turn_under_continuous_intake(make_client:
     finally:
         stop.set()
         await asyncio.gather(*senders)
+
+
+async def test_concurrent_single_messages_share_commits(make_client: Any) -> None:
+    """Single-message requests that arrive together are committed together (one fsync for
+    many), and each is answered after its group committed: every answer is in the book."""
+    client = await make_client()
+    commits = client.server.app[RUNTIME].metrics.commit_seconds
+
+    def commit_count() -> float:
+        samples = {s.name: s.value for m in commits.collect() for s in m.samples}
+        return samples["npsd_intake_commit_seconds_count"]
+
+    before = commit_count()
+    n = 32
+    responses = await asyncio.gather(*(
+        post(client, {"type": "track", "userId": f"together-{i}", "event": "Opened",
+                      "messageId": f"together-{i}"}) for i in range(n)))
+    assert [r.status for r in responses] == [200] * n
+    assert [(await r.json())["accepted"] for r in responses] == [1] * n
+    groups = commit_count() - before
+    assert 1 <= groups <= n // 4, f"{n} concurrent requests took {groups:.0f} commits"
+    for i in range(n):
+        status, body = await user(client, f"together-{i}")
+        assert status == 200 and body["activity"]["events"] == 1, body
