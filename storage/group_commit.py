@@ -77,6 +77,7 @@ class GroupCommitter:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._closing = False
+        self._hand_over_soon = False  # a callback scheduled on an earlier loop never ran
         self._task = asyncio.create_task(self._run(), name="intake-group-commit")
 
     @property
