@@ -42,5 +42,29 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # aiohttp's and APScheduler's own loggers go to stderr too, at warning and above.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(message)s")
+    # aiohttp's and APScheduler's own loggers, at warning and above, go to stderr in the same
+    # shape (one JSON object per line, a traceback inside it), so a journald reader or a log
+    # shipper never meets a plain-text line or a bare traceback.
+    global _stdlib_handler
+    root = logging.getLogger()
+    if _stdlib_handler is not None:
+        root.removeHandler(_stdlib_handler)  # SIGHUP reloads: replace, do not add
+    _stdlib_handler = logging.StreamHandler(sys.stderr)
+    _stdlib_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    ))
+    root.addHandler(_stdlib_handler)
+    root.setLevel(logging.WARNING)
+
+
+_stdlib_handler: logging.Handler | None = None

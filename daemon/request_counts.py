@@ -19,7 +19,9 @@ UNMATCHED = "unmatched"
 
 
 def route_name(request: BaseRequest) -> str:
-    """The route's path template (`/v1/users/{user_id}`), so ids do not explode the labels."""
+    """The route's path template (`/v1/users/{user_id}`), so ids do not explode the labels.
+    A request answered before routing (a malformed request: aiohttp's own 400) has no match
+    info, and Request.match_info asserts that it has: read the attribute behind it."""
     match_info = getattr(request, "_match_info", None) if isinstance(request, Request) else None
     resource = match_info.route.resource if match_info is not None else None
     return resource.canonical if resource is not None else UNMATCHED

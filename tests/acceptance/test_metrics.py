@@ -3,6 +3,7 @@ see them."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -92,3 +93,26 @@ async def test_metrics_move_with_traffic(tmp_path: Path) -> None:
         assert value(later, requests, route="/healthz", status="200") == 1
         assert value(later, requests, route="/readyz", status="200") >= 1
         assert await npsd.stop() == 0
+
+
+async def test_malformed_http_is_counted_and_logged_as_json(tmp_path: Path) -> None:
+    """A request aiohttp cannot even parse is answered 400 before any route; it is still
+    counted, and aiohttp's own report of it reaches the log as one JSON line like every other
+    (a log shipper must never meet a bare traceback)."""
+    npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}")
+    async with npsd:
+        for request in (b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", npsd.port)
+            writer.write(request)
+            status_line = await reader.readline()
+            writer.close()
+            assert status_line.split()[1] == b"400", status_line
+        samples, _ = await scrape(npsd)
+        assert value(samples, "npsd_http_requests_total", route="unmatched", status="400") == 2
+        assert await npsd.stop() == 0
+    assert npsd.raw_log, "npsd logged nothing"
+    not_json = [line for line in npsd.raw_log if not line.startswith("{")]
+    assert not_json == [], not_json[:5]
+    reports = [e for e in npsd.logs if e.get("logger") == "aiohttp.server"]
+    assert len(reports) == 2 and all("Traceback" in e.get("exception", "") for e in reports)
