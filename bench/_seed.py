@@ -8,12 +8,13 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from _common import PG_ADMIN_URL
+
+from storage.sqlutil import chunks
 
 
 def migrate(storage_url: str) -> None:
@@ -34,17 +35,6 @@ def migrate(storage_url: str) -> None:
 def sqlite_time(value: datetime) -> str:
     """How SQLAlchemy's SQLite DateTime stores a value (naive UTC, microseconds)."""
     return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def chunked(it: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for x in it:
-        batch.append(x)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 USER_COLS = ("user_id", "anonymous", "email", "first_name", "name", "traits", "trait_times",
@@ -89,7 +79,7 @@ def seed_sqlite(path: Path, users: int, state: str, due: datetime,
     with con:
         for name, _ in indexes:
             con.execute(f'DROP INDEX "{name}"')
-        for part in chunked(range(users), 50_000):
+        for part in chunks(range(users), 50_000):
             con.executemany(u_sql, (user_row(i, now_s) for i in part))
             con.executemany(s_sql, (survey_row(i, state, due_s, now_s, answered_s) for i in part))
         if accounts:
@@ -115,7 +105,7 @@ async def seed_postgres(raw_url: str, users: int, state: str, due: datetime,
     answered = due + timedelta(hours=1)
     conn = await asyncpg.connect(raw_url)
     try:
-        for part in chunked(range(offset, offset + users), 50_000):
+        for part in chunks(range(offset, offset + users), 50_000):
             await conn.copy_records_to_table(
                 "users", columns=list(USER_COLS), records=[user_row(i, now) for i in part])
             await conn.copy_records_to_table(

@@ -26,22 +26,3 @@ class Message:
     context_timezone: str | None = None
     context_locale: str | None = None
     context_group_id: str | None = None
-
-    @property
-    def subject_hint(self) -> str | None:
-        return self.user_id or self.anonymous_id
-
-
-@dataclass(slots=True)
-class RecordResult:
-    """Per message of a request: True if newly accepted, False if a duplicate."""
-
-    new: list[bool]
-
-    @property
-    def accepted(self) -> int:
-        return sum(self.new)
-
-    @property
-    def duplicates(self) -> int:
-        return len(self.new) - self.accepted
