@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
+import re
 import secrets
 from pathlib import Path
 
@@ -141,7 +144,9 @@ async def test_relative_paths_land_in_the_state_directory(tmp_path: Path) -> Non
     assert started["database"] == str(state / "var" / "npsd.db")
     assert started["outbox"] == str(state / "var" / "outbox")
     assert (state / "var" / "npsd.db").stat().st_size > 0
-    assert len(list((state / "var" / "outbox").glob("*.eml"))) == 1
+    [eml] = (state / "var" / "outbox").glob("*.eml")
+    sent = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert re.fullmatch(r"<[0-9a-f]{32}@acme\.example>", str(sent["Message-ID"]))
     assert not (work / "var").exists() and not (tmp_path / "second").exists()
 
 
