@@ -23,6 +23,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 _REDACT = frozenset({"email", "comment", "token", "password", "write_key", "to"})
 _PLAIN = (int, float, bool, type(None))
+_OURS = frozenset({"timestamp", "level"})  # written by the processors above, never outside text
 _MIN_LITERAL = 8  # shorter configured secrets would blank ordinary words
 
 
@@ -43,7 +44,7 @@ class _Scrubber:
     def __call__(self, _logger: Any, _name: str,
                  event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
-            if not isinstance(value, _PLAIN):
+            if not isinstance(value, _PLAIN) and key not in _OURS:
                 event[key] = self._clean(value)
         return event
 

@@ -13,8 +13,14 @@ import re
 EMAIL_MARK = "[email]"
 SECRET_MARK = "[redacted]"
 
-# A text that matches none of these cannot match any pattern below.
-_MAYBE = re.compile(r"(?i)@|/[su]/|basic|bearer|authorization|signature|write_?key")
+
+def _has_needle(low: str) -> bool:
+    """Whether a lowercased text holds what some pattern starts from (a text without "@"
+    nor any of these cannot match; substring tests are far cheaper than a case-insensitive
+    regex alternation)."""
+    return ("/s/" in low or "/u/" in low or "basic" in low or "bearer" in low
+            or "authorization" in low or "signature" in low or "key" in low)
+
 # A URL's password (a PostgreSQL DSN in a driver error): scheme://user:PASSWORD@host.
 _USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]*@", re.IGNORECASE)
 # Deliberately wide: anything shaped like local@domain, with or without <>, quoted or not; a
@@ -33,7 +39,9 @@ _WRITE_KEY = re.compile(r'(?i)("?write_?key"?\s*[:=]\s*"?)[^"\s,}]+')
 
 def redact(text: str) -> str:
     """The text with email addresses, credentials, signatures and survey tokens replaced."""
-    if not text or _MAYBE.search(text) is None:
+    if not text:
+        return text
+    if "@" not in text and not _has_needle(text.lower()):
         return text
     text = _USERINFO.sub(lambda m: m.group(1) + SECRET_MARK + "@", text)
     text = _ANGLED.sub("<" + EMAIL_MARK + ">", text)
