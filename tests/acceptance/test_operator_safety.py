@@ -9,6 +9,7 @@ import email
 import email.policy
 import re
 import secrets
+import signal
 from pathlib import Path
 
 from tests.conftest import API_KEY
@@ -124,6 +125,27 @@ async def test_sample_secrets_on_loopback_start_with_a_warning(tmp_path: Path) -
     assert weak == {("intake.api_keys", "still the sample value"),
                     ("admin.token", "still the sample value")}
     assert not [line for line in npsd.raw_log if "change-me" in line]
+
+
+async def test_a_reload_bringing_a_sample_secret_in_off_loopback_is_refused(
+        tmp_path: Path) -> None:
+    npsd = Daemon(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}",
+                  intake={"api_keys": [STRONG_KEY]}, admin={"token": STRONG_ADMIN})
+    npsd.sections["server"]["host"] = "0.0.0.0"
+    async with npsd:
+        npsd.sections["admin"]["token"] = "change-me-too"
+        npsd.write_config()
+        await npsd.send_signal(signal.SIGHUP)
+        await npsd.wait_for_event("config.reload_failed", timeout=10)
+        assert npsd.session is not None
+        for token, status in ((STRONG_ADMIN, 200), ("change-me-too", 401)):
+            async with npsd.session.get(npsd.url + "/v1/status",
+                                        headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == status
+        assert await npsd.stop() == 0
+    [failed] = npsd.events("config.reload_failed")
+    assert "admin.token: still the sample value" in failed["reason"]
+    assert not npsd.events("config.reloaded")
 
 
 async def test_relative_paths_land_in_the_state_directory(tmp_path: Path) -> None:
