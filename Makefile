@@ -1,12 +1,19 @@
-# `make run` starts npsd on the sample config (SQLite, file email backend);
-# `make test` runs every test. Both create the virtualenv on first use.
+# `make run` starts npsd on the sample config (SQLite, file email backend) with only what
+# running needs; `make test` adds the test tools (the [test] extra) and runs every test.
+# Both create the virtualenv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
+# npsd and its runtime dependencies.
 $(BIN)/npsd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+# The test tools (pytest, aiosmtpd, ruff, mypy, ...) on top of it.
+$(BIN)/pytest: $(BIN)/npsd pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
@@ -14,10 +21,10 @@ $(BIN)/npsd: pyproject.toml
 run: $(BIN)/npsd
 	$(BIN)/npsd --config config.toml run
 
-test: $(BIN)/npsd
+test: $(BIN)/pytest
 	$(BIN)/pytest
 
-lint: $(BIN)/npsd
+lint: $(BIN)/pytest
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 

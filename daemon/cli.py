@@ -1,4 +1,7 @@
-"""The `npsd` command: run, check-config, migrate, sync-now, report, why, status."""
+"""The `npsd` command: run, check-config, migrate, sync-now, report, why, status.
+
+Only `run` and `migrate` may create a database; the others read one that exists and say
+where they looked when it does not (SQLite would otherwise create an empty file)."""
 
 from __future__ import annotations
 
@@ -7,10 +10,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from importlib import metadata
 from typing import Any
 
 from daemon.config import ConfigError, Settings, config_path, load_settings
 from daemon.logging import configure_logging
+from daemon.paths import sqlite_file
+from daemon.weak_secrets import is_loopback, refusal, weak_secrets
+from jobs.redact import redact
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -21,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="npsd", description="Segment destination: customer book, NPS surveys, sync-back.")
     config_help = "config file (default: $NPSD_CONFIG, else ./config.toml)"
     parser.add_argument("--config", metavar="PATH", help=config_help)
+    parser.add_argument("--version", action="version", version=f"npsd {version()}")
     # --config is accepted after the command too (`npsd run --config /etc/npsd/config.toml`).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
@@ -44,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    try:
+        return metadata.version("npsd")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = config_path(args.config)
@@ -52,10 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"npsd: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    weak = weak_secrets(settings)
+    if weak and args.command in ("run", "check-config") and not is_loopback(settings.server.host):
+        print(refusal(settings, weak), file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "check-config":
+        for w in weak:
+            print(f"npsd: warning: {w.message()} (npsd refuses to start with it when "
+                  "server.host is not a loopback address)", file=sys.stderr)
         print(f"{path}: ok")
         return 0
-    configure_logging(settings.log.format, settings.log.level)
+    configure_logging(settings.log.format, settings.log.level, settings.secrets())
     if args.command == "run":
         from daemon.server import serve
 
@@ -67,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(commands[args.command](settings, args))
     except Exception as exc:
-        print(f"npsd {args.command}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        print(f"npsd {args.command}: {exc.__class__.__name__}: {redact(str(exc))}",
+              file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -77,6 +100,10 @@ async def _with_db(settings: Settings, work: Callable[[Any], Awaitable[int]],
     from storage.db import Database
     from storage.migrations import LATEST, current_version, migrate
 
+    missing = _missing_database(settings) if not upgrade else None
+    if missing is not None:
+        print(missing, file=sys.stderr)
+        return EXIT_FAILED
     db = Database(settings.storage.url)
     try:
         if upgrade:
@@ -91,6 +118,16 @@ async def _with_db(settings: Settings, work: Callable[[Any], Awaitable[int]],
         return await work(db)
     finally:
         await db.close()
+
+
+def _missing_database(settings: Settings) -> str | None:
+    """Why a command that only reads cannot run: its SQLite file does not exist."""
+    path = sqlite_file(settings.storage.url)
+    if path is None or path.exists():
+        return None
+    return (f"npsd: no database at {path.absolute()} (storage.url in {settings.source}): "
+            "start npsd (`npsd run`) or run `npsd migrate` to create it, or point "
+            "storage.url at the existing one")
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:

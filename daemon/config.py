@@ -18,6 +18,7 @@ from daemon import config_values as values
 from daemon.config_values import Parser as _Parser
 from daemon.config_values import SendWindow as SendWindow
 from daemon.durations import parse_duration
+from daemon.paths import base_directory, resolve_paths
 
 
 class ConfigError(Exception):
@@ -128,6 +129,17 @@ class Settings:
     segment: SegmentSettings = field(default_factory=SegmentSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
+    # Where a secret came from when not from the file: ("admin.token", "NPSD_ADMIN_TOKEN").
+    secret_origins: tuple[tuple[str, str], ...] = ()
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret, for the log scrubber to blank wherever it appears."""
+        return (*self.intake.api_keys, *self.intake.shared_secrets, self.admin.token,
+                self.segment.write_key, self.email.smtp.password)
+
+    def origin(self, key: str) -> str:
+        """Where the value of a secret key was read: the file, a variable or a credential."""
+        return dict(self.secret_origins).get(key, self.source)
 
 
 def config_path(explicit: str | None) -> Path:
@@ -146,7 +158,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(name, "", f"cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(name, "", f"not valid TOML: {exc}") from None
-    return parse_settings(raw, name, env)
+    return resolve_paths(parse_settings(raw, name, env), base_directory(env))
 
 
 class _Section:
@@ -180,14 +192,21 @@ def _table(raw: Mapping[str, Any], key: str, path: str, prefix: str = "") -> Map
 
 def _secret(env: Mapping[str, str], variable: str, credential: str) -> str | None:
     """A secret from the environment or a systemd credential (LoadCredential=)."""
+    found = _secret_with_origin(env, variable, credential)
+    return None if found is None else found[0]
+
+
+def _secret_with_origin(env: Mapping[str, str], variable: str,
+                        credential: str) -> tuple[str, str] | None:
     if env.get(variable):
-        return env[variable]
+        return env[variable], f"environment variable {variable}"
     directory = env.get("CREDENTIALS_DIRECTORY")
     if directory:
         try:
-            return (Path(directory) / credential).read_text(encoding="utf-8").strip()
+            text = (Path(directory) / credential).read_text(encoding="utf-8").strip()
         except OSError:
             return None
+        return text, f"systemd credential {credential}"
     return None
 
 
@@ -228,9 +247,11 @@ def parse_settings(
         dedup_window=s.get("dedup_window", values.positive_duration, d_in.dedup_window),
     )
     s.check_unknown()
-    keys = _secret(env, "NPSD_INTAKE_API_KEYS", "intake_api_keys")
+    origins: list[tuple[str, str]] = []
+    keys = _secret_with_origin(env, "NPSD_INTAKE_API_KEYS", "intake_api_keys")
     if keys is not None:
-        intake = _replace(intake, api_keys=values.str_list(keys))
+        intake = _replace(intake, api_keys=values.str_list(keys[0]))
+        origins.append(("intake.api_keys", keys[1]))
     if not intake.api_keys and not intake.shared_secrets:
         raise ConfigError(
             path, "intake.api_keys", "no API key and no shared secret: nothing could send events"
@@ -239,9 +260,10 @@ def parse_settings(
     s = _Section(_table(raw, "admin", path), "admin.", path)
     admin = AdminSettings(token=s.get("token", values.string, AdminSettings().token))
     s.check_unknown()
-    token = _secret(env, "NPSD_ADMIN_TOKEN", "admin_token")
+    token = _secret_with_origin(env, "NPSD_ADMIN_TOKEN", "admin_token")
     if token is not None:
-        admin = AdminSettings(token=token)
+        admin = AdminSettings(token=token[0])
+        origins.append(("admin.token", token[1]))
     if not admin.token:
         raise ConfigError(path, "admin.token", "must not be empty")
 
@@ -284,7 +306,8 @@ def parse_settings(
     )
     s.check_unknown()
 
-    return Settings(server, storage, intake, admin, accounts, survey, email, segment, log, path)
+    return Settings(server, storage, intake, admin, accounts, survey, email, segment, log, path,
+                    tuple(origins))
 
 
 def _email(raw: Mapping[str, Any], path: str, env: Mapping[str, str]) -> EmailSettings:

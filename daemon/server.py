@@ -20,8 +20,10 @@ from daemon import systemd
 from daemon.app import DISPATCHER, EMAIL, SCHEDULE, create_app
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.logging import configure_logging
+from daemon.paths import describe_store
 from daemon.request_counts import server_options
 from daemon.runtime import RUNTIME
+from daemon.weak_secrets import is_loopback, weak_secrets
 from jobs.email import EmailBackend, make_backend
 from storage.db import StoreUnavailable
 from storage.migrations import SchemaTooNew
@@ -30,6 +32,9 @@ log = structlog.get_logger("npsd")
 
 
 async def serve(settings: Settings, config_path: Path | None) -> int:
+    # Off loopback the CLI has already refused these; on loopback they are only a warning.
+    for weak in weak_secrets(settings):
+        log.warning("config.weak_secret", key=weak.key, reason=weak.reason, origin=weak.origin)
     app = create_app(settings, config_path=config_path)
     runtime = app[RUNTIME]
     grace = settings.server.shutdown_timeout.total_seconds()
@@ -52,7 +57,9 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
         return 1
     _tune_gc()
     log.info("server.started", host=settings.server.host, port=settings.server.port,
-             storage=runtime.db.dialect, email_backend=settings.email.backend,
+             storage=runtime.db.dialect, database=describe_store(settings.storage.url),
+             email_backend=settings.email.backend,
+             outbox=str(settings.email.file_dir) if settings.email.backend == "file" else None,
              sync="on" if settings.segment.enabled else "off")
     systemd.notify(systemd.READY, systemd.status("listening"))
     stop = asyncio.Event()
@@ -115,13 +122,20 @@ def reload(app: web.Application) -> None:
             log.error("config.reload_failed", reason=str(exc))
             return
         old = runtime.settings
+        weak = weak_secrets(new)
+        if weak and not is_loopback(old.server.host):
+            # The listening address stays until a restart: judge the new secrets by it.
+            log.error("config.reload_failed", reason="; ".join(w.message() for w in weak))
+            return
+        for w in weak:
+            log.warning("config.weak_secret", key=w.key, reason=w.reason, origin=w.origin)
         if new.storage != old.storage:
             log.warning("config.restart_needed", key="storage.url")
             new = replace(new, storage=old.storage)
         if (new.server.host, new.server.port) != (old.server.host, old.server.port):
             log.warning("config.restart_needed", key="server.host/server.port")
         runtime.settings = new
-        configure_logging(new.log.format, new.log.level)
+        configure_logging(new.log.format, new.log.level, new.secrets())
         if new.email != old.email and EMAIL in app:
             previous = app[EMAIL]
             app[EMAIL] = make_backend(new.email, runtime.clock)

@@ -89,9 +89,12 @@ def greeting(first_name: str | None, name: str | None) -> str:
 
 
 def message_id(e: SurveyEmail) -> str:
-    """Stable per survey (and per reminder), so a resent copy is recognisably the same mail."""
-    suffix = "-reminder" if e.reminder else ""
-    return f"<npsd-survey-{e.survey_id}{suffix}@{sender_domain(e.sender)}>"
+    """128 random bits at the sender's domain, new for every email (reminders too).
+
+    Nothing in it derives from the survey: a sequential id repeated across installs (Gmail
+    drops a message whose id it has seen) and told each recipient how many surveys went out.
+    """
+    return f"<{secrets.token_hex(16)}@{sender_domain(e.sender)}>"
 
 
 def sender_domain(sender: str) -> str:
@@ -142,8 +145,9 @@ def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEm
     token = quote(e.token, safe="")
     greet = greeting(e.first_name, e.name)
     skeleton = _skeleton(e.product_name, e.public_url, e.reminder)
-    # "=_" never occurs in quoted-printable text, and the random part in no 7bit body.
-    boundary = f"=_npsd_{_BOUNDARY}_{e.survey_id}{'r' if e.reminder else ''}"
+    # "=_" never occurs in quoted-printable text, and the random part in no 7bit body; no
+    # survey id in it, for the same reason as in the Message-ID.
+    boundary = f"=_npsd_{_BOUNDARY}{'_r' if e.reminder else ''}"
     plain_cte, plain = skeleton.plain.fill(token, greet)
     html_cte, html = skeleton.html.fill(token, escape(greet))
     head = "".join((

@@ -25,7 +25,8 @@ import pytest
 from storage.surveys import INTERRUPTED
 from tests.conftest import basic
 
-SURVEY_ID = re.compile(r"<npsd-survey-(\d+)(-reminder)?@")
+# Which survey an email is for: the token of its unsubscribe link (Message-IDs are random).
+UNSUBSCRIBE_TOKEN = re.compile(r"/u/([A-Za-z0-9_%-]+)>")
 
 
 def report(capsys: pytest.CaptureFixture[str], title: str, **counts: Any) -> None:
@@ -111,25 +112,35 @@ async def unfinished_surveys(url: str) -> int:
 # --- emails ---------------------------------------------------------------------------
 
 
-def survey_ids_in(message_ids: Iterable[str]) -> Counter[int]:
+async def survey_ids_in(url: str, tokens: Iterable[str]) -> Counter[int]:
+    """How many first emails (not reminders) each survey got, from their link tokens."""
+    ids = {token: survey_id for token, survey_id in
+           await rows(url, "SELECT token, id FROM surveys")}
     counts: Counter[int] = Counter()
-    for mid in message_ids:
-        match = SURVEY_ID.search(mid or "")
-        assert match is not None, f"unexpected Message-ID {mid!r}"
-        if match.group(2) is None:
-            counts[int(match.group(1))] += 1
+    for token in tokens:
+        assert token in ids, f"an email for an unknown survey token {token!r}"
+        counts[ids[token]] += 1
     return counts
 
 
-def outbox_message_ids(outbox: Path) -> list[str]:
-    """Message-ID headers of every complete .eml in the file backend's outbox."""
+def email_tokens(messages: Iterable[Any]) -> list[str]:
+    """The survey token of each email that is not a reminder."""
+    out = []
+    for msg in messages:
+        if str(msg["Subject"]).startswith("Reminder:"):
+            continue
+        match = UNSUBSCRIBE_TOKEN.search(str(msg["List-Unsubscribe"]))
+        assert match is not None, f"no unsubscribe link in {msg['List-Unsubscribe']!r}"
+        out.append(match.group(1))
+    return out
+
+
+def outbox_tokens(outbox: Path) -> list[str]:
+    """Survey tokens of every complete .eml in the file backend's outbox."""
     if not outbox.is_dir():
         return []
-    out = []
-    for path in sorted(outbox.glob("*.eml")):
-        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
-        out.append(str(msg["Message-ID"]))
-    return out
+    return email_tokens(message_from_bytes(path.read_bytes(), policy=policy.default)
+                        for path in sorted(outbox.glob("*.eml")))
 
 
 @dataclass
@@ -284,7 +295,8 @@ async def drain(load: Load) -> None:
 
 
 class LeanSink:
-    """A minimal SMTP server that keeps only each message's Message-ID header.
+    """A minimal SMTP server that keeps only each first email's survey token (reminders are
+    left out).
 
     aiosmtpd (tests.fakes.smtp_sink) parses and checks every command and caps out near a
     hundred messages a second here, sharing two cores with two npsd processes; this one
@@ -295,12 +307,12 @@ class LeanSink:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = 0
-        self.message_ids: list[str] = []
+        self.tokens: list[str] = []
         self._server: asyncio.Server | None = None
 
     @property
     def count(self) -> int:
-        return len(self.message_ids)
+        return len(self.tokens)
 
     async def __aenter__(self) -> LeanSink:
         self._server = await asyncio.start_server(self._client, self.host, 0, limit=1 << 22)
@@ -333,8 +345,9 @@ class LeanSink:
                 elif verb == b"DATA":
                     writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     data = await reader.readuntil(b"\r\n.\r\n")
-                    match = _MESSAGE_ID.search(data)
-                    self.message_ids.append(match.group(1).decode() if match else "")
+                    match = _TOKEN.search(data)
+                    if _REMINDER.search(data) is None:
+                        self.tokens.append(match.group(1).decode() if match else "")
                     writer.write(b"250 OK\r\n")
                 elif verb == b"QUIT":
                     writer.write(b"221 Bye\r\n")
@@ -349,4 +362,5 @@ class LeanSink:
             writer.close()
 
 
-_MESSAGE_ID = re.compile(rb"(?im)^Message-ID:\s*(<[^>\r\n]+>)")
+_TOKEN = re.compile(rb"(?im)^List-Unsubscribe:\s*<[^>\r\n]*/u/([A-Za-z0-9_%-]+)>")
+_REMINDER = re.compile(rb"(?im)^Subject:\s*Reminder:")

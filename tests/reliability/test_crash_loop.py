@@ -20,8 +20,9 @@ from tests.reliability.support import (
     Load,
     audit_surveys,
     drain,
+    email_tokens,
     integrity_check,
-    outbox_message_ids,
+    outbox_tokens,
     report,
     stored_message_ids,
     survey_ids_in,
@@ -90,9 +91,9 @@ async def test_crash_loop(
         finally:
             await npsd.close()
         if backend == "postgres":
-            emailed = survey_ids_in(str(m["Message-ID"]) for m in sink.messages)
+            emailed = await survey_ids_in(db_url, email_tokens(sink.messages))
         else:
-            emailed = survey_ids_in(outbox_message_ids(tmp_path / "npsd" / "outbox"))
+            emailed = await survey_ids_in(db_url, outbox_tokens(tmp_path / "npsd" / "outbox"))
 
     stored = await stored_message_ids(db_url)
     missing = sorted(load.acked - stored)

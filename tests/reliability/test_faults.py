@@ -28,6 +28,7 @@ from tests.harness import Daemon
 from tests.reliability.support import (
     Load,
     drain,
+    email_tokens,
     pg_dsn,
     report,
     rows,
@@ -141,7 +142,7 @@ async def test_smtp_down_slow_4xx_5xx(tmp_path: Path, capsys: pytest.CaptureFixt
                 )
             }
         got = recipients(sink)
-        emailed = survey_ids_in(str(m["Message-ID"]) for m in sink.messages)
+        emailed = await survey_ids_in(db, email_tokens(sink.messages))
 
     report(
         capsys,

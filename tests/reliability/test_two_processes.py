@@ -167,8 +167,8 @@ async def test_two_processes_email_each_survey_once(
         finally:
             codes = await asyncio.gather(a.stop(), b.stop())
             await asyncio.gather(a.close(), b.close())
-        messages = list(sink.message_ids)
-    emailed = survey_ids_in(messages)
+        messages = list(sink.tokens)
+    emailed = await survey_ids_in(pg_url, messages)
     audit = audit_surveys(await survey_states(pg_url), emailed)
     report(
         capsys,
@@ -213,8 +213,8 @@ async def test_two_processes_one_killed_mid_run(
             await a.close()
             code = await b.stop()
             await b.close()
-        messages = list(sink.message_ids)
-    emailed = survey_ids_in(messages)
+        messages = list(sink.tokens)
+    emailed = await survey_ids_in(pg_url, messages)
     audit = audit_surveys(await survey_states(pg_url), emailed)
     report(
         capsys,

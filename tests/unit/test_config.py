@@ -17,6 +17,7 @@ from daemon.config import (
     parse_settings,
 )
 from daemon.durations import format_duration, parse_duration
+from daemon.paths import resolve_paths
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -105,7 +106,9 @@ def test_empty_file_gives_the_documented_defaults() -> None:
 
 def test_the_sample_config_is_every_default() -> None:
     sample = load_settings(ROOT / "config.toml", environ={})
-    assert dataclasses.replace(sample, source=Settings().source) == Settings()
+    # Loading resolves the relative paths (daemon.paths), against the working directory here.
+    assert dataclasses.replace(sample, source=Settings().source) == resolve_paths(
+        Settings(), Path.cwd())
 
 
 def test_settings_are_frozen() -> None:

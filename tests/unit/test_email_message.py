@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -97,22 +98,14 @@ def test_headers() -> None:
     assert msg["List-Unsubscribe"] == "<https://nps.acme.example/u/tok_AbC-123>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["Auto-Submitted"] == "auto-generated"
-    assert msg["Message-ID"] == "<npsd-survey-42@acme.example>"
+    assert re.fullmatch(r"<[0-9a-f]{32}@acme\.example>", msg["Message-ID"])
     assert msg["Date"].datetime == NOW
 
 
 def test_reminder_subject_and_message_id() -> None:
     msg = roundtrip(build_message(survey(reminder=True)))
     assert msg["Subject"] == "Reminder: How likely are you to recommend Acme?"
-    assert msg["Message-ID"] == "<npsd-survey-42-reminder@acme.example>"
-
-
-def test_message_id_is_stable_per_survey() -> None:
-    first = build_message(survey(), now=NOW)
-    again = build_message(survey(first_name="Pete"), now=datetime(2025, 4, 1, tzinfo=UTC))
-    other = build_message(survey(survey_id=43))
-    assert first["Message-ID"] == again["Message-ID"]
-    assert first["Message-ID"] != other["Message-ID"]
+    assert re.fullmatch(r"<[0-9a-f]{32}@acme\.example>", msg["Message-ID"])
 
 
 def test_hostile_values_are_escaped() -> None:
@@ -167,10 +160,14 @@ def test_rendered_bytes_are_what_build_message_parses() -> None:
     rendered = render_message(survey(), now=NOW)
     assert rendered.sender == "nps@acme.example"
     assert rendered.recipients == ("peter@example.com",)
-    assert rendered.message_id == "<npsd-survey-42@acme.example>"
+    assert re.fullmatch(r"<[0-9a-f]{32}@acme\.example>", rendered.message_id)
     assert not rendered.smtputf8
-    assert rendered.data == render_message(survey(), now=NOW).data  # deterministic
-    assert build_message(survey(), now=NOW).as_bytes() == rendered.as_message().as_bytes()
+    again = render_message(survey(), now=NOW)  # deterministic but for the random Message-ID
+    assert rendered.data.replace(rendered.message_id.encode(), b"") == \
+        again.data.replace(again.message_id.encode(), b"")
+    built = build_message(survey(), now=NOW)
+    assert built.as_bytes().replace(str(built["Message-ID"]).encode(), b"") == \
+        rendered.as_message().as_bytes().replace(rendered.message_id.encode(), b"")
     parsed = rendered.as_message()
     assert parsed["Date"].datetime == NOW
     assert not parsed.defects

@@ -18,6 +18,15 @@ from jobs.redact import redact
     ("POST /u/Zx9_aB-cD3eF4gH5iJ6kL7mN8 HTTP/1.1", "Zx9_aB-cD3eF4gH5iJ6kL7mN8"),
     ("X-Segment-Signature: 0123abcdef0123abcdef", "0123abcdef0123abcdef"),
     ('{"writeKey": "wk_live_123"}', "wk_live_123"),
+    # An address without a dot in its domain, and one cut off by a length limit.
+    ("550 5.1.1 <ann@localhost>: unknown", "ann@"),
+    ("550 5.1.1 mailbox <ann.smith@exam", "ann.smith"),
+    # A credential with characters the token alphabet lacks, as aiohttp prints a bad header.
+    ("b'Authorization: Bearer p$ss!w0rd\\x01'", "p$ss!w0rd"),
+    ("Invalid header token: b'Authorization Bearer Adm1n-T0ken'", "Adm1n-T0ken"),
+    # A DSN's password in a driver error.
+    ("could not connect to postgresql://npsd:hunter22@db/npsd", "hunter22"),
+    ("X-Signature: sha1=0123abcdef", "0123abcdef"),
 ])
 def test_redacts(text: str, leaked: str) -> None:
     out = redact(text)
@@ -35,3 +44,7 @@ def test_keeps_innocent_text(text: str) -> None:
 
 def test_keeps_the_reason_around_an_address() -> None:
     assert redact("550 5.1.1 <a@b.example>: user unknown") == "550 5.1.1 <[email]>: user unknown"
+
+
+def test_a_credential_is_redacted_once() -> None:
+    assert redact("Authorization: Bearer abc") == "Authorization: Bearer [redacted]"
