@@ -24,6 +24,7 @@ MAX_COMMENT = 5000
 # room for that in any encoding, and a bound on what a stranger can make npsd hold.
 PAGE_BODY_LIMIT = 64 * 1024
 FORM_TYPE = "application/x-www-form-urlencoded"
+BAD_SCORE = "Please choose a score from 0 to 10 below, then send your answer."
 _HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -115,13 +116,17 @@ async def show_survey(request: web.Request) -> web.Response:
         return _not_found()
     if survey.expired(runtime.clock.now()) or survey.state in ("pending", "sending"):
         return _closed() if survey.state not in ("pending", "sending") else _not_found()
-    selected = _score(request.query.get("score"))
+    given = request.query.get("score")
+    selected = _score(given)
+    # A score in the link that is not 0-10 (a mangled link, "?score=²"): the survey with
+    # nothing chosen and a line saying so, as a 400.
+    notice = None if given is None or selected is not None else BAD_SCORE
     if selected is None:
         selected = survey.score
     return _html(pages.render_survey(
         product_name=runtime.settings.survey.product_name, token=request.match_info["token"],
         selected=selected, comment=survey.comment, answered=survey.state == "answered",
-        expires_at=survey.expires_at))
+        expires_at=survey.expires_at, notice=notice), 400 if notice else 200)
 
 
 async def answer_survey(request: web.Request) -> web.Response:
@@ -143,7 +148,7 @@ async def answer_survey(request: web.Request) -> web.Response:
             page = pages.render_survey(
                 product_name=runtime.settings.survey.product_name, token=token, selected=None,
                 comment=comment or survey.comment, answered=survey.state == "answered",
-                expires_at=survey.expires_at)
+                expires_at=survey.expires_at, notice=BAD_SCORE)
             return _html(page, 400)
         if not await answers.record_answer(runtime.db, survey.id, score, comment or None, now):
             return _closed()
