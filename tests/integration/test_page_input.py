@@ -80,10 +80,12 @@ async def test_a_gzip_form_bomb_is_stopped_at_64_kb(make_client: Any, tmp_path: 
 
 async def test_admin_and_health_routes_refuse_odd_input_with_4xx(make_client: Any) -> None:
     client = await make_client()
-    for path in ("/v1/nps?by=²", "/v1/nps?by=%00", "/v1/users/%ED%A0%80",
+    for path in ("/v1/nps?by=²", "/v1/nps?by=%00", "/v1/users/%ED%A0%80", "/v1/users/%00",
                  "/v1/users/" + "x" * 5000, "/v1/accounts/%00", "/v1/users/a%00b/decisions"):
         response = await client.get(path, headers=bearer())
         assert 400 <= response.status < 500, (path, response.status)
         assert "message" in await response.json()
+    for path in ("/s/%00", "/u/%ED%A0%80", "/s/" + "x" * 5000):
+        assert (await client.get(path)).status == 404
     for path in ("/healthz?x=%FF", "/readyz?%00", "/v1/openapi.yaml?a=²"):
         assert (await client.get(path)).status == 200
