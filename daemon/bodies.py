@@ -19,10 +19,11 @@ from daemon.http_util import BodyError
 
 # Output of one inflation step: ~0.3 ms of CPU, so other requests get a turn in between.
 INFLATE_SLICE = 256 * 1024
-# After a refusal for size, the rest of a body this small is read (and dropped, not
-# inflated) so the client sees the answer: closing on unread bytes sends a TCP reset that
-# can destroy the answer before the client reads it.
-DRAIN_MAX = 256 * 1024
+# After a refusal for size (of a request whose credentials passed), the rest of a body
+# this small is read and dropped, not inflated, so the client sees the answer: closing on
+# unread bytes sends a TCP reset that can destroy the answer before the client reads it.
+# Requests refused before their body is read are not drained: they may see the reset.
+DRAIN_MAX = 1024 * 1024
 DRAIN_TIMEOUT_S = 1.0
 ENCODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 

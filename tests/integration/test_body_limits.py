@@ -80,9 +80,13 @@ async def test_gzip_bombs_are_not_inflated_and_healthz_keeps_answering(
         answers = await asyncio.gather(*(
             post_raw(host, port, path, bomb, {**zipped, **auth}) for path, auth, _ in cases))
         await asyncio.sleep(0.3)  # the probe also runs after the answers (old: lingering)
-    assert [a.status for a in answers] == [status for _, _, status in cases], answers
+    # A refusal that reads nothing closes the connection under a client still sending:
+    # the client may then see the reset instead of the answer (status 0).
+    for answer, (path, auth, status) in zip(answers, cases, strict=True):
+        assert answer.status == status or (answer.status == 0 and status != 413), (
+            path, auth, answer)
     for answer in answers[1:]:
-        assert "message" in json.loads(answer.body)
+        assert answer.status == 0 or "message" in json.loads(answer.body)
     summary = probe.summary()
     assert summary["failures"] == 0 and summary["count"] >= 3, summary
     # Under 100 ms on an idle machine (bench/hostile.py); generous here for a loaded one.
