@@ -66,7 +66,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
 
 
 def intake_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/segment", intake.segment_intake)
+    app.router.add_post("/v1/segment", intake.segment_intake,
+                        expect_handler=intake.segment_expect)
     tracking_api.add_routes(app)
     admin_api.add_routes(app)
     survey_page.add_routes(app)

@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from daemon.auth import AuthError, check_segment_auth, segment_auth_before_body
-from daemon.bodies import read_body
+from daemon.bodies import check_declared_length, read_body
 from daemon.http_util import BodyError, check_json_content_type, json_error, parse_json
 from daemon.messages import MAX_MESSAGE_BYTES, InvalidMessage, UnknownType, parse_message
 from daemon.runtime import RUNTIME, Runtime
@@ -114,6 +114,31 @@ def refuse_body(request: web.Request, door: str, exc: BodyError,
 def unavailable(exc: StoreUnavailable) -> web.Response:
     log.warning("intake.unavailable", reason=str(exc))
     return web.json_response(UNAVAILABLE, status=503, headers={"Retry-After": "5"})
+
+
+async def continue_expected(request: web.Request) -> None:
+    """What aiohttp does for `Expect: 100-continue`: tell the client to send the body."""
+    if request.version >= (1, 1):
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
+async def segment_expect(request: web.Request) -> web.Response | None:
+    """`Expect: 100-continue` (curl sends it for large bodies): a request its headers already
+    refuse is answered before the client sends the body at all."""
+    settings = request.app[RUNTIME].settings.intake
+    try:
+        check_json_content_type(request)
+        segment_auth_before_body(request.headers, settings.api_keys, settings.shared_secrets)
+        check_declared_length(request, settings.max_body_bytes)
+    except BodyError as exc:
+        return refuse_body(request, "segment", exc)
+    except AuthError as exc:
+        return refuse(request, "segment", 401, exc.reason, str(exc))
+    await continue_expected(request)
+    return None
 
 
 async def segment_intake(request: web.Request) -> web.Response:

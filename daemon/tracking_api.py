@@ -11,9 +11,16 @@ import structlog
 from aiohttp import web
 
 from daemon.auth import basic_username, key_matches
-from daemon.bodies import read_body
+from daemon.bodies import check_declared_length, read_body
 from daemon.http_util import BodyError, check_json_content_type, parse_json
-from daemon.intake import commit, refuse, refuse_body, unavailable, validate
+from daemon.intake import (
+    commit,
+    continue_expected,
+    refuse,
+    refuse_body,
+    unavailable,
+    validate,
+)
 from daemon.messages import MAX_MESSAGE_BYTES, field
 from daemon.runtime import RUNTIME
 from storage.db import StoreUnavailable
@@ -124,9 +131,27 @@ def single(kind: str) -> Any:
     return handler
 
 
+async def expect(request: web.Request) -> web.Response | None:
+    """`Expect: 100-continue`: a wrong key in the header, a body declared over the limit or
+    not JSON are answered before the client sends the body."""
+    keys = request.app[RUNTIME].settings.intake.api_keys
+    header_key = basic_username(request.headers.get("Authorization"))
+    batch_route = request.path in ("/v1/batch", "/v1/import")
+    try:
+        check_json_content_type(request)
+        if header_key is not None and not key_matches(header_key, keys):
+            return refuse(request, DOOR, 401, "invalid_write_key", "invalid write key")
+        check_declared_length(request, MAX_BATCH_BYTES if batch_route else MAX_MESSAGE_BYTES)
+    except BodyError as exc:
+        return refuse_body(request, DOOR, exc, 400 if exc.status == 413 else None)
+    await continue_expected(request)
+    return None
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/batch", batch)
-    app.router.add_post("/v1/import", batch)  # older libraries' name for the batch endpoint
+    app.router.add_post("/v1/batch", batch, expect_handler=expect)
+    # /v1/import: older libraries' name for the batch endpoint
+    app.router.add_post("/v1/import", batch, expect_handler=expect)
     for kind in SINGLE_TYPES:
         assert kind in TYPES
-        app.router.add_post(f"/v1/{kind}", single(kind))
+        app.router.add_post(f"/v1/{kind}", single(kind), expect_handler=expect)

@@ -190,3 +190,33 @@ async def test_idle_keepalive_connections_close(make_client: Any) -> None:
     writer.write(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\n")
     assert await closed_by_server(reader, timeout_s=6) is not None
     writer.close()
+
+
+async def test_expect_100_continue_is_refused_before_the_body(make_client: Any) -> None:
+    """curl sends `Expect: 100-continue` for large bodies: a request its headers refuse gets
+    the final answer instead of "100 Continue", so the body is never sent."""
+    client = await make_client()
+    host, port = _where(client)
+    body = json.dumps({"type": "track", "userId": "e", "event": "E", "messageId": "e1"})
+    cases = [("/v1/segment", JSON, b"401"), ("/v1/segment", {**JSON, **basic("wrong")}, b"401"),
+             ("/v1/segment", {"Content-Type": "text/csv", **basic()}, b"415"),
+             ("/v1/batch", {**JSON, **basic("wrong")}, b"401"),
+             ("/v1/track", {"Content-Type": "text/csv", **basic()}, b"415"),
+             ("/v1/segment", {**JSON, **basic()}, b"100"),
+             ("/v1/track", {**JSON, **basic()}, b"100")]
+    for path, headers, first in cases:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(request_head("POST", path,
+                                      {**headers, "Expect": "100-continue"}, len(body)))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            assert head.split(b" ", 2)[1] == first, (headers, head)
+            if first == b"100":
+                writer.write(body.encode())
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+                assert b" 200 " in head
+            else:
+                assert await closed_by_server(reader, timeout_s=5) is not None
+        finally:
+            writer.close()
+            await writer.wait_closed()
