@@ -99,10 +99,12 @@ async def test_bombs_and_slow_clients_cost_nothing(tmp_path: Path) -> None:
             assert kept.status == 200 and json.loads(kept.body)["accepted"] == 1
             results = await asyncio.wait_for(attack, timeout=60)
         answers, trickled, idle = results[:len(bombs)], results[len(bombs):-1], results[-1]
-        # Refused unread, the connection is closed under a client still sending: it may
-        # see the reset instead of the answer (0). A 413 comes after reading: it is seen.
-        for answer, (path, _, status) in zip(answers, bombs, strict=True):
-            assert answer.status == status or (answer.status == 0 and status != 413), (
+        # Refused unread (no key, unknown route, a Content-Length over the page's 64 KB),
+        # the connection is closed under a client still sending: it may see the reset
+        # instead of the answer (0). The keyed intake 413 comes after reading: it is seen.
+        for answer, (path, headers, status) in zip(answers, bombs, strict=True):
+            read = "Authorization" in headers
+            assert answer.status == status or (answer.status == 0 and not read), (
                 path, answer)
         for answer, closed in trickled:
             assert answer.status == 408 and closed is not None and closed < 12, answer
