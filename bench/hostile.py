@@ -124,6 +124,8 @@ async def run(args: argparse.Namespace, port: int, pid: int, token: str) -> None
             outcomes.append(await attack_round(port, token, args.slow, args.idle))
     rows.append([f"under attack ({args.rounds} rounds)", *probe.summary().values()])
     print(table(rows, ["phase", "healthz", "p50 ms", "p99 ms", "max ms", "failures"]))
+    print("bombs: /nonexistent, /v1/segment without key, with key, /s/{token}, without key, "
+          "/nonexistent; 0 = reset before the answer was read (refused unread and closed)")
     for n, outcome in enumerate(outcomes, 1):
         print(f"round {n}: bombs answered {outcome['bombs']}, slow bodies {outcome['slow']} "
               f"closed within {outcome['slow_closed_max_s']:.1f} s, idle connections closed "
