@@ -24,6 +24,7 @@ MAX_COMMENT = 5000
 # room for that in any encoding, and a bound on what a stranger can make npsd hold.
 PAGE_BODY_LIMIT = 64 * 1024
 FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELDS = 20  # the form has two
 BAD_SCORE = "Please choose a score from 0 to 10 below, then send your answer."
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -95,14 +96,19 @@ async def _read_form(request: web.Request) -> dict[str, str]:
         raise BodyError(415, f"the form must be sent as {FORM_TYPE}, not {content_type[:60]}")
     charset = request.charset or "utf-8"
     try:
-        codecs.lookup(charset)
+        known = codecs.lookup(charset)._is_text_encoding  # not base64, zlib, rot13...
     except LookupError:
-        raise BodyError(400, f"unknown charset {charset[:40]!r} (send UTF-8)") from None
+        known = False
+    if not known:
+        raise BodyError(400, f"unknown charset {charset[:40]!r} (send UTF-8)")
+    if body.count(b"&") >= MAX_FIELDS:
+        raise BodyError(400, "the form has too many fields")
     try:
         pairs = parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True,
-                          encoding=charset, errors="replace", max_num_fields=20)
-    except ValueError:
-        raise BodyError(400, "the form has too many fields") from None
+                          encoding=charset, errors="replace")
+    except (LookupError, ValueError):
+        raise BodyError(400, f"the form cannot be read as {charset[:40]} (send UTF-8)"
+                        ) from None
     return dict(pairs)
 
 

@@ -39,6 +39,10 @@ async def test_bad_forms_get_a_4xx_page_saying_what_to_fix(
     cases: list[tuple[bytes, dict[str, str], int, str]] = [
         (b"score=5", {"Content-Type": "application/x-www-form-urlencoded; charset=bogus"},
          400, "unknown charset"),
+        (b"score=5", {"Content-Type": "application/x-www-form-urlencoded; charset=base64"},
+         400, "unknown charset"),
+        (b"score=5&comment=%FF%FE", {"Content-Type": f"{FORM['Content-Type']}; charset=idna"},
+         400, "cannot be read as idna"),
         (b"\x1f\x8b\x08\x00garbage", {**FORM, "Content-Encoding": "gzip"}, 400, "gzip"),
         (b"not gzip at all", {**FORM, "Content-Encoding": "gzip"}, 400, "not valid gzip"),
         (gzip.compress(b"score=5")[:-6], {**FORM, "Content-Encoding": "gzip"}, 400, "truncated"),
