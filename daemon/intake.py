@@ -141,6 +141,28 @@ async def segment_expect(request: web.Request) -> web.Response | None:
     return None
 
 
+# Bodies read before their signature is checked, at once: anyone can send a signature
+# header, and each such body may be intake.max_body_bytes. More wait their turn with a 503.
+MAX_UNVERIFIED_READS = 8
+
+
+async def _read_signed(request: web.Request, runtime: Runtime) -> bytes:
+    """The body of a request that a signature over it is to authenticate (AuthError else)."""
+    settings = runtime.settings.intake
+    if runtime.unverified_reads >= MAX_UNVERIFIED_READS:
+        raise BodyError(503, "too many signed bodies are being checked; retry later",
+                        close=True, reason="unverified_reads_full")
+    runtime.unverified_reads += 1
+    try:
+        body = await read_body(request, settings.max_body_bytes,
+                               runtime.settings.server.body_timeout.total_seconds())
+    finally:
+        runtime.unverified_reads -= 1
+    is_array = body.lstrip()[:1] == b"["
+    check_segment_auth(request, body, is_array, settings.api_keys, settings.shared_secrets)
+    return body
+
+
 async def segment_intake(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     settings = runtime.settings.intake
@@ -149,16 +171,19 @@ async def segment_intake(request: web.Request) -> web.Response:
         check_json_content_type(request)
         # The headers decide first: a request nothing could authenticate is refused before
         # its body is read; a signature needs the body, read within the limit.
-        authenticated = segment_auth_before_body(request.headers, settings.api_keys,
-                                                 settings.shared_secrets)
-        body = await read_body(request, settings.max_body_bytes,
-                               runtime.settings.server.body_timeout.total_seconds())
-        if not authenticated:
-            is_array = body.lstrip()[:1] == b"["
-            check_segment_auth(request, body, is_array, settings.api_keys,
-                               settings.shared_secrets)
+        if segment_auth_before_body(request.headers, settings.api_keys,
+                                    settings.shared_secrets):
+            body = await read_body(request, settings.max_body_bytes,
+                                   runtime.settings.server.body_timeout.total_seconds())
+        else:
+            body = await _read_signed(request, runtime)
         payload = parse_json(body)
     except BodyError as exc:
+        if exc.status == 503:
+            response = web.json_response({"message": exc.message}, status=503,
+                                         headers={"Retry-After": "5"})
+            response.force_close()
+            return response
         return refuse_body(request, "segment", exc)
     except AuthError as exc:
         return refuse(request, "segment", 401, exc.reason, str(exc))

@@ -37,6 +37,7 @@ class Runtime:
     wake_dispatcher: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
     refusals: RefusalLog = field(init=False)
+    unverified_reads: int = 0  # request bodies being read before their signature is checked
 
     def __post_init__(self) -> None:
         self.refusals = RefusalLog(self.clock)

@@ -221,3 +221,34 @@ async def test_expect_100_continue_is_refused_before_the_body(make_client: Any) 
         finally:
             writer.close()
             await writer.wait_closed()
+
+
+async def test_signed_bodies_read_before_their_check_are_bounded(make_client: Any) -> None:
+    """Anyone can send a signature header, and a signed body must be read (up to 16 MiB) to
+    check it: at most MAX_UNVERIFIED_READS are read at once; another gets 503 at once."""
+    from daemon.intake import MAX_UNVERIFIED_READS
+
+    client = await make_client(server={"body_timeout": "20s"})
+    host, port = _where(client)
+    runtime = client.server.app[RUNTIME]
+    signed = {**JSON, "X-Segment-Signature": "0" * 40}
+    slow = [asyncio.create_task(trickle(host, port, "/v1/segment", signed, 1000,
+                                        byte_every_s=0.2, timeout_s=30))
+            for _ in range(MAX_UNVERIFIED_READS)]
+    try:
+        async with asyncio.timeout(10):
+            while runtime.unverified_reads < MAX_UNVERIFIED_READS:
+                await asyncio.sleep(0.02)
+        answer = await post_raw(host, port, "/v1/segment", b"{}", signed, timeout_s=5)
+        assert answer.status == 503 and b"Retry-After" in answer.head
+        # A key in the header is not held up by them.
+        response = await client.post("/v1/segment", headers={**JSON, **basic()}, json={
+            "type": "track", "userId": "k", "event": "E", "messageId": "k1"})
+        assert response.status == 200
+    finally:
+        for task in slow:
+            task.cancel()
+        await asyncio.gather(*slow, return_exceptions=True)
+    async with asyncio.timeout(10):
+        while runtime.unverified_reads:
+            await asyncio.sleep(0.02)
