@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from daemon.auth import AuthError, check_admin
 from daemon.http_util import json_error
+from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
 from storage import reads
 from storage.db import StoreUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# No stored id holds these (the intake turns NUL and lone surrogates into U+FFFD and caps
+# ids at MAX_ID_LENGTH), and PostgreSQL refuses NUL in a query: such an id is unknown.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _known_id(value: str) -> bool:
+    return len(value) <= MAX_ID_LENGTH and not _UNSTORABLE.search(value)
 
 
 def admin(handler: Handler) -> Handler:
@@ -21,6 +30,8 @@ def admin(handler: Handler) -> Handler:
             check_admin(request, request.app[RUNTIME].settings.admin.token)
         except AuthError as exc:
             return json_error(401, str(exc))
+        if not all(_known_id(v) for v in request.match_info.values()):
+            return json_error(404, "no such user or account")
         try:
             return await handler(request)
         except StoreUnavailable:

@@ -15,6 +15,7 @@ from daemon import admin_api, health, intake, survey_page, tracking_api
 from daemon.config import Settings
 from daemon.metrics import Metrics
 from daemon.runtime import RUNTIME, Runtime
+from daemon.survey_page import PAGE_BODY_LIMIT
 from daemon.watchdog import watchdog_loop
 from jobs.clock import Clock, SystemClock
 from jobs.dispatch import Dispatcher
@@ -31,6 +32,7 @@ from storage.migrations import migrate
 log = structlog.get_logger("npsd")
 
 EMAIL = web.AppKey("email", EmailBackend)
+REFUSAL_FLUSH_S = 10.0
 SCHEDULE = web.AppKey("schedule", Schedule)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 
@@ -48,7 +50,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     runtime = Runtime(settings=settings, clock=clock, db=db, metrics=metrics,
                       committer=committer, config_path=config_path)
     holder["rt"] = runtime
-    app = web.Application(client_max_size=1 << 30)
+    # Handlers read bodies through daemon/bodies.py with their own limits; this bounds any
+    # request.read() or request.post() that might creep in (aiohttp's 1 MiB default is more
+    # than any page form needs).
+    app = web.Application(client_max_size=PAGE_BODY_LIMIT)
     app[RUNTIME] = runtime
     intake_routes(app)
     app.cleanup_ctx.append(store_ctx)
@@ -56,11 +61,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     if run_jobs:
         app.cleanup_ctx.append(jobs_ctx)
     app.cleanup_ctx.append(watchdog_ctx)
+    app.cleanup_ctx.append(refusals_ctx)
     return app
 
 
 def intake_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/segment", intake.segment_intake)
+    app.router.add_post("/v1/segment", intake.segment_intake,
+                        expect_handler=intake.segment_expect)
     tracking_api.add_routes(app)
     admin_api.add_routes(app)
     survey_page.add_routes(app)
@@ -142,6 +149,25 @@ async def _wake_on_identify(runtime: Runtime, schedule: Schedule) -> None:
 async def watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(watchdog_loop(app[RUNTIME]), name="watchdog")
     yield
+    await _cancel(task)
+
+
+async def _flush_refusals(runtime: Runtime) -> None:
+    """Writes the `intake.refused_suppressed` count of a window that is over even when no
+    further refusal comes to trigger it."""
+    while True:
+        await asyncio.sleep(REFUSAL_FLUSH_S)
+        runtime.refusals.flush()
+
+
+async def refusals_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_flush_refusals(app[RUNTIME]), name="refusal-log")
+    yield
+    await _cancel(task)
+    app[RUNTIME].refusals.flush()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     try:
         await task

@@ -6,14 +6,18 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
 from aiohttp import web
 
 
 class AuthError(Exception):
-    """Refused with 401; the text is shown to the sender."""
+    """Refused with 401; the text is shown to the sender, the reason goes to the log."""
+
+    def __init__(self, message: str, reason: str = "invalid_credentials") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def basic_username(header: str | None) -> str | None:
@@ -59,6 +63,31 @@ def _basic_key_ok(header: str, keys: tuple[str, ...]) -> bool:
     return key_matches(basic_username(header), keys)
 
 
+def segment_auth_before_body(
+    headers: Mapping[str, str], api_keys: Iterable[str], secrets: tuple[str, ...],
+) -> bool:
+    """What the headers alone decide, before a byte of the body is read: True when the API
+    key authenticates; False when a signature over the body is to be checked; AuthError when
+    nothing in the body could authenticate the request (no credentials, a wrong key and no
+    signature, or a signature while no shared secret is configured)."""
+    authorization = headers.get("Authorization")
+    if authorization and _basic_key_ok(authorization, tuple(api_keys)):
+        return True
+    signed = headers.get("X-Segment-Signature") or headers.get("X-Signature")
+    if signed and secrets:
+        return False
+    raise _refusal(headers)
+
+
+def _refusal(headers: Mapping[str, str]) -> AuthError:
+    if headers.get("Authorization"):
+        return AuthError("invalid API key", "invalid_api_key")
+    if headers.get("X-Segment-Signature") or headers.get("X-Signature"):
+        return AuthError("invalid signature", "invalid_signature")
+    return AuthError("missing credentials: send Authorization: Basic base64(API_KEY:)",
+                     "missing_credentials")
+
+
 def check_segment_auth(
     request: web.Request, body: bytes, is_array: bool, api_keys: Iterable[str],
     secrets: tuple[str, ...],
@@ -74,15 +103,11 @@ def check_segment_auth(
         raise AuthError(
             "X-Signature covers only the first event of a batched array, so it cannot "
             "authenticate this body: switch on X-Segment-Signature in Segment, or send an "
-            "Authorization header with an API key"
+            "Authorization header with an API key", "legacy_signature_on_array"
         )
     if secrets and signature_matches(legacy, body, secrets):
         return
-    if request.headers.get("Authorization"):
-        raise AuthError("invalid API key")
-    if request.headers.get("X-Segment-Signature") or legacy:
-        raise AuthError("invalid signature")
-    raise AuthError("missing credentials: send Authorization: Basic base64(API_KEY:)")
+    raise _refusal(request.headers)
 
 
 def check_admin(request: web.Request, token: str) -> None:
@@ -91,4 +116,5 @@ def check_admin(request: web.Request, token: str) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         value.strip().encode("utf-8"), token.encode("utf-8")
     ):
-        raise AuthError("missing or wrong admin token (Authorization: Bearer <admin.token>)")
+        raise AuthError("missing or wrong admin token (Authorization: Bearer <admin.token>)",
+                        "invalid_admin_token")

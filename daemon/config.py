@@ -33,6 +33,8 @@ class ServerSettings:
     port: int = 8787
     public_url: str = "http://127.0.0.1:8787"
     shutdown_timeout: timedelta = timedelta(seconds=30)
+    keepalive_timeout: timedelta = timedelta(seconds=75)  # idle connections close after
+    body_timeout: timedelta = timedelta(seconds=30)  # a request body must arrive within
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,10 @@ def parse_settings(
         port=s.get("port", values.int_in(0, 65535), d.port),
         public_url=s.get("public_url", values.url, d.public_url),
         shutdown_timeout=s.get("shutdown_timeout", values.positive_duration, d.shutdown_timeout),
+        keepalive_timeout=s.get("keepalive_timeout", values.short_duration(timedelta(hours=1)),
+                                d.keepalive_timeout),
+        body_timeout=s.get("body_timeout", values.short_duration(timedelta(hours=1)),
+                           d.body_timeout),
     )
     s.check_unknown()
 

@@ -10,7 +10,7 @@ from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from daemon.durations import parse_duration
+from daemon.durations import format_duration, parse_duration
 
 Parser = Callable[[Any], Any]
 
@@ -121,6 +121,20 @@ def positive_duration(value: Any) -> timedelta:
     if delta <= timedelta(0):
         raise ValueError("must be greater than zero")
     return delta
+
+
+def short_duration(most: timedelta) -> Parser:
+    """A positive duration of at most `most` (a bare number means days elsewhere: here a
+    `75` would keep connections 75 days, so the bound says what was meant)."""
+
+    def parse(value: Any) -> timedelta:
+        delta = positive_duration(value)
+        if delta > most:
+            raise ValueError(f"must be at most {format_duration(most)} "
+                             f'(write seconds with a unit: "75s")')
+        return delta
+
+    return parse
 
 
 def sender(value: Any) -> str:

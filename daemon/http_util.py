@@ -1,4 +1,5 @@
-"""Reading request bodies within limits, and answering errors as JSON."""
+"""Checking and parsing JSON request bodies, and answering errors as JSON. (Reading a body
+within its limit is daemon/bodies.py.)"""
 
 from __future__ import annotations
 
@@ -16,11 +17,18 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"message": message, **extra}, status=status)
 
 
+# The reason an intake refusal is logged under (`intake.refused`), by status.
+REASONS = {400: "bad_body", 408: "body_timeout", 413: "body_too_large",
+           415: "unsupported_media_type"}
+
+
 class BodyError(Exception):
-    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False,
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message = status, message
         self.close = close  # the connection cannot carry another request
+        self.reason = reason or REASONS.get(status, "bad_request")
 
     def response(self, status: int | None = None) -> web.Response:
         response = json_error(status or self.status, self.message)
@@ -38,51 +46,8 @@ def check_json_content_type(request: web.Request) -> None:
     content_type = request.content_type.lower()
     if content_type in JSON_TYPES or content_type.endswith("+json"):
         return
-    raise BodyError(415, f"Content-Type must be application/json, not {content_type[:60]}")
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body after gzip decompression (aiohttp inflates it as it streams), at most `limit`
-    bytes: a larger body, compressed or not, is refused with 413 before it is buffered."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise BodyError(413, f"body is larger than {limit} bytes")
-    if length is not None and "Content-Encoding" not in request.headers:
-        try:  # the usual request: its size is known and within the limit
-            content = request.content
-            if content.is_eof():
-                # The whole body came with the headers (a small request): take the bytes
-                # as they lie, without request.read()'s copy and its two awaits.
-                return content.read_nowait()
-            return await request.read()
-        except Exception as exc:
-            raise _unreadable(request, f"body could not be read: {exc.__class__.__name__}"
-                              ) from None
-    parts: list[bytes] = []
-    total = 0
-    try:
-        async for chunk in request.content.iter_chunked(1 << 16):
-            total += len(chunk)
-            if total > limit:
-                raise BodyError(413, f"body is larger than {limit} bytes after decompression")
-            parts.append(chunk)
-    except BodyError:
-        raise
-    except (OSError, ValueError, EOFError, RuntimeError) as exc:
-        raise _unreadable(request, f"body could not be read: {exc.__class__.__name__}"
-                          ) from None
-    except Exception as exc:
-        raise _unreadable(request, f"body could not be read or decompressed: "
-                                   f"{exc.__class__.__name__}") from None
-    return b"".join(parts)
-
-
-def _unreadable(request: web.Request, message: str) -> BodyError:
-    """A body aiohttp cannot read (corrupt gzip): answer 400 and close the connection, which
-    is out of step now. Marking the payload done stops aiohttp reading it again after the
-    answer, which would raise the same error outside any handler."""
-    request.content.feed_eof()
-    return BodyError(400, message, close=True)
+    raise BodyError(415, f"Content-Type must be application/json, not {content_type[:60]}",
+                    reason="bad_content_type")
 
 
 # What json.loads lets through that no database column and no JSON reader takes: NUL and
@@ -141,15 +106,16 @@ _DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
 
 def parse_json(body: bytes) -> Any:
     if not body.strip():
-        raise BodyError(400, "body is empty")
+        raise BodyError(400, "body is empty", reason="invalid_json")
     try:
         # What json.loads does with bytes (UTF-8, with or without BOM; UTF-16/32 by BOM).
         payload = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
         return scrub(payload) if _suspect(body) else payload
     except UnicodeDecodeError:
-        raise BodyError(400, "body is not UTF-8") from None
+        raise BodyError(400, "body is not UTF-8", reason="invalid_json") from None
     except json.JSONDecodeError as exc:
-        raise BodyError(400, f"body is not valid JSON: {exc.msg} at {exc.pos}") from None
+        raise BodyError(400, f"body is not valid JSON: {exc.msg} at {exc.pos}",
+                        reason="invalid_json") from None
     except (RecursionError, ValueError):
-        raise BodyError(400, "body is not valid JSON (too deeply nested or too large a number)"
-                        ) from None
+        raise BodyError(400, "body is not valid JSON (too deeply nested or too large a number)",
+                        reason="invalid_json") from None

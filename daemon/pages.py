@@ -30,6 +30,7 @@ def render_survey(
     comment: str | None,
     answered: bool,
     expires_at: datetime | None,
+    notice: str | None = None,
 ) -> str:
     question = f"How likely are you to recommend {product_name} to a friend or colleague?"
     scores = "\n".join(
@@ -45,6 +46,8 @@ def render_survey(
             f'<p class="note" role="status">Thanks, we have your answer. '
             f"You can change your answer {escape(until)}.</p>\n"
         )
+    if notice:  # what to fix in what was sent (shown with a 400)
+        note = Markup(f'{note}<p class="note" role="alert">{escape(notice)}</p>\n')
     body = _fill(
         "survey.html",
         note=note,

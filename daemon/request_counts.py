@@ -1,4 +1,5 @@
-"""Counting HTTP requests by route and status for /metrics.
+"""The options of npsd's HTTP server (one set for `npsd run` and the tests), and counting
+HTTP requests by route and status for /metrics.
 
 aiohttp calls its access logger once per answered request, whatever answered it (a handler,
 an HTTP exception, a 404 from the router, a 500). Counting there instead of in a middleware
@@ -13,6 +14,7 @@ from typing import Any
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, Request, StreamResponse
 
+from daemon.config import ServerSettings
 from daemon.metrics import Metrics
 
 UNMATCHED = "unmatched"
@@ -27,12 +29,26 @@ def route_name(request: BaseRequest) -> str:
     return resource.canonical if resource is not None else UNMATCHED
 
 
-def server_options(metrics: Metrics) -> dict[str, Any]:
-    """The keyword arguments for aiohttp's AppRunner (or TestServer) that count requests."""
+def server_options(metrics: Metrics, server: ServerSettings | None = None) -> dict[str, Any]:
+    """The keyword arguments for aiohttp's AppRunner (or TestServer): how the server treats
+    connections and bodies, and the access logger that counts requests."""
+    server = server or ServerSettings()
 
     class RequestCounter(AbstractAccessLogger):
         def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
             metrics.count_request(route_name(request), response.status)
 
-    # aiohttp only calls the class when it is given a logger; nothing is written to it.
-    return {"access_log_class": RequestCounter, "access_log": logging.getLogger("npsd.http")}
+    return {
+        # aiohttp only calls the class when it is given a logger; nothing is written to it.
+        "access_log_class": RequestCounter, "access_log": logging.getLogger("npsd.http"),
+        # Bodies are inflated by the handler that takes one, after routing and credentials,
+        # within that route's limit and in slices (daemon/bodies.py); aiohttp's parser
+        # would inflate every gzip body in full, before any handler ran.
+        "auto_decompress": False,
+        # A body the handler left unread is not drained (aiohttp reads it for up to 10 s by
+        # default): the connection is closed instead.
+        "lingering_time": 0,
+        # Idle connections, and a request whose headers do not arrive, close after this
+        # (aiohttp's default is 3630 s).
+        "keepalive_timeout": server.keepalive_timeout.total_seconds(),
+    }

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from daemon.config import Settings
 from daemon.metrics import Metrics
+from daemon.refusals import RefusalLog
 from jobs.clock import Clock
 from storage.book_rules import BookRules
 from storage.db import Database
@@ -35,6 +36,11 @@ class Runtime:
     owner: str = field(default_factory=process_identity)
     wake_dispatcher: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
+    refusals: RefusalLog = field(init=False)
+    unverified_reads: int = 0  # request bodies being read before their signature is checked
+
+    def __post_init__(self) -> None:
+        self.refusals = RefusalLog(self.clock)
 
     def book_rules(self) -> BookRules:
         a = self.settings.accounts

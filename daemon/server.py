@@ -38,7 +38,8 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
     app = create_app(settings, config_path=config_path)
     runtime = app[RUNTIME]
     grace = settings.server.shutdown_timeout.total_seconds()
-    runner = web.AppRunner(app, handle_signals=False, **server_options(runtime.metrics))
+    runner = web.AppRunner(app, handle_signals=False,
+                           **server_options(runtime.metrics, settings.server))
     try:
         await runner.setup()
     except (SchemaTooNew, StoreUnavailable) as exc:
@@ -134,6 +135,8 @@ def reload(app: web.Application) -> None:
             new = replace(new, storage=old.storage)
         if (new.server.host, new.server.port) != (old.server.host, old.server.port):
             log.warning("config.restart_needed", key="server.host/server.port")
+        if new.server.keepalive_timeout != old.server.keepalive_timeout:
+            log.warning("config.restart_needed", key="server.keepalive_timeout")
         runtime.settings = new
         configure_logging(new.log.format, new.log.level, new.secrets())
         if new.email != old.email and EMAIL in app:

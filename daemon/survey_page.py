@@ -4,10 +4,15 @@ GET never records anything: mail scanners and link previews fetch every URL in a
 
 from __future__ import annotations
 
+import codecs
+from urllib.parse import parse_qsl
+
 import structlog
 from aiohttp import web
 
 import daemon.pages as pages
+from daemon.bodies import check_declared_length, discard_body, read_body
+from daemon.http_util import BodyError
 from daemon.runtime import RUNTIME
 from storage import answers
 from storage.db import StoreUnavailable
@@ -15,6 +20,12 @@ from storage.db import StoreUnavailable
 log = structlog.get_logger("npsd.survey")
 
 MAX_COMMENT = 5000
+# The survey form is a score and a comment of at most MAX_COMMENT characters: 64 KB is
+# room for that in any encoding, and a bound on what a stranger can make npsd hold.
+PAGE_BODY_LIMIT = 64 * 1024
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELDS = 20  # the form has two
+BAD_SCORE = "Please choose a score from 0 to 10 below, then send your answer."
 _HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -54,10 +65,51 @@ def _clean(text: str) -> str:
 
 
 def _score(text: str | None) -> int | None:
-    if text is None or not text.strip().isdigit():
+    # ASCII digits only: str.isdigit() is also true for "²" or "٣", which int() refuses.
+    digits = text.strip() if text is not None else ""
+    if not digits or len(digits) > 2 or not digits.isascii() or not digits.isdigit():
         return None
-    value = int(text.strip())
+    value = int(digits)
     return value if 0 <= value <= 10 else None
+
+
+def _body_refused(exc: BodyError) -> web.Response:
+    """A page saying what was wrong with what the browser (or a script) sent."""
+    titles = {408: "The form took too long to arrive", 413: "The form is too large",
+              415: "The form could not be read"}
+    response = _html(pages.render_error(
+        status=exc.status, title=titles.get(exc.status, "The form could not be read"),
+        detail=f"{exc.message}. Go back to the survey page and send the form again."),
+        exc.status)
+    if exc.close:
+        response.force_close()
+    return response
+
+
+async def _read_form(request: web.Request) -> dict[str, str]:
+    """The urlencoded survey form, within PAGE_BODY_LIMIT; BodyError says what to fix."""
+    runtime = request.app[RUNTIME]
+    body = await read_body(request, PAGE_BODY_LIMIT,
+                           runtime.settings.server.body_timeout.total_seconds())
+    content_type = request.content_type.lower()
+    if body and content_type not in (FORM_TYPE, "application/octet-stream"):
+        raise BodyError(415, f"the form must be sent as {FORM_TYPE}, not {content_type[:60]}")
+    charset = request.charset or "utf-8"
+    try:
+        known = codecs.lookup(charset)._is_text_encoding  # not base64, zlib, rot13...
+    except LookupError:
+        known = False
+    if not known:
+        raise BodyError(400, f"unknown charset {charset[:40]!r} (send UTF-8)")
+    if body.count(b"&") >= MAX_FIELDS:
+        raise BodyError(400, "the form has too many fields")
+    try:
+        pairs = parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True,
+                          encoding=charset, errors="replace")
+    except (LookupError, ValueError):
+        raise BodyError(400, f"the form cannot be read as {charset[:40]} (send UTF-8)"
+                        ) from None
+    return dict(pairs)
 
 
 async def show_survey(request: web.Request) -> web.Response:
@@ -70,43 +122,46 @@ async def show_survey(request: web.Request) -> web.Response:
         return _not_found()
     if survey.expired(runtime.clock.now()) or survey.state in ("pending", "sending"):
         return _closed() if survey.state not in ("pending", "sending") else _not_found()
-    selected = _score(request.query.get("score"))
+    given = request.query.get("score")
+    selected = _score(given)
+    # A score in the link that is not 0-10 (a mangled link, "?score=²"): the survey with
+    # nothing chosen and a line saying so, as a 400.
+    notice = None if given is None or selected is not None else BAD_SCORE
     if selected is None:
         selected = survey.score
     return _html(pages.render_survey(
         product_name=runtime.settings.survey.product_name, token=request.match_info["token"],
         selected=selected, comment=survey.comment, answered=survey.state == "answered",
-        expires_at=survey.expires_at))
+        expires_at=survey.expires_at, notice=notice), 400 if notice else 200)
 
 
 async def answer_survey(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     token = request.match_info["token"]
     try:
+        check_declared_length(request, PAGE_BODY_LIMIT)
         survey = await answers.survey_by_token(runtime.db, token)
         if survey is None or survey.state in ("pending", "sending"):
             return _not_found()
         now = runtime.clock.now()
         if survey.expired(now):
             return _closed()
-        form = await request.post()
-        raw_score = form.get("score")
-        score = _score(raw_score if isinstance(raw_score, str) else None)
+        form = await _read_form(request)  # read only for a known token
+        score = _score(form.get("score"))
         raw_comment = form.get("comment")
-        comment = _clean(raw_comment)[:MAX_COMMENT] if isinstance(raw_comment, str) else ""
+        comment = _clean(raw_comment)[:MAX_COMMENT] if raw_comment is not None else ""
         if score is None:
             page = pages.render_survey(
                 product_name=runtime.settings.survey.product_name, token=token, selected=None,
                 comment=comment or survey.comment, answered=survey.state == "answered",
-                expires_at=survey.expires_at)
+                expires_at=survey.expires_at, notice=BAD_SCORE)
             return _html(page, 400)
         if not await answers.record_answer(runtime.db, survey.id, score, comment or None, now):
             return _closed()
     except StoreUnavailable:
         return _unavailable()
-    except ValueError:
-        return _html(pages.render_error(status=400, title="That did not work",
-                                        detail="The form could not be read."), 400)
+    except BodyError as exc:
+        return _body_refused(exc)
     runtime.metrics.answers.inc()
     log.info("survey.answered", survey_id=survey.id, score=score, has_comment=bool(comment))
     return _html(pages.render_thanks(product_name=runtime.settings.survey.product_name,
@@ -130,12 +185,17 @@ async def unsubscribe(request: web.Request) -> web.Response:
     """RFC 8058 one-click: any POST to the link unsubscribes, whatever the body says."""
     runtime = request.app[RUNTIME]
     try:
+        check_declared_length(request, PAGE_BODY_LIMIT)
         survey = await answers.survey_by_token(runtime.db, request.match_info["token"])
         if survey is None:
             return _not_found()
+        await discard_body(request, PAGE_BODY_LIMIT,
+                           runtime.settings.server.body_timeout.total_seconds())
         changed = await answers.unsubscribe(runtime.db, survey.user_id, runtime.clock.now())
     except StoreUnavailable:
         return _unavailable()
+    except BodyError as exc:
+        return _body_refused(exc)
     if changed:
         log.info("survey.unsubscribed", survey_id=survey.id)
     return _html(pages.render_unsubscribe(product_name=runtime.settings.survey.product_name,

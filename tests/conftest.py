@@ -129,8 +129,11 @@ async def make_client(
     async def start(run_jobs: bool = False, **sections: dict[str, Any]) -> TestClient[Any, Any]:
         settings = make_settings(db_url, tmp_path, **sections)
         app = create_app(settings, clock=clock, run_jobs=run_jobs)
-        client: TestClient[Any, Any] = TestClient(TestServer(
-            app, host="127.0.0.1", **server_options(app[RUNTIME].metrics)))
+        server = TestServer(app, host="127.0.0.1")
+        # The options go to start_server: TestServer(...) drops keyword arguments it does
+        # not know, so the server would run with aiohttp's defaults, not npsd's.
+        await server.start_server(**server_options(app[RUNTIME].metrics, settings.server))
+        client: TestClient[Any, Any] = TestClient(server)
         await client.start_server()
         clients.append(client)
         return client
