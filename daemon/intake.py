@@ -12,7 +12,13 @@ from aiohttp import web
 
 from daemon.auth import AuthError, check_segment_auth
 from daemon.http_util import BodyError, check_json_content_type, json_error, parse_json, read_body
-from daemon.messages import MAX_MESSAGE_BYTES, InvalidMessage, UnknownType, parse_message
+from daemon.messages import (
+    MAX_MESSAGE_BYTES,
+    InvalidMessage,
+    UnknownType,
+    clamp_future,
+    parse_message,
+)
 from daemon.runtime import RUNTIME, Runtime
 from storage.db import StoreUnavailable
 from storage.events import Message
@@ -46,13 +52,20 @@ def validate(
 ) -> tuple[list[Message], list[tuple[int, InvalidMessage]]]:
     valid: list[Message] = []
     invalid: list[tuple[int, InvalidMessage]] = []
+    future = 0
     for index, raw in enumerate(raws):
         try:
             override = overrides[index] if overrides is not None else None
-            valid.append(parse_message(raw, arrival, check_size=check_sizes,
-                                       timestamp_override=override))
+            message = parse_message(raw, arrival, check_size=check_sizes,
+                                    timestamp_override=override)
         except InvalidMessage as exc:
             invalid.append((index, exc))
+            continue
+        future += clamp_future(message, arrival)
+        valid.append(message)
+    if future:
+        log.warning("intake.future_timestamp", messages=future,
+                    reason="timestamp more than 24 h after arrival; arrival time used")
     return valid, invalid
 
 
