@@ -326,3 +326,17 @@ async def test_address_checked_again_when_the_survey_falls_due(engine_factory: A
     assert survey["state"] == "pending" and survey["due_at"].startswith("2026-08-31")
     assert any(r.startswith("deferred to 2026-08-31T10:00:00Z: this address was surveyed on")
                for r in await e.decisions("u2"))
+
+
+async def test_a_refusal_quoting_the_address_is_stored_without_it(engine_factory: Any) -> None:
+    """`550 5.1.1 <addr>: no such user` names the person: stored (and logged) redacted."""
+    e = await engine_factory(survey={"max_delay": 0})
+    e.sink.fail_next(550, "5.1.1 <Bounce.Me@Example.com>: Recipient address rejected",
+                     at="RCPT")
+    await e.identify("bounce", email="Bounce.Me@Example.com")
+    await e.dispatch()
+    [survey] = (await e.user("bounce"))["surveys"]
+    assert survey["state"] == "failed" and "550" in survey["last_error"]
+    assert "bounce.me@example.com" not in survey["last_error"].casefold()
+    assert "[email]" in survey["last_error"]
+    assert not [r for r in await e.decisions("bounce") if "@example.com" in r.casefold()]
