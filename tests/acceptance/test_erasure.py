@@ -42,6 +42,13 @@ async def test_segment_delete_leaves_nothing_of_the_person(tmp_path: Path) -> No
                     "traits": {"email": email, "firstName": name, "groupId": "acme"}})
                 assert status == 200
             mail = await wait_for_mail(tmp_path / "outbox", 2)
+            # The .eml is written before the survey is recorded sent: wait for that.
+            await npsd.wait_for_event("survey.sent", count=2, timeout=20)
+            async with asyncio.timeout(20):
+                for user_id in ("erased-user", "stays"):
+                    while (await npsd.get_admin(f"/v1/users/{user_id}")
+                           )[1]["surveys"][0]["state"] != "sent":
+                        await asyncio.sleep(0.05)
             tokens = {("erased" if "Erased" in text else "stays"): token_in(text)
                       for text in mail.values()}
             for who, score, comment in (("erased", 3, COMMENT), ("stays", 9, "good")):
