@@ -394,6 +394,16 @@ async def test_a_timestamp_far_in_the_future_cannot_pin_a_trait(make_client: Any
     _, body = await user(client, "pin")
     assert body["email"] == "owner@x.io"
     assert not body["activity"]["last_seen"].startswith("9998")
+    # The Tracking API door too (with and without sentAt's clock-skew correction).
+    for n, extra in enumerate(({}, {"sentAt": "9998-12-31T00:00:01Z"})):
+        tracked = await client.post("/v1/identify", json={
+            "userId": "pin2", "messageId": f"t{n}", "timestamp": "9998-12-31T00:00:00Z",
+            "traits": {"email": f"attacker{n}@x.io"}, **extra}, headers=basic())
+        assert tracked.status == 200
+    await post(client, {"type": "identify", "userId": "pin2", "messageId": "f4",
+                        "traits": {"email": "owner2@x.io"}})
+    _, body = await user(client, "pin2")
+    assert body["email"] == "owner2@x.io"
 
 
 async def test_a_group_naming_no_one_writes_the_account(make_client: Any) -> None:
