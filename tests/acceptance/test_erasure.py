@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from storage.db import Database
+from tests.conftest import ADMIN
 from tests.fakes.segment_api import FakeSegment
 from tests.harness import Daemon
 from tests.privacy import find_everywhere, outbox_mail, token_in
@@ -25,6 +26,14 @@ async def wait_for_mail(outbox: Path, count: int, timeout: float = 20.0) -> dict
         while len(mail := outbox_mail(outbox) if outbox.exists() else {}) < count:
             await asyncio.sleep(0.05)
     return mail
+
+
+async def _find(db_path: Path, needles: list[str]) -> set[tuple[str, str, str]]:
+    db = Database(f"sqlite+aiosqlite:///{db_path}")
+    try:
+        return await find_everywhere(db, needles)
+    finally:
+        await db.close()
 
 
 async def test_segment_delete_leaves_nothing_of_the_person(tmp_path: Path) -> None:
@@ -51,7 +60,7 @@ async def test_segment_delete_leaves_nothing_of_the_person(tmp_path: Path) -> No
                         await asyncio.sleep(0.05)
             tokens = {("erased" if "Erased" in text else "stays"): token_in(text)
                       for text in mail.values()}
-            for who, score, comment in (("erased", 3, COMMENT), ("stays", 9, "good")):
+            for who, score, comment in (("erased", 3, COMMENT), ("stays", 9, "stays-own-words")):
                 async with npsd.session.post(f"{npsd.url}/s/{tokens[who]}",
                                              data={"score": str(score), "comment": comment}) as r:
                     assert r.status == 200
@@ -90,12 +99,18 @@ async def test_segment_delete_leaves_nothing_of_the_person(tmp_path: Path) -> No
             assert group["traits"]["NPS_responses"] == 1
             code, out, err = await npsd.cli("why", "erased-user")
             assert code != 0 and "no user" in err
-        db = Database(f"sqlite+aiosqlite:///{db_path}")
-        try:
-            left = await find_everywhere(db, NEEDLES)
-        finally:
-            await db.close()
+            # The admin door, for a request that does not come through Segment.
+            async with npsd.session.delete(f"{npsd.url}/v1/users/stays") as r:
+                assert r.status == 401
+            async with npsd.session.delete(f"{npsd.url}/v1/users/stays",
+                                           headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                assert r.status == 204
+            assert outbox_mail(tmp_path / "outbox") == {}
+            assert (await npsd.get_admin("/v1/users/stays"))[0] == 404
+        left = await _find(db_path, NEEDLES)
         assert left == {("suppressions", "user_id", "erased-user")}
+        assert await _find(db_path, ["stays", "stays@example.com", "stays-own-words"]) == {
+            ("suppressions", "user_id", "stays")}
         logs = "\n".join(npsd.raw_log).casefold()
         assert EMAIL.casefold() not in logs and COMMENT not in logs
         assert npsd.events("privacy.erased")[0]["users"] == 1
