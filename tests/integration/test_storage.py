@@ -237,3 +237,27 @@ async def test_upgrade_from_schema_2_adds_the_address_key_and_keeps_surveys(db_u
         assert not db.is_sqlite or (new, again) == (6, 7)
     finally:
         await db.close()
+
+
+async def test_hand_off_refuses_an_address_surveyed_within_the_interval(db_url: str) -> None:
+    """The last line of the one-survey-per-address rule: even a claim that passed the
+    dispatcher's check (another process sent to the address meanwhile) is not handed off."""
+    db = Database(db_url)
+    try:
+        await migrate(db, NOW)
+        await seed(db, 3, NOW)
+        async with db.write() as conn:
+            await conn.execute(sa.update(SURVEYS).values(email_key="same-key"))
+            await conn.execute(sa.update(SURVEYS).where(SURVEYS.c.user_id == "u0")
+                               .values(state="sent", sent_at=NOW - timedelta(days=3)))
+        claimed = await surveys.claim_due(db, NOW, "me", 10, timedelta(seconds=25))
+        ids = sorted(c.id for c in claimed)
+        assert len(ids) == 2
+        week, lease = timedelta(days=7), timedelta(seconds=25)
+        assert await surveys.mark_handoff(db, ids, "me", NOW, lease, week) == set()
+        # Outside the interval the address is free again, for one of them.
+        assert await surveys.mark_handoff(db, ids[:1], "me", NOW, lease, timedelta(days=1)) == {
+            ids[0]}
+        assert await surveys.mark_handoff(db, ids[1:], "me", NOW, lease, timedelta(days=1)) == set()
+    finally:
+        await db.close()
