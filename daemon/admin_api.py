@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
 
 from daemon.auth import AuthError, check_admin
@@ -13,6 +15,9 @@ from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
 from storage import reads
 from storage.db import StoreUnavailable
+from storage.events import Message
+
+log = structlog.get_logger("npsd.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # No stored id holds these (the intake turns NUL and lone surrogates into U+FFFD and caps
@@ -46,6 +51,21 @@ async def get_user(request: web.Request) -> web.StreamResponse:
     if user is None:
         return json_error(404, "no such user")
     return web.json_response(user)
+
+
+@admin
+async def delete_user(request: web.Request) -> web.StreamResponse:
+    """Erasure for a request that does not come through Segment: the very path of a Segment
+    `delete` (a deletion message committed by the intake writer), so both leave the same."""
+    runtime = request.app[RUNTIME]
+    user_id = request.match_info["user_id"]
+    if not await reads.user_exists(runtime.db, user_id):
+        return json_error(404, "no such user")
+    erase = Message(message_id=f"npsd-erase-{uuid.uuid4()}", type="delete", user_id=user_id,
+                    anonymous_id=None, timestamp=runtime.clock.now())
+    await runtime.committer.submit([erase])
+    log.info("admin.user_erased")  # no id: the person is gone
+    return web.Response(status=204)
 
 
 @admin
@@ -91,6 +111,7 @@ async def post_sync(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/users/{user_id}", get_user)
+    app.router.add_delete("/v1/users/{user_id}", delete_user)
     app.router.add_get("/v1/users/{user_id}/decisions", get_decisions)
     app.router.add_get("/v1/accounts/{group_id}", get_account)
     app.router.add_get("/v1/nps", get_nps)

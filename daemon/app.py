@@ -17,6 +17,7 @@ from daemon.metrics import Metrics
 from daemon.runtime import RUNTIME, Runtime
 from daemon.survey_page import PAGE_BODY_LIMIT
 from daemon.watchdog import watchdog_loop
+from jobs import outbox
 from jobs.clock import Clock, SystemClock
 from jobs.dispatch import Dispatcher
 from jobs.email import EmailBackend, make_backend
@@ -46,7 +47,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     committer = GroupCommitter(
         db, clock, lambda: holder["rt"].book_rules(),
         lambda: make_planner(holder["rt"].settings.survey),
-        on_commit=metrics.count_commit)
+        on_commit=metrics.count_commit,
+        on_erased=lambda ids: _remove_outbox_files(holder["rt"], ids))
     runtime = Runtime(settings=settings, clock=clock, db=db, metrics=metrics,
                       committer=committer, config_path=config_path)
     holder["rt"] = runtime
@@ -63,6 +65,21 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app.cleanup_ctx.append(watchdog_ctx)
     app.cleanup_ctx.append(refusals_ctx)
     return app
+
+
+def _outbox(runtime: Runtime) -> Path | None:
+    email = runtime.settings.email
+    return email.file_dir if email.backend == "file" else None
+
+
+def _remove_outbox_files(runtime: Runtime, survey_ids: list[int]) -> None:
+    """After an erasure committed: its surveys' .eml files go too (a directory listing and
+    a few unlinks, on the loop so they are gone before the request is answered; the file
+    backend is for trying npsd out)."""
+    directory = _outbox(runtime)
+    if directory is not None:
+        removed = outbox.remove_files(directory, survey_ids)
+        log.info("privacy.files_removed", files=removed)
 
 
 def intake_routes(app: web.Application) -> None:
@@ -114,7 +131,8 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
                     session, on_batch=on_batch)
 
     async def tidy() -> None:
-        await housekeeping(runtime.db, runtime.clock.now(), runtime.settings.intake.dedup_window)
+        await housekeeping(runtime.db, runtime.clock.now(), runtime.settings.intake.dedup_window,
+                           _outbox(runtime))
 
     schedule = Schedule(runtime.db, runtime.clock, dispatcher, syncer,
                         lambda: runtime.settings.segment, tidy)

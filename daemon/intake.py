@@ -13,7 +13,13 @@ from aiohttp import web
 from daemon.auth import AuthError, check_segment_auth, segment_auth_before_body
 from daemon.bodies import check_declared_length, read_body
 from daemon.http_util import BodyError, check_json_content_type, json_error, parse_json
-from daemon.messages import MAX_MESSAGE_BYTES, InvalidMessage, UnknownType, parse_message
+from daemon.messages import (
+    MAX_MESSAGE_BYTES,
+    InvalidMessage,
+    UnknownType,
+    clamp_future,
+    parse_message,
+)
 from daemon.runtime import RUNTIME, Runtime
 from storage.db import StoreUnavailable
 from storage.events import Message
@@ -49,6 +55,7 @@ def validate(
     """Parse each message; `refused` maps a type this door does not take to the reason."""
     valid: list[Message] = []
     invalid: list[tuple[int, InvalidMessage]] = []
+    future = 0
     for index, raw in enumerate(raws):
         try:
             override = overrides[index] if overrides is not None else None
@@ -56,9 +63,14 @@ def validate(
                                     timestamp_override=override)
             if refused and message.type in refused:
                 raise InvalidMessage(refused[message.type])
-            valid.append(message)
         except InvalidMessage as exc:
             invalid.append((index, exc))
+            continue
+        future += clamp_future(message, arrival)
+        valid.append(message)
+    if future:
+        log.warning("intake.future_timestamp", messages=future,
+                    reason="timestamp more than 24 h after arrival; arrival time used")
     return valid, invalid
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from storage.events import TYPES, Message
@@ -16,6 +16,9 @@ from storage.timeparse import parse_timestamp
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_ID_LENGTH = 256
+# A timestamp further ahead of the arrival time than this is a bad clock (or an attempt to
+# pin a trait: state follows event time, so "9998-12-31" would win over every later call).
+FUTURE_LIMIT = timedelta(hours=24)
 
 
 class InvalidMessage(ValueError):
@@ -106,6 +109,15 @@ def parse_message(
     return message
 
 
+def clamp_future(m: Message, arrival: datetime) -> bool:
+    """Replace a timestamp more than FUTURE_LIMIT after the arrival time by the arrival
+    time; True when it did."""
+    if m.timestamp > arrival + FUTURE_LIMIT:
+        m.timestamp = arrival
+        return True
+    return False
+
+
 def _event_time(raw: dict[str, Any]) -> datetime | None:
     for camel, snake in (("timestamp", "timestamp"), ("originalTimestamp", "original_timestamp"),
                          ("receivedAt", "received_at")):
@@ -116,7 +128,8 @@ def _event_time(raw: dict[str, Any]) -> datetime | None:
 
 
 def _check_type(m: Message, raw: dict[str, Any]) -> None:
-    if m.type in ("identify", "track", "page", "screen", "group") and not (
+    # A group may name no one (the Calixa page's own example): it only writes the account.
+    if m.type in ("identify", "track", "page", "screen") and not (
         m.user_id or m.anonymous_id
     ):
         raise InvalidMessage(f"{m.type} needs a userId or an anonymousId")

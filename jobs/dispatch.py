@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from daemon.config import Settings
+from daemon.durations import format_duration
 from jobs.clock import Clock
 from jobs.email import EmailBackend
 from jobs.email_message import (
@@ -26,6 +27,7 @@ from jobs.email_message import (
 )
 from jobs.owners import owner_is_dead
 from jobs.planning import candidate_from
+from jobs.redact import redact
 from jobs.rules import (
     expires_at,
     format_instant,
@@ -38,6 +40,7 @@ from jobs.rules import (
 from jobs.segment_client import RetryPolicy, backoff_s
 from storage import surveys
 from storage.db import Database
+from storage.survey_plan import email_key
 from storage.surveys import Claimed, Outcome
 
 log = structlog.get_logger("npsd.survey")
@@ -114,7 +117,7 @@ class Dispatcher:
         renew = self._renewed is None or not timedelta(0) <= now - self._renewed < RENEW_EVERY
         mine = await surveys.settle(self._db, done, now, owner=self._owner, lease=LEASE,
                                     handoff=[c.id for c in chunk if not c.reminder],
-                                    renew=renew)
+                                    renew=renew, interval=settings.survey.resurvey_interval)
         if renew:
             self._renewed = now
         chunk = [c for c in chunk if c.reminder or c.id in mine]
@@ -147,12 +150,15 @@ class Dispatcher:
         skipped: list[Outcome] = []
         sendable: list[Claimed] = []
         caps = await self._account_counts(claimed, settings, now)
+        by_address = _AddressCheck(settings, now)
+        await by_address.load(self._db, claimed)
         for c in claimed:
-            outcome = self._check(c, settings, now, caps)
+            outcome = self._check(c, settings, now, caps) or by_address.check(c)
             if outcome is None:
                 sendable.append(c)
             else:
                 skipped.append(outcome)
+        await surveys.set_email_keys(self._db, by_address.changed)
         await surveys.record_outcomes(self._db, skipped, now)
         for o in skipped:
             log.info("survey.deferred" if o.state == "pending" else "survey.skipped",
@@ -215,9 +221,10 @@ class Dispatcher:
             return self._retry(c, exc)
         except PermanentEmailError as exc:
             self._count("failed")
-            log.warning("survey.failed", survey_id=c.id, code=exc.code, reason=exc.reply[:200])
+            reply = redact(exc.reply[:300])  # "550 <address>: no such user" names the person
+            log.warning("survey.failed", survey_id=c.id, code=exc.code, reason=reply[:200])
             return Outcome(c.id, c.user_id, "failed",
-                           f"failed: the mail server refused it ({exc.code} {exc.reply[:300]})",
+                           f"failed: the mail server refused it ({exc.code} {reply})",
                            reminder=c.reminder)
         except Exception as exc:
             self._count("failed")
@@ -229,7 +236,7 @@ class Dispatcher:
         return None
 
     def _retry(self, c: Claimed, exc: TransientEmailError) -> Outcome:
-        detail = f"{exc.code or ''} {exc.reply[:200]}".strip()
+        detail = redact(f"{exc.code or ''} {exc.reply[:200]}".strip())
         if c.reminder or c.attempts + 1 >= SMTP_RETRY.max_attempts:
             self._count("failed")
             log.warning("survey.failed", survey_id=c.id, code=exc.code, reason=detail)
@@ -247,6 +254,44 @@ class Dispatcher:
     def _count(self, result: str) -> None:
         if self._on_email is not None:
             self._on_email(result)
+
+
+class _AddressCheck:
+    """One survey per address per re-survey interval, again at the moment of sending (the
+    address may have changed since planning, or another user id may carry it): a claim whose
+    address was surveyed within the interval, or that shares it with an earlier claim of
+    this batch, waits for the interval's end."""
+
+    def __init__(self, settings: Settings, now: datetime) -> None:
+        self._interval, self._now = settings.survey.resurvey_interval, now
+        self._last: dict[str, datetime] = {}
+        self._taken: set[str] = set()
+        self.changed: list[tuple[int, str | None]] = []  # (survey, key) to store
+
+    async def load(self, db: Database, claimed: list[Claimed]) -> None:
+        keys = [k for c in claimed if not c.reminder and c.user is not None
+                if (k := email_key(c.user.get("email"))) is not None]
+        if keys:
+            self._last = await surveys.address_last_surveyed(db, keys,
+                                                             self._now - self._interval)
+
+    def check(self, c: Claimed) -> Outcome | None:
+        if c.reminder or c.user is None:
+            return None
+        key = email_key(c.user.get("email"))
+        if key != c.email_key:
+            self.changed.append((c.id, key))
+        if key is None:
+            return None
+        last = self._now if key in self._taken else self._last.get(key)
+        if last is None:
+            self._taken.add(key)
+            return None
+        due = last + self._interval
+        return Outcome(c.id, c.user_id, "pending",
+                       f"deferred to {format_instant(due)}: this address was surveyed on "
+                       f"{format_instant(last)} under another user id (one survey per "
+                       f"address per {format_duration(self._interval)})", due_at=due)
 
 
 def _with(o: Outcome, reason: str) -> Outcome:

@@ -32,6 +32,7 @@ from jobs.email_message import (
     build_message,
     render_message,
 )
+from jobs.outbox import survey_stem
 
 __all__ = [
     "EmailBackend",
@@ -80,11 +81,15 @@ class FileBackend:
             mid, data = message.message_id, message.data
         else:
             mid, data = str(message.get("Message-ID", "")), message.as_bytes()
-        match = _SURVEY_ID.search(mid)
-        survey = match.group(1) if match else "unknown"
+        if isinstance(message, RenderedEmail) and message.survey_id is not None:
+            # Named by survey, so an erasure finds the person's files (jobs.outbox).
+            name = survey_stem(message.survey_id, message.reminder)
+        else:
+            match = _SURVEY_ID.search(mid)
+            name = f"survey-{match.group(1) if match else 'unknown'}"
         stamp = self._clock.now().strftime("%Y%m%dT%H%M%S.%fZ")
         try:
-            await asyncio.to_thread(self._write, f"{stamp}-survey-{survey}", data)
+            await asyncio.to_thread(self._write, f"{stamp}-{name}", data)
         except OSError as exc:
             # A full disk or a permission problem may be fixed by the operator: retry.
             raise TransientEmailError(None, f"cannot write .eml: {exc.strerror or exc}") from exc

@@ -110,6 +110,8 @@ class RenderedEmail:
     message_id: str
     data: bytes
     smtputf8: bool = False  # an address is not ASCII: the server must offer SMTPUTF8
+    survey_id: int | None = None  # whose it is (the file backend names files by it)
+    reminder: bool = False
 
     def as_message(self) -> EmailMessage:
         """The message as a mail client parses it (tests, and senders that want one)."""
@@ -174,7 +176,8 @@ def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEm
     ))
     tail = f"\r\n--{boundary}--\r\n"
     data = b"".join((head.encode(), plain, middle.encode(), html, tail.encode()))
-    return RenderedEmail(envelope_from, (e.to,), mid, data, utf8)
+    return RenderedEmail(envelope_from, (e.to,), mid, data, utf8, survey_id=e.survey_id,
+                         reminder=e.reminder)
 
 
 # Placeholders that pass quote() and escape() unchanged and cannot be guessed, so no user

@@ -47,6 +47,10 @@ class Candidate:
     # When the latest survey was sent (or created/scheduled if not sent yet): the
     # re-survey interval counts from it.
     last_survey_at: datetime | None
+    # The same address (compared case-insensitively) under other user ids: one survey per
+    # address per interval, whoever carries it.
+    address_pending: bool = False
+    address_surveyed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,17 @@ def decide_on_identify(c: Candidate, s: SurveySettings, now: datetime) -> Decisi
         return _skip(reason)
     if c.has_pending:
         return _skip("a survey is already pending")
+    if c.address_pending:
+        return _skip("a survey to this address is already pending under another user id")
     if not sampled_in(c.user_id, s.sample_rate):
         return _skip(f"not in the sample (sample_rate {s.sample_rate:g})")
 
     interval = format_duration(s.resurvey_interval)
     last = None if c.last_survey_at is None else require_aware(c.last_survey_at, "last_survey_at")
+    other = (None if c.address_surveyed_at is None
+             else require_aware(c.address_surveyed_at, "address_surveyed_at"))
+    if other is not None and now < other + s.resurvey_interval and (last is None or other > last):
+        return _by_address(c, s, now, other)
 
     if c.created_at is not None and s.max_delay > timedelta(0):
         created = require_aware(c.created_at, "created_at")
@@ -117,6 +127,20 @@ def decide_on_identify(c: Candidate, s: SurveySettings, now: datetime) -> Decisi
         due = last + s.resurvey_interval
         why = f"re-survey when the {interval} interval ends"
     return _schedule(due, why, c, s)
+
+
+def _by_address(c: Candidate, s: SurveySettings, now: datetime, other: datetime) -> Decision:
+    """The address was surveyed within the interval under another user id: the delay rule
+    skips (as for the user's own survey), every-identify waits for the interval's end."""
+    ends = other + s.resurvey_interval
+    said = (f"this address was surveyed on {format_instant(other)} under another user id "
+            f"(one survey per address per {format_duration(s.resurvey_interval)})")
+    if c.created_at is not None and s.max_delay > timedelta(0):
+        created = require_aware(c.created_at, "created_at")
+        if now > created + s.max_delay:
+            return _skip(f"older than max_delay (createdAt+{format_duration(s.max_delay)})")
+        return _skip(f"{said}, next possible {format_instant(ends)}")
+    return _schedule(ends, f"deferred: {said}", c, s)
 
 
 def _schedule(due: datetime, why: str, c: Candidate, s: SurveySettings) -> Decision:

@@ -30,6 +30,7 @@ from aiohttp import web
 from daemon.config import SegmentSettings
 from jobs.clock import Clock
 from jobs.owners import owner_is_dead
+from jobs.redact import redact
 from jobs.segment_client import RetryPolicy, SegmentClient, SegmentSendAborted
 from jobs.sync_batching import (
     MAX_MESSAGE_BYTES,
@@ -285,10 +286,12 @@ class Syncer:
     async def _settle(self, client: SegmentClient, batch: _Batch,
                       remaining: dict[Owner, int], counts: dict[str, int]) -> None:
         """Send one batch, then checkpoint what Segment settled (and only that)."""
-        delivered, rejected = await self._send(client, batch.items) if batch.items else ([], [])
+        items, done = await self._still_there(batch.items, remaining)
+        delivered, rejected = await self._send(client, items) if items else ([], [])
+        # Segment's reason may quote the message back (an email address, a comment).
         failures = [{"survey_id": e.tag[0], "user_id": e.tag[2], "message_id": e.message_id,
-                     "reason": reason[:500]} for e, reason in rejected]
-        done = [(o[0], o[1]) for o in batch.free]
+                     "reason": redact(reason[:500])} for e, reason in rejected]
+        done += [(o[0], o[1]) for o in batch.free]
         for e in [*delivered, *(e for e, _ in rejected)]:
             remaining[e.tag] -= 1
             if not remaining[e.tag]:
@@ -303,6 +306,20 @@ class Syncer:
         counts["sent"] += len(delivered)
         counts["failed"] += len(rejected)
         counts["batches"] += 1 if batch.items else 0
+
+    async def _still_there(self, items: list[Encoded], remaining: dict[Owner, int]
+                           ) -> tuple[list[Encoded], list[tuple[int, int]]]:
+        """Drop the messages of answers erased since they were read: an erasure that
+        committed before the send leaves nothing of the person to go to Segment."""
+        if not items:
+            return items, []
+        alive = await sync_store.existing_surveys(self._db, {e.tag[0] for e in items})
+        if len(alive) == len({e.tag[0] for e in items}):
+            return items, []
+        gone = {e.tag for e in items if e.tag[0] not in alive}
+        for tag in gone:
+            remaining.pop(tag, None)
+        return [e for e in items if e.tag[0] in alive], [(t[0], t[1]) for t in gone]
 
     async def _unsubscribes(self, client: SegmentClient, s: SegmentSettings,
                             counts: dict[str, int]) -> None:
@@ -337,7 +354,7 @@ class Syncer:
         log.info("sync.batch_sent", messages=len(delivered), rejected=len(rejected))
         for e, reason in rejected:
             log.warning("sync.message_rejected", message_id=e.message_id,
-                        reason=reason[:200])
+                        reason=redact(reason[:200]))
         return delivered, rejected
 
 

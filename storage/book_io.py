@@ -13,6 +13,7 @@ from typing import Any
 
 from storage.book_rules import Book
 from storage.events import Message
+from storage.personal_data import erase_rows
 from storage.sql_steps import Fetch, Steps, Values, execute_in, fetch_in, many
 from storage.sqlutil import ACCOUNTS, MEMBERSHIPS, USERS
 
@@ -223,17 +224,8 @@ def _save_memberships(v: Values, book: Book) -> Steps[None]:
 
 
 def _erase(v: Values, book: Book, user_ids: list[str]) -> Steps[None]:
-    """Forget everything about these people; keep only the suppression of the id."""
+    """Forget everything about these people (storage.personal_data lists where it lives);
+    keep only the suppression of the id."""
     yield from many("INSERT INTO suppressions (user_id, suppressed_at) VALUES (?, ?) "
                     "ON CONFLICT DO NOTHING", [(u, v.ts(book.now)) for u in user_ids])
-    yield from execute_in("DELETE FROM memberships WHERE user_id IN ({})", user_ids)
-    yield from execute_in("DELETE FROM aliases WHERE user_id IN ({})", user_ids)
-    yield from execute_in("DELETE FROM aliases WHERE alias_id IN ({})", user_ids)
-    # The intake log holds no user ids (storage.models.Event): nothing to erase there.
-    yield from execute_in("DELETE FROM decisions WHERE user_id IN ({})", user_ids)
-    yield from execute_in("UPDATE surveys SET state = 'cancelled', lease_owner = NULL "
-                          "WHERE state = 'pending' AND user_id IN ({})", user_ids)
-    yield from execute_in(
-        "UPDATE surveys SET score = NULL, comment = NULL, answered_at = NULL, "
-        "reminder_due_at = NULL, synced_revision = answer_revision, needs_sync = ? "
-        "WHERE user_id IN ({})", user_ids, v.flag(False))
+    book.erased_surveys += yield from erase_rows(user_ids)

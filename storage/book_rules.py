@@ -47,6 +47,7 @@ class Book:
     dirty_users: set[str] = field(default_factory=set)
     removed_users: set[str] = field(default_factory=set)  # merged away by alias
     erased_users: set[str] = field(default_factory=set)  # deletion requests
+    erased_surveys: list[int] = field(default_factory=list)  # their surveys, once deleted
     new_accounts: set[str] = field(default_factory=set)
     dirty_accounts: set[str] = field(default_factory=set)
     dirty_memberships: set[tuple[str, str]] = field(default_factory=set)
@@ -93,6 +94,9 @@ def apply_message(book: Book, m: Message, rules: BookRules) -> None:
         return
     subject = _subject(book, m)
     if subject is None:
+        if m.type == "group" and m.group_id:  # a group naming no one: the account only
+            _merge_traits(_account(book, m.group_id), m.traits, m.timestamp)
+            book.dirty_accounts.add(m.group_id)
         return
     user = _user(book, subject, anonymous=m.user_id is None)
     _context_fields(book, user, m)

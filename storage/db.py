@@ -144,6 +144,10 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=OFF")
+        if immediate:
+            # Deleted rows (an erasure) are zeroed where their pages are written anyway: no
+            # fragment of the person lingers in the b-tree pages, at no extra I/O.
+            cursor.execute("PRAGMA secure_delete=FAST")
         # storage.checkpointer copies the log in the background; this finishes the job.
         cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
         cursor.close()

@@ -80,6 +80,7 @@ class GroupCommitter:
         on_commit: Callable[[CommitStats], None] | None = None,
         max_queued_messages: int = MAX_QUEUED_MESSAGES,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        on_erased: Callable[[list[int]], None] | None = None,
     ) -> None:
         self._db, self._clock, self._rules, self._planner = db, clock, rules, planner
         self._max = max_messages
@@ -95,6 +96,7 @@ class GroupCommitter:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._on_commit = on_commit
+        self._on_erased = on_erased  # the surveys an erasure deleted, once committed
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -274,6 +276,16 @@ class GroupCommitter:
 
     # --- on the loop ----------------------------------------------------------------------
     def _deliver(self, jobs: list[_Job], recorded: Recorded, seconds: float) -> None:
+        if recorded.erased_users:
+            log.info("privacy.erased", users=recorded.erased_users,
+                     surveys=len(recorded.erased_surveys))
+        if recorded.erased_surveys and self._on_erased is not None:
+            # Before the senders are answered: what the erasure left outside the database
+            # (.eml files) is gone when the deletion request is acknowledged.
+            try:
+                self._on_erased(recorded.erased_surveys)
+            except Exception as exc:  # housekeeping removes them later
+                log.warning("privacy.files_not_removed", error=exc.__class__.__name__)
         offset = 0
         accepted: dict[str, int] = {}
         for job in jobs:

@@ -23,6 +23,8 @@ _BOOK_LOCK_KEY = 0x6E707365  # PostgreSQL: one book writer at a time across proc
 class Recorded:
     new: list[bool]  # per message: True if new, False if a duplicate
     scheduled: list[tuple[str, datetime]] = field(default_factory=list)  # (user, due)
+    erased_surveys: list[int] = field(default_factory=list)  # surveys of erased users
+    erased_users: int = 0
 
 
 async def record_messages(
@@ -62,6 +64,8 @@ def record(
         book = yield from load_book(v, fresh, now)
         apply_all(book, fresh, rules)
         yield from save_book(v, book)
+        result.erased_surveys = book.erased_surveys
+        result.erased_users = len(book.erased_users)
         if planner is not None and book.identified:
             result.scheduled = yield from plan_surveys(v, book, planner, now)
     return result

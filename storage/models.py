@@ -91,8 +91,15 @@ class Suppression(SQLModel, table=True):
 
 
 class Survey(SQLModel, table=True):
+    """A survey and its answer. Ids are never reused (AUTOINCREMENT on SQLite, a sequence on
+    PostgreSQL): an erasure deletes rows, and a reused id would give a new survey the
+    sync-back messageIds (and the .eml name) of an erased one. `email_key` is the address
+    it went to, normalised (storage.survey_plan.email_key): one survey per address per
+    re-survey interval, whatever user id carries it."""
+
     __tablename__ = "surveys"
-    __table_args__ = (sa.Index("ix_surveys_state_due", "state", "due_at"),)
+    __table_args__ = (sa.Index("ix_surveys_state_due", "state", "due_at"),
+                      {"sqlite_autoincrement": True})
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(index=True)
     token: str = Field(unique=True)
@@ -115,6 +122,7 @@ class Survey(SQLModel, table=True):
     answer_revision: int = 0
     synced_revision: int = 0
     needs_sync: bool = Field(default=False, index=True)
+    email_key: str | None = Field(default=None, index=True)
 
 
 class Decision(SQLModel, table=True):

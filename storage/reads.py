@@ -77,6 +77,14 @@ async def get_user(db: Database, some_id: str) -> dict[str, Any] | None:
     }
 
 
+async def user_exists(db: Database, some_id: str) -> bool:
+    """Whether this id (or the alias of one) names a user in the book."""
+    async with db.read() as conn:
+        user_id = await _resolve(conn, some_id)
+        return (await conn.execute(sa.select(USERS.c.user_id)
+                                   .where(USERS.c.user_id == user_id))).first() is not None
+
+
 def _survey(r: Any) -> dict[str, Any]:
     return {"id": r.id, "state": r.state, "due_at": iso(utc(r.due_at)),
             "sent_at": iso(utc(r.sent_at)), "score": r.score, "comment": r.comment,

@@ -32,6 +32,7 @@ class Claimed:
     user: dict[str, Any] | None  # None when the user no longer exists
     suppressed: bool
     accounts: tuple[str, ...]
+    email_key: str | None = None  # the address it was planned for (survey_plan.email_key)
 
 
 async def _release(db: Database, which: Any, *, fail_handed_off: bool = True) -> tuple[int, int]:
@@ -87,16 +88,17 @@ async def claim_due(
         rows = (await conn.execute(
             sa.update(SURVEYS).where(SURVEYS.c.id.in_(due.scalar_subquery()))
             .values(state="sending", lease_owner=owner, lease_until=now + lease)
-            .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts)
+            .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts,
+                       SURVEYS.c.email_key)
         )).all()
         reminders = await _claim_reminders(conn, now, max(0, limit - len(rows)))
-        claimed = [(r[0], r[1], r[2], r[3], False) for r in rows] + reminders
+        claimed = [(r[0], r[1], r[2], r[3], False, r[4]) for r in rows] + reminders
         return await _with_users(conn, claimed)
 
 
 async def _claim_reminders(
     conn: AsyncConnection, now: datetime, limit: int
-) -> list[tuple[int, str, str, int, bool]]:
+) -> list[tuple[int, str, str, int, bool, str | None]]:
     if limit <= 0:
         return []
     due = (sa.select(SURVEYS.c.id)
@@ -104,17 +106,19 @@ async def _claim_reminders(
            .order_by(SURVEYS.c.reminder_due_at).limit(limit))
     if conn.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
-    # A reminder is claimed and handed off in one step: it is sent at most once.
+    # A reminder is claimed and handed off in one step: it is sent at most once (and never
+    # to a user erased or unsubscribed by then: the same check as a survey's hand-off).
     rows = (await conn.execute(
-        sa.update(SURVEYS).where(SURVEYS.c.id.in_(due.scalar_subquery()))
+        sa.update(SURVEYS).where(SURVEYS.c.id.in_(due.scalar_subquery()), _person_ok())
         .values(reminder_due_at=None, reminder_sent_at=now)
-        .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts)
+        .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts,
+                   SURVEYS.c.email_key)
     )).all()
-    return [(r[0], r[1], r[2], r[3], True) for r in rows]
+    return [(r[0], r[1], r[2], r[3], True, r[4]) for r in rows]
 
 
 async def _with_users(
-    conn: AsyncConnection, claimed: list[tuple[int, str, str, int, bool]]
+    conn: AsyncConnection, claimed: list[tuple[int, str, str, int, bool, str | None]]
 ) -> list[Claimed]:
     user_ids = sorted({c[1] for c in claimed})
     users: dict[str, dict[str, Any]] = {}
@@ -131,7 +135,7 @@ async def _with_users(
             accounts.setdefault(str(row[0]), []).append(str(row[1]))
     return [Claimed(id=c[0], user_id=c[1], token=c[2], attempts=c[3], reminder=c[4],
                     user=users.get(c[1]), suppressed=c[1] in suppressed,
-                    accounts=tuple(sorted(accounts.get(c[1], ()))))
+                    accounts=tuple(sorted(accounts.get(c[1], ()))), email_key=c[5])
             for c in claimed]
 
 
@@ -153,36 +157,92 @@ async def sent_per_account(
 
 
 async def mark_handoff(db: Database, ids: list[int], owner: str, now: datetime,
-                       lease: timedelta) -> set[int]:
+                       lease: timedelta, interval: timedelta | None = None) -> set[int]:
     """Commit the intent to send before sending; returns the ids still ours to send."""
     if not ids:
         return set()
     async with db.write() as conn:
-        return await _handoff(conn, ids, owner, now, lease)
+        return await _handoff(conn, ids, owner, now, lease, interval)
 
 
 async def settle(db: Database, outcomes: list[Outcome], now: datetime, *, owner: str,
                  lease: timedelta, handoff: list[int] | None = None,
-                 renew: bool = True) -> set[int]:
+                 renew: bool = True, interval: timedelta | None = None) -> set[int]:
     """One transaction for the dispatcher's pipeline: record the outcomes of a chunk that was
     sent, commit the hand-off of the next chunk (returns the ids still ours to send) and
-    renew this owner's leases. One commit (one fsync on SQLite) per chunk instead of three."""
+    renew this owner's leases. One commit (one fsync on SQLite) per chunk instead of three.
+    `interval` (survey.resurvey_interval) makes the hand-off refuse an address surveyed
+    within it."""
     async with db.write() as conn:
         await _record(conn, outcomes, now)
-        mine = await _handoff(conn, handoff, owner, now, lease) if handoff else set()
+        mine = (await _handoff(conn, handoff, owner, now, lease, interval)
+                if handoff else set())
         if renew:
             await conn.execute(_RENEW, {"b_owner": owner, "b_until": now + lease})
     return mine
 
 
 async def _handoff(conn: AsyncConnection, ids: list[int], owner: str, now: datetime,
-                   lease: timedelta) -> set[int]:
+                   lease: timedelta, interval: timedelta | None = None) -> set[int]:
+    """The commit that gives surveys to SMTP re-checks, in the same statement, that each is
+    still ours (not deleted by an erasure that committed first), that its user still exists,
+    is not suppressed nor unsubscribed, and that its address had no survey in the interval."""
+    checks = [SURVEYS.c.id.in_(ids), SURVEYS.c.lease_owner == owner,
+              SURVEYS.c.state == "sending", SURVEYS.c.handoff_at.is_(None), _person_ok()]
+    if interval is not None:
+        checks.append(~_address_surveyed(now - interval))
     rows = await conn.execute(
-        sa.update(SURVEYS)
-        .where(SURVEYS.c.id.in_(ids), SURVEYS.c.lease_owner == owner,
-               SURVEYS.c.state == "sending", SURVEYS.c.handoff_at.is_(None))
+        sa.update(SURVEYS).where(*checks)
         .values(handoff_at=now, lease_until=now + lease).returning(SURVEYS.c.id))
     return {r[0] for r in rows}
+
+
+def _person_ok() -> sa.ColumnElement[bool]:
+    """The survey's user exists, is not unsubscribed and not suppressed (erased)."""
+    return sa.and_(
+        sa.exists().where(USERS.c.user_id == SURVEYS.c.user_id,
+                          USERS.c.unsubscribed_at.is_(None)),
+        ~sa.exists().where(SUPPRESSIONS.c.user_id == SURVEYS.c.user_id))
+
+
+def _address_surveyed(since: datetime) -> sa.ColumnElement[bool]:
+    """Another survey to the same address was sent since `since`, or is being sent."""
+    other = SURVEYS.alias("other")
+    return sa.exists().where(
+        other.c.email_key == SURVEYS.c.email_key, other.c.id != SURVEYS.c.id,
+        other.c.kind == "survey",
+        sa.or_(other.c.sent_at >= since,
+               sa.and_(other.c.state == "sending", other.c.handoff_at.is_not(None))))
+
+
+async def address_last_surveyed(db: Database, keys: list[str], since: datetime
+                                ) -> dict[str, datetime]:
+    """Per address key, when a survey last went to it (since `since`; one being handed to
+    SMTP counts as now)."""
+    out: dict[str, datetime] = {}
+    sending = sa.and_(SURVEYS.c.state == "sending", SURVEYS.c.handoff_at.is_not(None))
+    when = sa.case((sending, SURVEYS.c.handoff_at), else_=SURVEYS.c.sent_at)
+    async with db.read() as conn:
+        for part in chunks(sorted(set(keys))):
+            rows = await conn.execute(
+                sa.select(SURVEYS.c.email_key, sa.func.max(when))
+                .where(SURVEYS.c.email_key.in_(part), SURVEYS.c.kind == "survey",
+                       sa.or_(SURVEYS.c.sent_at >= since, sending))
+                .group_by(SURVEYS.c.email_key))
+            for row in rows:
+                found: datetime | None = utc(row[1])
+                if found is not None:
+                    out[str(row[0])] = found
+    return out
+
+
+async def set_email_keys(db: Database, rows: list[tuple[int, str | None]]) -> None:
+    """Record the address each claimed survey is about to go to (it may have changed since
+    it was planned)."""
+    if rows:
+        async with db.write() as conn:
+            await conn.execute(_by_id(email_key=_param("b_key", sa.Text)),
+                               [{"b_id": i, "b_key": k} for i, k in rows])
 
 
 async def renew_leases(db: Database, owner: str, now: datetime, lease: timedelta) -> None:
@@ -262,10 +322,16 @@ async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime)
                             (_REMINDER_FAILED, reminders)):
         if rows:
             await conn.execute(statement, rows)
-    await conn.execute(sa.insert(DECISIONS), [
-        {"user_id": o.user_id, "at": now, "survey_id": o.survey_id,
-         "outcome": ("reminder " if o.reminder else "") + o.state, "reason": o.reason}
-        for o in outcomes])
+    # An erasure may have deleted a survey while it was out: it leaves no decision behind.
+    alive: set[int] = set()
+    for part in chunks(sorted({o.survey_id for o in outcomes})):
+        alive.update(r[0] for r in await conn.execute(
+            sa.select(SURVEYS.c.id).where(SURVEYS.c.id.in_(part))))
+    rows = [{"user_id": o.user_id, "at": now, "survey_id": o.survey_id,
+             "outcome": ("reminder " if o.reminder else "") + o.state, "reason": o.reason}
+            for o in outcomes if o.survey_id in alive]
+    if rows:
+        await conn.execute(sa.insert(DECISIONS), rows)
 
 
 async def earliest_due(db: Database) -> datetime | None:

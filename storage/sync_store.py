@@ -180,8 +180,28 @@ async def _mark_synced(conn: AsyncConnection, revisions: list[tuple[int, int]]) 
 
 async def _record_failures(conn: AsyncConnection, now: datetime,
                            failures: list[dict[str, Any]]) -> None:
-    if failures:
-        await conn.execute(sa.insert(SYNC_FAILURES), [{"at": now, **f} for f in failures])
+    if not failures:
+        return
+    # A failure of an answer erased meanwhile is not recorded: it would keep the user id.
+    alive = await _existing(conn, {int(f["survey_id"]) for f in failures})
+    rows = [{"at": now, **f} for f in failures if f["survey_id"] in alive]
+    if rows:
+        await conn.execute(sa.insert(SYNC_FAILURES), rows)
+
+
+async def _existing(conn: AsyncConnection, ids: set[int]) -> set[int]:
+    found: set[int] = set()
+    for part in chunks(sorted(ids)):
+        listed = ",".join(str(int(i)) for i in part)
+        found.update(int(r[0]) for r in await conn.execute(
+            sa.select(SURVEYS.c.id).where(sa.text(f"surveys.id IN ({listed})"))))
+    return found
+
+
+async def existing_surveys(db: Database, ids: set[int]) -> set[int]:
+    """Which of these surveys still exist (an erasure deletes a person's surveys)."""
+    async with db.read() as conn:
+        return await _existing(conn, ids)
 
 
 async def pending_unsubscribes(db: Database, limit: int) -> list[tuple[str, datetime]]:

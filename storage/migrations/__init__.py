@@ -25,9 +25,32 @@ async def _events_without_user_ids(conn: AsyncConnection) -> None:
         await conn.execute(sa.text(f"ALTER TABLE events DROP COLUMN {column}"))
 
 
+async def _surveys_by_address(conn: AsyncConnection) -> None:
+    """2 → 3: surveys remember the (normalised) address they went to, indexed, for the one
+    survey per address rule; and on SQLite their ids are never reused (AUTOINCREMENT), since
+    erasure now deletes survey rows. SQLite cannot add AUTOINCREMENT to a table: it is
+    rebuilt, rows copied with their ids."""
+    surveys = models.Survey.__table__  # type: ignore[attr-defined]
+    if conn.dialect.name != "sqlite":
+        await conn.execute(sa.text(
+            "ALTER TABLE surveys ADD COLUMN IF NOT EXISTS email_key VARCHAR"))
+        await conn.execute(sa.text(
+            "CREATE INDEX IF NOT EXISTS ix_surveys_email_key ON surveys (email_key)"))
+        return
+    old = [r[1] for r in (await conn.execute(sa.text("PRAGMA table_info(surveys)"))).all()]
+    await conn.execute(sa.text("ALTER TABLE surveys RENAME TO surveys_v2"))
+    for index in [r[1] for r in (await conn.execute(sa.text(
+            "PRAGMA index_list(surveys_v2)"))).all() if not str(r[1]).startswith("sqlite_")]:
+        await conn.execute(sa.text(f"DROP INDEX {index}"))
+    await conn.run_sync(lambda c: surveys.create(c))
+    listed = ", ".join(old)
+    await conn.execute(sa.text(f"INSERT INTO surveys ({listed}) SELECT {listed} FROM surveys_v2"))
+    await conn.execute(sa.text("DROP TABLE surveys_v2"))
+
+
 # STEPS[n] upgrades version n to n + 1. Append, never edit.
-STEPS: dict[int, Step] = {1: _events_without_user_ids}
-LATEST = 2
+STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address}
+LATEST = 3
 _SCHEMA = models.SchemaVersion.__table__  # type: ignore[attr-defined]
 _SYNC = models.SyncState.__table__  # type: ignore[attr-defined]
 _PG_LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes

@@ -60,6 +60,7 @@ class FakeSegment:
         self.batches: list[list[dict[str, Any]]] = []
         self.requests = 0
         self.reject_message_ids: set[str] = set()
+        self.reject_reason = "rejected"  # what a refusal says (Segment may quote the message)
         self._faults: deque[_Fault] = deque()
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -228,7 +229,7 @@ class FakeSegment:
         if size > MAX_MESSAGE_BYTES:
             raise _BadRequest(f"{mid}: message is {size} bytes, over {MAX_MESSAGE_BYTES}")
         if mid in self.reject_message_ids:
-            raise _BadRequest(f"{mid}: rejected")
+            raise _BadRequest(f"{mid}: {self.reject_reason}")
 
 
 def _error(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:

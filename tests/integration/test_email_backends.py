@@ -247,3 +247,22 @@ async def test_smtp_rendered_failures_keep_the_connection(
     [received] = await sink.wait_for(1, timeout=5)
     assert survey_of(received) == 3
     assert len(backend._idle) == 1  # the same connection throughout
+
+
+async def test_file_backend_names_files_by_survey_whatever_the_message_id(
+        tmp_path: Path) -> None:
+    """Erasure finds a person's .eml files by survey id, so the name cannot depend on the
+    Message-ID (which is random, not npsd-survey-N, for deliverability)."""
+    from jobs.email import FileBackend, SurveyEmail, render_message
+    from jobs.outbox import files_by_survey, remove_files
+
+    backend = FileBackend(tmp_path)
+    for survey_id, reminder in ((41, False), (41, True), (42, False)):
+        rendered = render_message(SurveyEmail(
+            survey_id=survey_id, token="t" * 32, to="p@example.com", first_name="P", name=None,
+            product_name="Acme", public_url="http://127.0.0.1:1", sender="nps@acme.example",
+            reminder=reminder))
+        await backend.send(replace(rendered, message_id="<0f3a9c1e7b2d4a6c@acme.example>"))
+    assert {k: len(v) for k, v in files_by_survey(tmp_path).items()} == {41: 2, 42: 1}
+    assert remove_files(tmp_path, [41]) == 2
+    assert list(files_by_survey(tmp_path)) == [42]

@@ -373,3 +373,53 @@ async def test_concurrent_single_messages_share_commits(make_client: Any) -> Non
     for i in range(n):
         status, body = await user(client, f"together-{i}")
         assert status == 200 and body["activity"]["events"] == 1, body
+
+
+async def test_a_timestamp_far_in_the_future_cannot_pin_a_trait(make_client: Any) -> None:
+    """`9998-12-31` would make this email win over every later identify for ever."""
+    from structlog.testing import capture_logs
+
+    client = await make_client()
+    with capture_logs() as logs:
+        response = await post(client, [
+            {"type": "identify", "userId": "pin", "messageId": "f1",
+             "timestamp": "9998-12-31T00:00:00Z", "traits": {"email": "attacker@x.io"}},
+            {"type": "track", "userId": "pin", "messageId": "f2", "event": "E",
+             "timestamp": "9998-12-31T00:00:00Z"}])
+    assert (await response.json())["accepted"] == 2
+    [line] = [e for e in logs if e["event"] == "intake.future_timestamp"]
+    assert line["messages"] == 2 and "pin" not in str(line)
+    await post(client, {"type": "identify", "userId": "pin", "messageId": "f3",
+                        "traits": {"email": "owner@x.io"}})
+    _, body = await user(client, "pin")
+    assert body["email"] == "owner@x.io"
+    assert not body["activity"]["last_seen"].startswith("9998")
+    # The Tracking API door too (with and without sentAt's clock-skew correction).
+    for n, extra in enumerate(({}, {"sentAt": "9998-12-31T00:00:01Z"})):
+        tracked = await client.post("/v1/identify", json={
+            "userId": "pin2", "messageId": f"t{n}", "timestamp": "9998-12-31T00:00:00Z",
+            "traits": {"email": f"attacker{n}@x.io"}, **extra}, headers=basic())
+        assert tracked.status == 200
+    await post(client, {"type": "identify", "userId": "pin2", "messageId": "f4",
+                        "traits": {"email": "owner2@x.io"}})
+    _, body = await user(client, "pin2")
+    assert body["email"] == "owner2@x.io"
+
+
+async def test_a_group_naming_no_one_writes_the_account(make_client: Any) -> None:
+    """The Calixa page's own example: a group call without userId or anonymousId, on both
+    intake doors."""
+    client = await make_client()
+    response = await post(client, {"type": "group", "groupId": "calixa-co", "messageId": "g1",
+                                   "traits": {"name": "Calixa", "plan": "pro"}})
+    assert response.status == 200 and (await response.json())["accepted"] == 1
+    tracked = await client.post("/v1/group", json={"groupId": "tracked-co", "traits": {
+        "name": "Tracked"}}, headers=basic())
+    assert tracked.status == 200, await tracked.text()
+    for group_id, name in (("calixa-co", "Calixa"), ("tracked-co", "Tracked")):
+        account = await client.get(f"/v1/accounts/{group_id}", headers=bearer())
+        body = await account.json()
+        assert account.status == 200 and body["traits"]["name"] == name
+        assert body["members"] == []
+    status, _ = await user(client, "calixa-co")
+    assert status == 404  # nobody was created for it

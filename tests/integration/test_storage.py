@@ -171,3 +171,93 @@ async def test_upgrade_from_schema_1_keeps_the_intake_log_without_user_ids(db_ur
         assert [tuple(r) for r in rows] == [("m1", "track", "Opened")]  # dedup still knows m1
     finally:
         await db.close()
+
+
+_V2_SURVEYS_SQLITE = (
+    "CREATE TABLE surveys (id INTEGER NOT NULL PRIMARY KEY, user_id VARCHAR NOT NULL, "
+    "token VARCHAR NOT NULL UNIQUE, kind VARCHAR NOT NULL, state VARCHAR NOT NULL, "
+    "due_at DATETIME NOT NULL, created_at DATETIME NOT NULL, sent_at DATETIME, "
+    "handoff_at DATETIME, lease_owner VARCHAR, lease_until DATETIME, "
+    "attempts INTEGER NOT NULL, last_error VARCHAR, expires_at DATETIME, "
+    "reminder_due_at DATETIME, reminder_sent_at DATETIME, score INTEGER, comment VARCHAR, "
+    "answered_at DATETIME, answer_revision INTEGER NOT NULL, synced_revision INTEGER NOT NULL, "
+    "needs_sync BOOLEAN NOT NULL)")
+
+
+async def _make_schema_2(db: Database) -> None:
+    """Turn a fresh database into a schema-2 one: surveys without email_key (and, on SQLite,
+    without AUTOINCREMENT), with an answered survey in it."""
+    async with db.write() as conn:
+        if db.is_sqlite:
+            await conn.execute(sa.text("DROP TABLE surveys"))
+            await conn.execute(sa.text(_V2_SURVEYS_SQLITE))
+            for name, columns in (("user_id", "user_id"), ("state_due", "state, due_at"),
+                                  ("reminder_due_at", "reminder_due_at"),
+                                  ("needs_sync", "needs_sync")):
+                await conn.execute(sa.text(f"CREATE INDEX ix_surveys_{name} ON surveys "
+                                           f"({columns})"))
+        else:
+            await conn.execute(sa.text("DROP INDEX ix_surveys_email_key"))
+            await conn.execute(sa.text("ALTER TABLE surveys DROP COLUMN email_key"))
+        await conn.execute(sa.text(
+            "INSERT INTO surveys (id, user_id, token, kind, state, due_at, created_at, "
+            "attempts, score, comment, answer_revision, synced_revision, needs_sync) VALUES "
+            "(5, 'u1', 'tok5', 'survey', 'answered', :at, :at, 1, 9, 'kept', 1, 0, :t)"),
+            {"at": NOW, "t": True})
+        await conn.execute(sa.text("UPDATE npsd_schema SET version = 2"))
+
+
+async def test_upgrade_from_schema_2_adds_the_address_key_and_keeps_surveys(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        await migrate(db, NOW)
+        await _make_schema_2(db)
+        assert await migrate(db, NOW) == (2, LATEST)
+        async with db.read() as conn:
+            inspected = await conn.run_sync(lambda c: (
+                {col["name"] for col in sa.inspect(c).get_columns("surveys")},
+                {ix["name"] for ix in sa.inspect(c).get_indexes("surveys")}))
+            row = (await conn.execute(sa.select(
+                SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.score, SURVEYS.c.comment,
+                SURVEYS.c.needs_sync, SURVEYS.c.email_key))).one()
+        columns, indexes = inspected
+        assert "email_key" in columns and "ix_surveys_email_key" in indexes
+        assert {"ix_surveys_user_id", "ix_surveys_state_due", "ix_surveys_needs_sync"} <= indexes
+        assert tuple(row) == (5, "u1", 9, "kept", True, None)
+        # Ids are never reused once the newest row is deleted (erasure deletes rows).
+        async with db.write() as conn:
+            new = (await conn.execute(sa.insert(SURVEYS).values(
+                user_id="u2", token="tok-a", state="pending", due_at=NOW, created_at=NOW)
+                .returning(SURVEYS.c.id))).scalar_one()
+            await conn.execute(sa.delete(SURVEYS).where(SURVEYS.c.id == new))
+            again = (await conn.execute(sa.insert(SURVEYS).values(
+                user_id="u3", token="tok-b", state="pending", due_at=NOW, created_at=NOW)
+                .returning(SURVEYS.c.id))).scalar_one()
+        assert again > new  # (PostgreSQL: a sequence, which never went back anyway)
+        assert not db.is_sqlite or (new, again) == (6, 7)
+    finally:
+        await db.close()
+
+
+async def test_hand_off_refuses_an_address_surveyed_within_the_interval(db_url: str) -> None:
+    """The last line of the one-survey-per-address rule: even a claim that passed the
+    dispatcher's check (another process sent to the address meanwhile) is not handed off."""
+    db = Database(db_url)
+    try:
+        await migrate(db, NOW)
+        await seed(db, 3, NOW)
+        async with db.write() as conn:
+            await conn.execute(sa.update(SURVEYS).values(email_key="same-key"))
+            await conn.execute(sa.update(SURVEYS).where(SURVEYS.c.user_id == "u0")
+                               .values(state="sent", sent_at=NOW - timedelta(days=3)))
+        claimed = await surveys.claim_due(db, NOW, "me", 10, timedelta(seconds=25))
+        ids = sorted(c.id for c in claimed)
+        assert len(ids) == 2
+        week, lease = timedelta(days=7), timedelta(seconds=25)
+        assert await surveys.mark_handoff(db, ids, "me", NOW, lease, week) == set()
+        # Outside the interval the address is free again, for one of them.
+        assert await surveys.mark_handoff(db, ids[:1], "me", NOW, lease, timedelta(days=1)) == {
+            ids[0]}
+        assert await surveys.mark_handoff(db, ids[1:], "me", NOW, lease, timedelta(days=1)) == set()
+    finally:
+        await db.close()

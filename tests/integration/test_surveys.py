@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from daemon.runtime import RUNTIME
 from jobs.clock import MovableClock
 from jobs.dispatch import Dispatcher
 from jobs.email import EmailBackend, make_backend
+from storage.sqlutil import SURVEYS
 from tests.conftest import basic, bearer
 from tests.fakes.smtp_sink import SmtpSink
 
@@ -256,10 +258,85 @@ async def test_max_per_account_and_sample_rate(engine_factory: Any) -> None:
     assert e.sink.count == 1
 
 
+async def _tokens_of(e: Engine, user_id: str) -> list[str]:
+    async with e.runtime.db.read() as conn:
+        return [r[0] for r in await conn.execute(
+            sa.select(SURVEYS.c.token).where(SURVEYS.c.user_id == user_id))]
+
+
 async def test_deleted_user_pending_survey_is_cancelled(engine_factory: Any) -> None:
     e = await engine_factory()
     await e.identify("d1", email="d@x.io", createdAt=NOW.isoformat())
+    [token] = await _tokens_of(e, "d1")
+    assert (await e.client.get(f"/u/{token}")).status == 200  # a live link, before
     await e.post({"type": "delete", "userId": "d1", "messageId": "del-1"})
+    # What the person (and anyone holding the link) sees: nothing of them is left.
+    assert (await e.client.get("/v1/users/d1", headers=bearer())).status == 404
+    for path in (f"/s/{token}", f"/u/{token}"):
+        assert (await e.client.get(path)).status == 404
+    assert (await e.client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
+            ).status == 404
+    assert await _tokens_of(e, "d1") == []  # the pending survey is gone, not just cancelled
     e.clock.advance(timedelta(days=4))
     await e.dispatch()
     assert e.sink.count == 0
+
+
+async def test_one_survey_per_address_whatever_user_id_carries_it(engine_factory: Any) -> None:
+    """Twenty user ids with one address (in any case) get one email, not twenty; another
+    id with that address later waits for the interval to end."""
+    e = await engine_factory(survey={"max_delay": 0})
+    for i in range(20):
+        await e.identify(f"dup{i}", email="Same@Example.com" if i % 2 else "same@example.COM")
+    await e.dispatch()
+    assert e.sink.count == 1
+    reasons = await e.decisions("dup7")
+    assert "skipped: a survey to this address is already pending under another user id" in reasons
+    e.clock.advance(timedelta(days=1))
+    await e.identify("late", email=" SAME@example.com ")
+    [late] = await e.decisions("late")
+    assert "this address was surveyed on 2026-03-02T10:00:00Z under another user id" in late
+    assert late.startswith("scheduled for 2026-08-31T10:00:00Z")  # sent + 26w
+    e.clock.advance(timedelta(days=30))
+    await e.dispatch()
+    assert e.sink.count == 1
+
+
+async def test_one_survey_per_address_within_one_request(engine_factory: Any) -> None:
+    e = await engine_factory(survey={"max_delay": 0})
+    batch = [{"type": "identify", "userId": f"b{i}", "messageId": f"b{i}",
+              "timestamp": NOW.isoformat(), "traits": {"email": f"Team{'@X.IO' if i else '@x.io'}"}}
+             for i in range(5)]
+    await e.post(batch)
+    states = [[s["state"] for s in (await e.user(f"b{i}"))["surveys"]] for i in range(5)]
+    assert sorted(states) == [[], [], [], [], ["pending"]]
+    await e.dispatch()
+    assert e.sink.count == 1
+
+
+async def test_address_checked_again_when_the_survey_falls_due(engine_factory: Any) -> None:
+    """u2 took u1's address after both were scheduled: one email, the other waits."""
+    e = await engine_factory(survey={"max_delay": 0})
+    await e.identify("u1", email="first@x.io")
+    await e.identify("u2", email="second@x.io")
+    await e.identify("u2", email="FIRST@x.io")
+    await e.dispatch()
+    assert e.sink.count == 1
+    [survey] = (await e.user("u2"))["surveys"]
+    assert survey["state"] == "pending" and survey["due_at"].startswith("2026-08-31")
+    assert any(r.startswith("deferred to 2026-08-31T10:00:00Z: this address was surveyed on")
+               for r in await e.decisions("u2"))
+
+
+async def test_a_refusal_quoting_the_address_is_stored_without_it(engine_factory: Any) -> None:
+    """`550 5.1.1 <addr>: no such user` names the person: stored (and logged) redacted."""
+    e = await engine_factory(survey={"max_delay": 0})
+    e.sink.fail_next(550, "5.1.1 <Bounce.Me@Example.com>: Recipient address rejected",
+                     at="RCPT")
+    await e.identify("bounce", email="Bounce.Me@Example.com")
+    await e.dispatch()
+    [survey] = (await e.user("bounce"))["surveys"]
+    assert survey["state"] == "failed" and "550" in survey["last_error"]
+    assert "bounce.me@example.com" not in survey["last_error"].casefold()
+    assert "[email]" in survey["last_error"]
+    assert not [r for r in await e.decisions("bounce") if "@example.com" in r.casefold()]

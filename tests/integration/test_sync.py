@@ -225,3 +225,39 @@ async def test_status_reports_the_last_sync(world: World) -> None:
     await world.syncer().run("test")
     status = await reads.status(world.db, world.clock.now())
     assert status["sync"]["last_result"] == "ok" and status["sync"]["backlog"] == 0
+
+
+async def test_a_refusal_quoting_the_message_is_stored_redacted(world: World) -> None:
+    survey_id = await world.answered("u1", 9)
+    world.seg.reject_message_ids.update(
+        message_id(kind, str(survey_id), "1") for kind in ("identify", "track"))
+    world.seg.reject_reason = "invalid trait email: Someone.Else@Example.com"
+    assert (await world.syncer().run("test"))["failed"] == 2
+    async with world.db.read() as conn:
+        reasons = (await conn.execute(sa.select(SYNC_FAILURES.c.reason))).scalars().all()
+    assert len(reasons) == 2
+    assert all("[email]" in r and "example.com" not in r.casefold() for r in reasons)
+
+
+class _EraseWhileSyncing(Syncer):
+    """An erasure that commits after the sync read the backlog, before the batch goes out."""
+
+    async def _still_there(self, items: Any, remaining: Any) -> Any:
+        async with self._db.write() as conn:
+            await conn.execute(sa.delete(SURVEYS).where(SURVEYS.c.user_id == "gone"))
+        return await super()._still_there(items, remaining)
+
+
+async def test_an_answer_erased_during_a_sync_is_not_sent(world: World) -> None:
+    await world.answered("gone", 2, "private words")
+    await world.answered("stays", 9)
+    syncer = _EraseWhileSyncing(world.db, world.clock, "test-1", lambda: world.settings,
+                                world.session)
+    report = await syncer.run("test")
+    assert report["result"] == "ok"
+    assert {m["userId"] for m in world.seg.messages} == {"stays"}
+    assert "private words" not in str(world.seg.messages)
+    async with world.db.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(SYNC_FAILURES))
+                ).scalar_one() == 0
+    assert (await world.syncer().run("again"))["sent"] == 0

@@ -1,0 +1,74 @@
+"""The file email backend's outbox (`email.file_dir`) as a place personal data lives.
+
+Each .eml is named after its survey (`…-survey-<id>.eml`, `…-survey-<id>-reminder.eml`), so
+an erasure can find and remove the files of the surveys it deleted, once it has committed.
+Should npsd stop between that commit and the removal (or a survey be handed to the backend
+just before its erasure committed), housekeeping removes the .eml files of surveys that no
+longer exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from storage import sync_store
+from storage.db import Database
+
+log = structlog.get_logger("npsd.outbox")
+
+_NAME = re.compile(r"-survey-(\d+)(?:-reminder)?(?:-\d+)?\.eml\Z")
+
+
+def survey_stem(survey_id: int | str, reminder: bool = False) -> str:
+    """The part of an .eml name that says whose it is (jobs.email.FileBackend)."""
+    return f"survey-{survey_id}{'-reminder' if reminder else ''}"
+
+
+def files_by_survey(directory: Path) -> dict[int, list[Path]]:
+    """The outbox's .eml files, by the survey they were written for."""
+    found: dict[int, list[Path]] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        match = _NAME.search(entry.name)
+        if match is not None and entry.is_file():
+            found.setdefault(int(match.group(1)), []).append(Path(entry.path))
+    return found
+
+
+def remove_files(directory: Path, survey_ids: Iterable[int]) -> int:
+    """Remove the .eml files of these surveys; returns how many went."""
+    wanted = set(survey_ids)
+    if not wanted:
+        return 0
+    removed = 0
+    for survey_id, paths in files_by_survey(directory).items():
+        if survey_id in wanted:
+            for path in paths:
+                try:
+                    path.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.warning("outbox.remove_failed", survey_id=survey_id,
+                                reason=exc.strerror or exc.__class__.__name__)
+    return removed
+
+
+async def prune(db: Database, directory: Path) -> int:
+    """Remove the .eml files of surveys that no longer exist (erased); returns how many."""
+    files = await asyncio.to_thread(files_by_survey, directory)
+    if not files:
+        return 0
+    alive = await sync_store.existing_surveys(db, set(files))
+    gone = [i for i in files if i not in alive]
+    return await asyncio.to_thread(remove_files, directory, gone) if gone else 0

@@ -1,0 +1,65 @@
+"""Where a person's data lives: the one list erasure works from.
+
+Every table of the schema is named here, either with how to find one person's rows in it
+(erasure deletes them) or as holding nothing personal. A test fails when a table is added to
+storage.models without being listed, so a new table cannot be forgotten by an erasure.
+Outside the database a person leaves one more trace: the `.eml` files the file email backend
+writes to `email.file_dir`, named by survey id (jobs.email.FileBackend), removed after the
+erasure has committed and, should that removal be interrupted, by housekeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.sql_steps import Steps, execute_in, fetch_in
+
+
+@dataclass(frozen=True)
+class Place:
+    """A table holding personal data, and the column that names whose a row is."""
+
+    table: str
+    column: str  # a user id column, or "survey_id" for rows tied to the person's surveys
+    columns: tuple[str, ...]  # the columns that hold personal data (documentation, tests)
+
+
+# In erasure order: rows that point at surveys go before the surveys themselves.
+PERSONAL: tuple[Place, ...] = (
+    Place("sync_failures", "user_id", ("user_id", "reason")),
+    Place("sync_failures", "survey_id", ("user_id", "reason")),
+    Place("decisions", "user_id", ("user_id", "reason")),
+    Place("memberships", "user_id", ("user_id",)),
+    Place("aliases", "user_id", ("alias_id", "user_id")),
+    Place("aliases", "alias_id", ("alias_id", "user_id")),
+    Place("surveys", "user_id", ("user_id", "token", "email_key", "score", "comment",
+                                 "last_error")),
+    Place("users", "user_id", ("user_id", "email", "first_name", "last_name", "name", "gender",
+                               "timezone", "locale", "created_at", "traits", "first_seen",
+                               "last_seen")),
+)
+
+# Kept on purpose after an erasure: the suppressed id, so later events of that id are
+# dropped instead of bringing the person back (and they are never surveyed again).
+KEPT: dict[str, str] = {"suppressions": "the erased user id, so it is never surveyed again"}
+
+# Tables with nothing of a person in them.
+NO_PERSONAL_DATA: dict[str, str] = {
+    "npsd_schema": "the schema version",
+    "events": "messageIds for deduplication, without user ids (schema 2)",
+    "accounts": "companies (groupId and traits), not people",
+    "sync_state": "the sync-back lease and its last figures",
+}
+
+
+def erase_rows(user_ids: list[str]) -> Steps[list[int]]:
+    """Delete every row of these users listed in PERSONAL; returns the ids of their surveys
+    that were deleted (their .eml files go once this has committed)."""
+    survey_ids = [int(r[0]) for r in (yield from fetch_in(
+        "SELECT id FROM surveys WHERE user_id IN ({})", user_ids))]
+    for place in PERSONAL:
+        keys: list[object] = list(survey_ids) if place.column == "survey_id" else list(user_ids)
+        if keys:
+            yield from execute_in(f"DELETE FROM {place.table} WHERE {place.column} IN ({{}})",
+                                  keys)
+    return survey_ids
