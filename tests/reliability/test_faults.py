@@ -269,7 +269,9 @@ async def _answer(
 
 @contextlib.contextmanager
 def small_filesystem(path: Path, size: str = "8m") -> Any:
-    """A size-limited tmpfs (needs root and mount permission: skip otherwise)."""
+    """A size-limited tmpfs. It needs root and mount permission (CI runs as root): on a
+    developer's machine without them the test is skipped, under CI that skip is a failure
+    (tests/conftest.py)."""
     path.mkdir(parents=True, exist_ok=True)
     if shutil.which("mount") is None:
         pytest.skip("no mount(8) here")
