@@ -54,14 +54,16 @@ async def test_identify_to_one_email_to_answer(tmp_path: Path) -> None:
                                          data={"score": "7", "comment": "solid"}) as answer:
                 assert answer.status == 200
             status, user = await npsd.get_admin("/v1/users/peter")
-            assert user["surveys"][0]["score"] == 7 and user["surveys"][0]["state"] == "answered"
+            assert status == 200 and user["surveys"][0]["score"] == 7 and user["surveys"][0]["state"] == "answered"
             code, out, _ = await npsd.cli("report", "--json")
             assert code == 0 and json.loads(out)["overall"]["passives"] == 1
 
             # Nothing makes a second email: redelivery, more identifies, SIGHUP, restart.
-            await npsd.post_segment(identify("peter", 1, created))
+            assert await npsd.post_segment(identify("peter", 1, created)) == (
+                200, {"accepted": 0, "duplicates": 1, "rejected": []})
             for n in range(2, 12):
-                await npsd.post_segment(identify("peter", n, created))
+                status, body = await npsd.post_segment(identify("peter", n, created))
+                assert status == 200 and body["accepted"] == 1
             await npsd.send_signal(signal.SIGHUP)
             await npsd.wait_for_event("config.reloaded")
             assert await npsd.stop() == 0
@@ -70,7 +72,7 @@ async def test_identify_to_one_email_to_answer(tmp_path: Path) -> None:
             # run over everything that was due, and Peter's survey was not among it.
             probe = {"type": "identify", "userId": "probe", "messageId": "probe-1",
                      "traits": {"email": "probe@example.com"}}
-            await npsd.post_segment(probe)
+            assert (await npsd.post_segment(probe))[0] == 200
             await sink.wait_for(2, timeout=15)
             assert sorted(m["To"] for m in sink.messages) == [
                 "Peter <peter@example.com>", "probe@example.com"]
