@@ -48,6 +48,13 @@ async def test_identify_to_one_email_to_answer(tmp_path: Path) -> None:
             assert due <= arrived < due + timedelta(seconds=5), (due, arrived)
             token = token_in(sink)
             assert npsd.session is not None
+
+            # The mail server has it a moment before npsd records it sent (the link opens then).
+            async def recorded_sent() -> bool:
+                _, user = await npsd.get_admin("/v1/users/peter")
+                return bool(user["surveys"][0]["state"] == "sent")
+
+            await wait_for(recorded_sent, timeout=10, what="the survey recorded sent")
             async with npsd.session.get(f"{npsd.url}/s/{token}?score=7") as page:
                 assert page.status == 200 and "recommend" in await page.text()
             async with npsd.session.post(f"{npsd.url}/s/{token}",
