@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import re
+import ssl
 import time
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
@@ -327,6 +328,10 @@ def _classify(exc: Exception, *, connecting: bool = False) -> EmailError:
         return _by_code(exc.code, exc.message)
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return PermanentEmailError(None, exc.message)  # e.g. a UTF-8 address, no SMTPUTF8
+    if isinstance(exc, ssl.SSLError):
+        # Before ValueError: a refused certificate (SSLCertVerificationError is both) is the
+        # server's or the trust store's fault, not this message's: retry, never fail it.
+        return TransientEmailError(None, f"TLS failed: {exc}")
     if isinstance(exc, ValueError):
         return PermanentEmailError(None, f"invalid address: {exc}")
     if isinstance(exc, aiosmtplib.SMTPException):

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from types import TracebackType
@@ -55,6 +56,7 @@ class SmtpSink:
         self._lock = threading.Lock()
         self._raw: list[tuple[bytes, str, list[str]]] = []  # (content, mail from, rcpt tos)
         self._messages: list[EmailMessage] = []
+        self._arrivals: list[datetime] = []  # wall-clock time each message was accepted
         self._faults: list[_Fault] = []
         self._in_loop = False
         self._controller: Controller | None = None  # thread mode
@@ -74,6 +76,12 @@ class SmtpSink:
             return list(self._messages)
 
     @property
+    def arrived_at(self) -> list[datetime]:
+        """When each message was accepted (UTC, wall clock), oldest first."""
+        with self._lock:
+            return list(self._arrivals)
+
+    @property
     def count(self) -> int:
         with self._lock:
             return len(self._raw)
@@ -82,6 +90,7 @@ class SmtpSink:
         with self._lock:
             self._raw.clear()
             self._messages.clear()
+            self._arrivals.clear()
 
     async def wait_for(
         self,
@@ -210,6 +219,7 @@ class SmtpSink:
         raw = content if isinstance(content, bytes) else content.encode()
         with self._lock:
             self._raw.append((raw, envelope.mail_from or "", list(envelope.rcpt_tos)))
+            self._arrivals.append(datetime.now(UTC))
 
 
 class _Session(SMTP):

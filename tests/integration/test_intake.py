@@ -266,9 +266,12 @@ async def test_alias_merges_previous_id(make_client: Any) -> None:
     await post(client, {"type": "track", "userId": "97980cfea0067", "event": "A",
                         "messageId": "t1"})
     await post(client, fixture("alias"))
-    status, _ = await user(client, "97980cfea0067")
+    # The old id still finds the person: it now names the merged user.
+    status, old = await user(client, "97980cfea0067")
+    assert status == 200 and old["userId"] == "507f191e81", old
     merged_status, body = await user(client, "507f191e81")
     assert merged_status == 200 and body["userId"] == "507f191e81"
+    assert old == body
     assert body["traits"]["email"] == "p@x.io"
     assert "97980cfea0067" in body["aliases"]
     assert body["activity"]["events"] == 1
@@ -335,8 +338,10 @@ async def test_other_writers_get_their_turn_under_continuous_intake(make_client:
     # More waiting than one group takes (2,000 messages): the writer never runs dry.
     senders = [asyncio.create_task(sender(n)) for n in range(32)]
     try:
-        while sent < 20:  # the load is on
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(30):
+            while sent < 20:  # the load is on
+                assert not any(t.done() for t in senders), "a sender failed"
+                await asyncio.sleep(0.01)
         before = sent
         # Starved, these would wait for the load to end, which it never does: the timeout.
         async with asyncio.timeout(30):

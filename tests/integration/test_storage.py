@@ -67,7 +67,8 @@ async def test_concurrent_claims_never_overlap(db_url: str) -> None:
                     return got
                 got += [c.id for c in claimed]
 
-        results = await asyncio.gather(*(sweep(db, f"w{i}") for i, db in enumerate(dbs)))
+        async with asyncio.timeout(60):  # a claim that never empties the queue loops forever
+            results = await asyncio.gather(*(sweep(db, f"w{i}") for i, db in enumerate(dbs)))
         every = [i for r in results for i in r]
         assert len(every) == 900 and len(set(every)) == 900
     finally:

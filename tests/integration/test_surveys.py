@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from daemon.runtime import RUNTIME
 from jobs.clock import MovableClock
 from jobs.dispatch import Dispatcher
 from jobs.email import EmailBackend, make_backend
+from jobs.housekeeping import housekeeping
 from storage.sqlutil import SURVEYS
 from tests.conftest import basic, bearer
 from tests.fakes.smtp_sink import SmtpSink
@@ -220,6 +222,72 @@ async def test_reminder_once_and_link_expiry(engine_factory: Any) -> None:
     assert (await e.client.post(f"/s/{token}", data={"score": "3"})).status == 410
 
 
+async def test_unanswered_survey_expires_after_the_response_window(engine_factory: Any) -> None:
+    """What an operator and the customer see when nobody answers: after response_window the
+    survey is `expired` in the user's record, in /v1/status and in /metrics, and the link
+    answers 410."""
+    e = await engine_factory(survey={"max_delay": 0, "response_window": "7d"})
+    await e.identify("late", email="late@x.io")
+    assert await e.dispatch() == 1
+    token = e.token_of()
+
+    async def tidy() -> dict[str, int]:  # the housekeeping job, as npsd runs it every minute
+        return await housekeeping(e.runtime.db, e.clock.now(), timedelta(days=7))
+
+    e.clock.advance(timedelta(days=7) - timedelta(seconds=1))
+    assert (await tidy())["expired"] == 0
+    assert (await e.user("late"))["surveys"][0]["state"] == "sent"
+    assert (await e.client.get(f"/s/{token}")).status == 200
+    e.clock.advance(timedelta(seconds=2))
+    assert (await tidy())["expired"] == 1
+    survey = (await e.user("late"))["surveys"][0]
+    assert survey["state"] == "expired" and survey["score"] is None
+    status = await (await e.client.get("/v1/status", headers=bearer())).json()
+    assert status["surveys"]["expired"] == 1 and status["surveys"]["sent"] == 0
+    metrics = await (await e.client.get("/metrics")).text()
+    assert 'npsd_surveys{state="expired"} 1.0' in metrics
+    assert 'npsd_surveys{state="sent"} 0.0' in metrics
+    assert (await e.client.get(f"/s/{token}")).status == 410
+    assert (await e.client.post(f"/s/{token}", data={"score": "9"})).status == 410
+    assert (await e.user("late"))["surveys"][0]["score"] is None
+    assert await tidy() == {"expired": 0, "pruned": 0}  # expired once
+
+
+def set_sample_rate(e: Engine, rate: float) -> None:
+    """What a reload (SIGHUP) with a new survey.sample_rate does: new settings for the next
+    identify and the next dispatch run."""
+    settings = e.runtime.settings
+    e.runtime.settings = replace(settings, survey=replace(settings.survey, sample_rate=rate))
+
+
+async def test_sample_rate_lowered_before_dispatch_skips_at_dispatch(
+    engine_factory: Any,
+) -> None:
+    e = await engine_factory()  # sample_rate 1: everyone is scheduled
+    users = [f"s{i}" for i in range(24)]
+    for uid in users:
+        await e.identify(uid, email=f"{uid}@x.io", createdAt=NOW.isoformat())
+    for uid in users:
+        assert (await e.user(uid))["surveys"][0]["state"] == "pending"
+    set_sample_rate(e, 0.5)  # lowered between scheduling and the due time (createdAt+3d)
+    e.clock.advance(timedelta(days=3, seconds=1))
+    assert await e.dispatch() == len(users)
+    states = {u: (await e.user(u))["surveys"][0]["state"] for u in users}
+    skipped = [u for u, state in states.items() if state == "skipped"]
+    sent = [u for u, state in states.items() if state == "sent"]
+    assert len(skipped) + len(sent) == len(users), states
+    assert 0 < len(skipped) < len(users), states  # about half: the userId's hash decides
+    assert e.sink.count == len(sent)
+    for uid in skipped:
+        assert "skipped: not in the sample (sample_rate 0.5)" in await e.decisions(uid)
+    # Identified again under the new rate, the same users are out of the sample: the
+    # decision at identify agrees with the one at dispatch.
+    for uid in users:
+        await e.identify(uid, email=f"{uid}@x.io", createdAt=NOW.isoformat())
+        last = (await e.decisions(uid))[-1]
+        assert ("not in the sample" in last) == (uid in skipped), (uid, last)
+
+
 async def test_answer_revision_and_bad_scores(engine_factory: Any) -> None:
     e = await engine_factory(survey={"max_delay": 0})
     await e.identify("a1", email="a@x.io")
@@ -247,7 +315,7 @@ async def test_comment_is_escaped_on_the_page(engine_factory: Any) -> None:
     assert xss not in html and "&lt;script&gt;" in html
 
 
-async def test_max_per_account_and_sample_rate(engine_factory: Any) -> None:
+async def test_max_per_account_caps_surveys_per_account(engine_factory: Any) -> None:
     e = await engine_factory(survey={"max_delay": 0, "max_per_account": 1})
     for uid in ("p1", "p2"):
         await e.post({"type": "group", "userId": uid, "groupId": "acme", "messageId": f"g{uid}"})

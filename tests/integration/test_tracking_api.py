@@ -133,7 +133,8 @@ async def test_write_key_in_body_without_authorization(make_client: Any) -> None
     assert body["traits"]["email"] == "peter@initech.example"
     assert body["accounts"] == [{"groupId": "acct_123"}]
     status, account = await get(client, "/v1/accounts/acct_123")
-    assert account["traits"]["plan"] == "enterprise"
+    assert status == 200 and account["traits"]["plan"] == "enterprise"
+    assert account["members"] == ["019mr8mf4r"]
 
 
 async def test_bad_write_key_is_401(make_client: Any) -> None:

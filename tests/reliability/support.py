@@ -24,6 +24,7 @@ import pytest
 
 from storage.surveys import INTERRUPTED
 from tests.conftest import basic
+from tests.waiting import wait_for
 
 # Which survey an email is for: the token of its unsubscribe link (Message-IDs are random).
 UNSUBSCRIBE_TOKEN = re.compile(r"/u/([A-Za-z0-9_%-]+)>")
@@ -39,13 +40,7 @@ async def wait_until(
     predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition"
 ) -> None:
     """Poll an async predicate until it is true; TimeoutError names what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await predicate():
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+    await wait_for(predicate, timeout, interval, what)
 
 
 # --- the store, read directly ---------------------------------------------------------

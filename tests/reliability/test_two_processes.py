@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from jobs.dispatch import LEASE
+from jobs.dispatch import HANDOFF_CHUNK, LEASE, MAX_IN_FLIGHT
 from tests.conftest import ADMIN, bearer
 from tests.fakes.segment_api import FakeSegment
 from tests.harness import Daemon, free_port
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.postgres
 
 SURVEYS = 10_000
 KILL_SURVEYS = 4_000  # the kill variant waits out a 30 s lease: keep its volume smaller
+IN_FLIGHT = MAX_IN_FLIGHT * HANDOFF_CHUNK  # claims one dispatcher commit can settle at most
 
 
 async def seed(url: str, n: int, *, answered: bool = False, first: int = 0) -> None:
@@ -163,7 +165,7 @@ async def test_two_processes_email_each_survey_once(
             await sink.wait_for(SURVEYS, timeout=180)
             await wait_until(lambda: _settled(pg_url), timeout=30, what="all surveys settled")
             elapsed = time.monotonic() - started
-            await asyncio.sleep(2.5)  # a further tick of both: nothing more goes out
+            await _probe(pg_url, sink, first=SURVEYS)
         finally:
             codes = await asyncio.gather(a.stop(), b.stop())
             await asyncio.gather(a.close(), b.close())
@@ -183,7 +185,17 @@ async def test_two_processes_email_each_survey_once(
     assert codes == [0, 0]
     assert audit.duplicates == []
     assert audit.problems == []
-    assert len(messages) == SURVEYS and audit.sent == SURVEYS
+    assert len(messages) == SURVEYS + 1 and audit.sent == SURVEYS + 1  # with the probe
+
+
+async def _probe(url: str, sink: LeanSink, first: int) -> None:
+    """One more survey, due at once: when it is emailed and settled, a dispatcher has run
+    over everything due after the work was done, and nothing else was due (the caller counts
+    the emails after both processes have stopped and finished what they had in flight)."""
+    before = len(sink.message_ids)
+    await seed(url, 1, first=first)
+    await sink.wait_for(before + 1, timeout=30)
+    await wait_until(lambda: _settled(url), timeout=30, what="the probe settled")
 
 
 async def test_two_processes_one_killed_mid_run(
@@ -197,9 +209,9 @@ async def test_two_processes_one_killed_mid_run(
         await asyncio.gather(a.start(), b.start())
         try:
             await sink.wait_for(KILL_SURVEYS // 5, timeout=120)
+            claimed_by_dead = await _freeze_holding_claims(a, pg_url)
             await a.kill()
             killed_at = time.monotonic()
-            claimed_by_dead = await _claimed_by_others(pg_url)
             await wait_until(
                 lambda: _settled(pg_url),
                 timeout=LEASE.total_seconds() + 60,
@@ -208,7 +220,7 @@ async def test_two_processes_one_killed_mid_run(
             )
             settled_s = time.monotonic() - killed_at
             takeovers = b.events("survey.leases_taken_over")
-            await asyncio.sleep(2.5)
+            await _probe(pg_url, sink, first=KILL_SURVEYS)
         finally:
             await a.close()
             code = await b.stop()
@@ -233,17 +245,36 @@ async def test_two_processes_one_killed_mid_run(
     assert code == 0
     assert audit.duplicates == []
     assert audit.problems == []
-    assert audit.sent + audit.interrupted == KILL_SURVEYS
-    if claimed_by_dead:
-        assert takeovers, "the survivor never took the dead process's claims over"
-        # Taken over within the lease plus a dispatcher tick (and a little scheduling slack).
-        assert settled_s < LEASE.total_seconds() + 2 + 10
+    assert audit.sent + audit.interrupted == KILL_SURVEYS + 1  # with the probe
+    # The dead process held claims: the survivor took them over (back to pending, or failed
+    # if their hand-off had started), within the lease plus a tick. All of them but those a
+    # commit the frozen process had already sent may have settled (at most IN_FLIGHT).
+    taken = sum(e["returned"] + e["interrupted"] for e in takeovers)
+    assert claimed_by_dead - IN_FLIGHT <= taken <= claimed_by_dead, (taken, claimed_by_dead)
+    assert taken > 0 and audit.interrupted <= taken
+    assert settled_s < LEASE.total_seconds() + 2 + 10
 
 
-async def _claimed_by_others(url: str) -> int:
+async def _freeze_holding_claims(npsd: Daemon, url: str, timeout: float = 60) -> int:
+    """SIGSTOP the process at a moment it holds more claims than one commit of its can settle,
+    so it is killed holding some: the takeover is then always exercised. Returns how many it
+    held when frozen (a commit it sent just before the stop may still settle IN_FLIGHT of
+    them; nothing else moves them: a live holder's claims are taken only after the lease)."""
+    assert npsd.proc is not None
+    mine = f"%:{npsd.proc.pid}:%"  # leases name their holder host:pid:nonce
     conn = await asyncio.wait_for(asyncpg.connect(pg_dsn(url)), timeout=10)
+    query = "SELECT count(*) FROM surveys WHERE state = 'sending' AND lease_owner LIKE $1"
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM surveys WHERE state = 'sending'"))
+        deadline = time.monotonic() + timeout
+        while True:
+            if int(await conn.fetchval(query, mine)) > IN_FLIGHT:
+                npsd.proc.send_signal(signal.SIGSTOP)
+                held = int(await conn.fetchval(query, mine))
+                if held > IN_FLIGHT:
+                    return held
+                npsd.proc.send_signal(signal.SIGCONT)  # it settled them just before the stop
+            assert time.monotonic() < deadline, "the process never held a claim"
+            await asyncio.sleep(0.01)
     finally:
         await conn.close()
 
