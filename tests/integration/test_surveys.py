@@ -250,7 +250,7 @@ async def test_unanswered_survey_expires_after_the_response_window(engine_factor
     assert (await e.client.get(f"/s/{token}")).status == 410
     assert (await e.client.post(f"/s/{token}", data={"score": "9"})).status == 410
     assert (await e.user("late"))["surveys"][0]["score"] is None
-    assert await tidy() == {"expired": 0, "pruned": 0}  # expired once
+    assert await tidy() == {"expired": 0, "pruned": 0, "files": 0}  # expired once
 
 
 def set_sample_rate(e: Engine, rate: float) -> None:
@@ -363,8 +363,10 @@ async def test_one_survey_per_address_whatever_user_id_carries_it(engine_factory
     e.clock.advance(timedelta(days=1))
     await e.identify("late", email=" SAME@example.com ")
     [late] = await e.decisions("late")
-    assert "this address was surveyed on 2026-03-02T10:00:00Z under another user id" in late
-    assert late.startswith("scheduled for 2026-08-31T10:00:00Z")  # sent + 26w
+    # The test clock runs on from 10:00:00, so a loaded machine may be a second or two later.
+    assert re.search(r"this address was surveyed on 2026-03-02T10:00:0\dZ under another user id",
+                     late)
+    assert re.match(r"scheduled for 2026-08-31T10:00:0\dZ", late)  # sent + 26w
     e.clock.advance(timedelta(days=30))
     await e.dispatch()
     assert e.sink.count == 1
@@ -392,7 +394,7 @@ async def test_address_checked_again_when_the_survey_falls_due(engine_factory: A
     assert e.sink.count == 1
     [survey] = (await e.user("u2"))["surveys"]
     assert survey["state"] == "pending" and survey["due_at"].startswith("2026-08-31")
-    assert any(r.startswith("deferred to 2026-08-31T10:00:00Z: this address was surveyed on")
+    assert any(re.match(r"deferred to 2026-08-31T10:00:0\dZ: this address was surveyed on", r)
                for r in await e.decisions("u2"))
 
 
