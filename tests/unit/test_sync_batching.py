@@ -151,6 +151,16 @@ def test_a_group_exactly_filling_a_batch_stays_whole() -> None:
         [e.message_id for e in bigger[:-1]], [bigger[-1].message_id, small.message_id]]
 
 
+def test_a_group_spread_over_batches_fills_them_to_the_byte() -> None:
+    """A group too big for one batch is spread message by message, each counted with its
+    comma, so the first batch is filled exactly as single messages would fill it."""
+    exact = [encoded(m) for m in filling(0)]
+    extra = encoded(identify(999))
+    result = list(pack([[*exact, extra]]))
+    assert [len(b) for b in result] == [16, 1]
+    assert result[0] == exact
+
+
 def test_the_size_a_caller_gives_is_what_is_counted() -> None:
     """The syncer passes the sizes it already has instead of having them summed again."""
     group = [encoded(identify(1)), encoded(identify(2))]
@@ -177,7 +187,10 @@ def test_a_group_of_exactly_the_count_cap_stays_whole() -> None:
     assert [len(b) for b in pack([group])] == [SPEC_BATCH_MESSAGES]
     one_more = [*group, encoded(identify(SPEC_BATCH_MESSAGES))]
     assert [len(b) for b in pack([one_more])] == [SPEC_BATCH_MESSAGES, 1]
-    assert [len(b) for b in pack([group[:3]] * 2, max_messages=3)] == [3, 3]
+    # After an open batch: the whole group starts the next batch instead of topping it up.
+    first = encoded(identify(-1))
+    assert [len(b) for b in pack([[first], group])] == [1, SPEC_BATCH_MESSAGES]
+    assert [len(b) for b in pack([[first], group[:3]], max_messages=3)] == [1, 3]
 
 
 @pytest.mark.parametrize(
@@ -291,6 +304,14 @@ def test_one_byte_over_32_kb_is_cut_to_exactly_32_kb() -> None:
     assert fitted2 == fitted and data == wire(fitted)
     e = encode_fitted(message)
     assert (e.data, e.message_id, e.tag) == (wire(fitted), message["messageId"], fitted)
+
+
+def test_encode_fitted_takes_the_limit_and_the_paths_it_is_given() -> None:
+    message = {"type": "track", "messageId": "m", "userId": "u", "event": "e" * 2_000}
+    e = encode_fitted(message, 1_000, truncatable=(("event",),))
+    assert e.tag["event"].endswith(ELLIPSIS)
+    assert e.data == wire(e.tag) and len(e.data) == 1_000
+    assert e.message_id == "m"
 
 
 def test_fit_cuts_properties_comment_by_default() -> None:
