@@ -832,3 +832,95 @@ def test_alias_without_a_source_changes_nothing() -> None:
     m = Message(message_id="m", type="alias", user_id="u1", anonymous_id=None, timestamp=T0)
     b = apply(book(), m)
     assert b.users == {} and b.aliases == {}
+
+
+# -- the row details the store writes back ---------------------------------------------------
+
+
+def test_a_new_account_row_is_keyed_and_stamped() -> None:
+    b = apply(book(), message("group", userId="u1", groupId="acme"))
+    assert b.accounts["acme"]["group_id"] == "acme"
+    assert b.accounts["acme"]["updated_at"] == T0
+
+
+def test_ended_memberships_are_inactive_not_just_falsy() -> None:
+    loaded = {key: {"user_id": key[0], "group_id": key[1], "active": True,
+                    "changed_at": T0 - MIN} for key in [("u1", "g"), ("u1", "h"), ("u2", "k")]}
+    b = apply(book(memberships=dict(loaded)),
+              track("Account Deleted", "admin", context={"groupId": "g"}),
+              message("group", userId="u1", groupId="x"),
+              track("Account Removed User", "u2", context={"groupId": "k"}), rules=ONE_ACCOUNT)
+    for key in [("u1", "g"), ("u1", "h"), ("u2", "k")]:
+        assert b.memberships[key]["active"] is False, key
+        assert b.memberships[key]["changed_at"] == T0
+    # Loaded rows that changed are dirty (an UPDATE), not new.
+    assert b.dirty_memberships == {("u1", "g"), ("u1", "h"), ("u2", "k")}
+    assert b.new_memberships == {("u1", "x")}
+
+
+def test_relinking_moves_the_change_time() -> None:
+    loaded = {("u1", "a"): {"user_id": "u1", "group_id": "a", "active": False,
+                            "changed_at": T0}}
+    b = apply(book(memberships=loaded), message("group", MIN, userId="u1", groupId="a"))
+    assert b.memberships[("u1", "a")] == {"user_id": "u1", "group_id": "a", "active": True,
+                                          "changed_at": T0 + MIN}
+
+
+def test_removed_then_added_at_the_same_instant_is_a_member() -> None:
+    b = apply(book(), track("Account Removed User", context={"groupId": "g"}),
+              track("Account Added User", context={"groupId": "g"}))
+    assert active(b) == {("u1", "g")}
+
+
+def test_an_anonymous_visitor_stays_anonymous_until_identified() -> None:
+    b = apply(book(), page(None, anonymousId="anon-1"), page(None, at=MIN, anonymousId="anon-1"))
+    assert b.users["anon-1"]["anonymous"] is True
+    assert b.users["anon-1"]["event_count"] == 2
+
+
+def test_alias_to_a_new_user_id_creates_a_known_user() -> None:
+    b = apply(book(), page(None, anonymousId="anon-1"),
+              message("alias", MIN, userId="u1", anonymousId="anon-1"))
+    assert b.users["u1"]["anonymous"] is False
+    assert b.users["u1"]["event_count"] == 1
+
+
+def test_unchanged_traits_keep_the_loaded_text() -> None:
+    """Loaded rows are compared before writing: text that did not change is left alone."""
+    user = new_user("u1", T0)
+    user["traits"] = '{"plan": "pro"}'  # as another writer formatted it
+    user["trait_times"] = f'{{"plan": "{stamp(MIN)}"}}'
+    b = apply(book(users={"u1": user}), identify(traits={"plan": "free"}))
+    assert b.users["u1"]["traits"] == '{"plan": "pro"}'
+    assert b.users["u1"]["trait_times"] == f'{{"plan": "{stamp(MIN)}"}}'
+
+
+def test_an_undated_merged_trait_is_older_than_any_dated_one() -> None:
+    """A trait with no recorded time counts as set at the epoch, 1970-01-01T00:00Z."""
+    anon = new_user("anon-1", T0, anonymous=True)
+    anon["traits"] = json.dumps({"plan": "undated"})
+    early = datetime(1970, 1, 1, 12, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    user = new_user("u1", T0)
+    user["traits"] = json.dumps({"plan": "dated"})
+    user["trait_times"] = json.dumps({"plan": early})
+    b = apply(book(users={"anon-1": anon, "u1": user}), identify("u1", anonymousId="anon-1"))
+    assert traits(b.users["u1"])["plan"] == "dated"
+
+
+def test_an_erasure_naming_only_an_anonymous_id_erases_it() -> None:
+    b = apply(book(), page(None, anonymousId="anon-1"))
+    m = Message(message_id="d", type="delete", user_id=None, anonymous_id="anon-1",
+                timestamp=T0)
+    apply(b, m)
+    assert b.users == {} and b.suppressed == {"anon-1"}
+
+
+def test_erasing_a_user_drops_its_pending_membership_writes() -> None:
+    loaded = {("u1", "a"): {"user_id": "u1", "group_id": "a", "active": False,
+                            "changed_at": T0}}
+    b = apply(book(users={"u1": new_user("u1", T0)}, memberships=loaded),
+              message("group", MIN, userId="u1", groupId="a"),
+              message("group", MIN, userId="u1", groupId="b"),
+              message("delete", 2 * MIN, userId="u1"))
+    assert b.memberships == {}
+    assert b.dirty_memberships == set() and b.new_memberships == set()
