@@ -35,3 +35,4 @@ mutate: $(BIN)/npsd
 		nice -n 10 $(BIN)/mutmut run --max-children 2 "$$module*" > /dev/null || exit 1; \
 	done
 	$(BIN)/python tests/mutation_score.py --survivors
+	nice -n 10 $(BIN)/python tests/mutate_constants.py

@@ -924,3 +924,18 @@ def test_erasing_a_user_drops_its_pending_membership_writes() -> None:
               message("delete", 2 * MIN, userId="u1"))
     assert b.memberships == {}
     assert b.dirty_memberships == set() and b.new_memberships == set()
+
+
+def test_aliasing_an_already_merged_id_again_keeps_every_id_with_the_person() -> None:
+    """A was merged into B; then A is aliased to C. B's profile moves into C, and B's id
+    must follow it: otherwise B's next call starts an empty duplicate profile under B."""
+    b = apply(book(), page("A"), page("B", at=MIN),
+              message("alias", 2 * MIN, userId="B", previousId="A"),
+              message("alias", 3 * MIN, userId="C", previousId="A"),
+              identify("B", at=4 * MIN, traits={"plan": "x"}))
+    assert set(b.users) == {"C"}
+    assert traits(b.users["C"]) == {"plan": "x"} and b.users["C"]["event_count"] == 2
+    assert b.resolve("A") == b.resolve("B") == "C"
+    assert b.new_aliases == {"A": "C", "B": "C"}
+    assert b.merges == [("A", "B"), ("B", "C")]
+    assert b.removed_users == {"A", "B"}

@@ -179,6 +179,10 @@ def test_the_default_count_cap_is_2500() -> None:
     assert [len(b) for b in result] == [SPEC_BATCH_MESSAGES, 1]
     assert [m for b in result for m in b] == messages
     assert [len(b) for b in pack([encoded(m)] for m in messages)] == [SPEC_BATCH_MESSAGES, 1]
+    packer = Packer()  # as the syncer makes it
+    full = [b for m in messages for b in packer.add([encoded(m)])]
+    assert [len(b) for b in full] == [SPEC_BATCH_MESSAGES]
+    assert len(packer.flush()) == 1
     assert all(len(body(b)) <= SEGMENT_BATCH_BYTES for b in result)
 
 
@@ -320,6 +324,8 @@ def test_fit_cuts_properties_comment_by_default() -> None:
     fitted = fit_message(message)
     assert fitted["properties"]["comment"].endswith(ELLIPSIS)
     assert len(wire(fitted)) == SEGMENT_MESSAGE_BYTES
+    assert fit_encoded(message) == (fitted, wire(fitted))
+    assert encode_fitted(message).tag == fitted
 
 
 @pytest.mark.parametrize(
