@@ -5,9 +5,12 @@ wrong constant there fails here. segment-docs, "HTTP API Source", sections "Max 
 size" and "Batch": "There is a maximum of `500KB` per batch request and `32KB` per call"
 and "The `batch` API endpoint accepts a maximum of `500KB` per request, with a limit of
 `32KB` per event in the batch". The doc does not say whether a KB is 1,000 or 1,024 bytes;
-npsd reads it as 1,024 (500 KB = 512,000 bytes, 32 KB = 32,768 bytes, the 32 << 10 of
-Segment's own analytics-python). The doc gives no message count: the 2,500-message cap is
-npsd's SPEC ("Batches hold at most 2,500 messages and 500 KB").
+npsd reads it as 1,024 (500 KB = 512,000 bytes, 32 KB = 32,768 bytes). Segment's own
+analytics-python agrees for messages (MAX_MSG_SIZE = 32 << 10) but packs batches to at most
+475,000 bytes ("Our servers only accept batches less than 500KB"), so a server reading KB as
+1,000 would refuse npsd's batches of 500,001-512,000 bytes with a 400, which the isolating
+sender then splits. The doc gives no message count: the 2,500-message cap is npsd's SPEC
+("Batches hold at most 2,500 messages and 500 KB").
 
 Every size is measured by encoding what the module produced (compact JSON, UTF-8, no
 ASCII escaping: the client's wire form) with this file's own encoder.
