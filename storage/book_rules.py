@@ -311,8 +311,11 @@ def _b2b(book: Book, user: dict[str, Any], m: Message, rules: BookRules) -> None
 def _merge(book: Book, source: str, target: str, alias_id: str) -> None:
     """Fold `source` (an anonymous id or an alias previousId) into `target`."""
     if source != target:
-        book.aliases[alias_id] = target
-        book.new_aliases[alias_id] = target
+        # `source` is `alias_id` resolved: when `alias_id` was already merged elsewhere,
+        # that user's own id must follow its profile too, or its next call starts anew.
+        for merged in dict.fromkeys((alias_id, source)):
+            book.aliases[merged] = target
+            book.new_aliases[merged] = target
     if source == target or source not in book.users:
         return
     old = book.users.pop(source)

@@ -58,7 +58,9 @@ class FakeSegment:
         self.write_key = write_key
         self.messages: list[dict[str, Any]] = []
         self.batches: list[list[dict[str, Any]]] = []
+        self.sent_at: list[Any] = []  # each accepted batch body's sentAt (None if absent)
         self.requests = 0
+        self._last_sent_at: Any = None
         self.reject_message_ids: set[str] = set()
         self.reject_reason = "rejected"  # what a refusal says (Segment may quote the message)
         self._faults: deque[_Fault] = deque()
@@ -176,6 +178,7 @@ class FakeSegment:
 
         self.batches.append(batch)
         self.messages.extend(batch)
+        self.sent_at.append(self._last_sent_at)
         if fault is not None and fault.kind == "slow":
             await asyncio.sleep(fault.seconds)
         return web.json_response({"success": True})
@@ -202,6 +205,7 @@ class FakeSegment:
             raise _BadRequest(f"invalid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise _BadRequest("body must be a JSON object")
+        self._last_sent_at = body.get("sentAt")
         if kind is None:
             batch = body.get("batch")
             if not isinstance(batch, list):

@@ -3,6 +3,7 @@ revision, newest answer wins, storms survived, bad messages isolated and recorde
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -82,6 +83,7 @@ async def world(db_url: str) -> AsyncIterator[World]:
 async def test_every_answer_once_with_the_three_traits(world: World) -> None:
     await world.answered("u1", 9, "love it")
     await world.answered("u2", 3)
+    start = world.clock.now()
     report = await world.syncer().run("test")
     assert report["result"] == "ok"
     identifies = {m["userId"]: m for m in world.of_type("identify")}
@@ -92,6 +94,13 @@ async def test_every_answer_once_with_the_three_traits(world: World) -> None:
     assert identifies["u1"]["context"]["library"]["name"] == "npsd"
     assert len(world.of_type("track")) == 2
     assert world.of_type("track")[0]["event"] == "NPS Survey Answered"
+    # Every batch body carries sentAt, the clock's time when sent, so Segment can correct
+    # clock skew (ISO 8601 in UTC with milliseconds, as Segment's libraries write it).
+    assert len(world.seg.sent_at) == len(world.seg.batches) >= 1
+    for sent_at in world.seg.sent_at:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", sent_at)
+        assert start - timedelta(milliseconds=1) <= datetime.fromisoformat(sent_at) <= (
+            world.clock.now())
     # A second sync sends nothing: the checkpoint moved.
     assert (await world.syncer().run("test"))["sent"] == 0
     assert world.seg.duplicates() == []

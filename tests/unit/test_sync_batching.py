@@ -1,35 +1,143 @@
+"""Batching sync-back messages within Segment's 500 KB and 2,500-message caps, at the byte
+and the count (jobs/sync_batching.py). The limits are Segment's documented numbers, written
+in tests/unit/segment_limits.py, not read from the module; sizes are measured by encoding
+what the module produced."""
+
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+import json
+import re
 
 import pytest
 
 from jobs.sync_batching import (
-    ELLIPSIS,
-    MAX_BATCH_BYTES,
-    MAX_MESSAGE_BYTES,
+    Encoded,
+    Packer,
+    batch_body,
     batches,
-    dumps,
-    fit_message,
-    message_id,
-    message_size,
+    encoded,
+    pack,
+)
+from tests.unit.segment_limits import (
+    ENVELOPE_RESERVE,
+    MESSAGE_ROOM,
+    SEGMENT_BATCH_BYTES,
+    SENT_AT,
+    SPEC_BATCH_MESSAGES,
+    body,
+    filling,
+    identify,
+    room_used,
+    wire,
 )
 
-SENT_AT = "2024-05-01T03:00:00.123456+00:00"
+# -- the 500 KB cap, at the byte ------------------------------------------------------------
 
 
-def identify(n: int, comment: str = "") -> dict[str, Any]:
-    return {
-        "type": "identify",
-        "messageId": message_id("identify", str(n)),
-        "userId": f"user-{n}",
-        "traits": {"NPS_rating": n % 11, "NPS_comment": comment},
-    }
+def test_a_batch_filled_to_the_byte_is_one_batch_within_500_kb() -> None:
+    messages = filling(0)
+    result = list(batches(messages))  # the defaults: Segment's caps
+    assert result == [messages]
+    assert room_used(result[0]) == MESSAGE_ROOM
+    size = len(body(result[0]))
+    assert size <= SEGMENT_BATCH_BYTES
+    assert size == MESSAGE_ROOM + len('{"batch":[],"sentAt":""}') + len(SENT_AT)
 
 
-def body_size(batch: list[dict[str, Any]]) -> int:
-    return len(dumps({"batch": batch, "sentAt": SENT_AT}))
+def test_one_byte_more_moves_the_last_message_to_the_next_batch() -> None:
+    messages = filling(0, MESSAGE_ROOM + 1)
+    result = list(batches(messages))
+    assert result == [messages[:-1], messages[-1:]]
+    assert all(len(body(b)) <= SEGMENT_BATCH_BYTES for b in result)
+
+
+def test_every_batch_is_filled_to_the_byte_not_only_the_first() -> None:
+    first, second = filling(0), filling(100)
+    assert list(batches(first + second)) == [first, second]
+    over = filling(200, MESSAGE_ROOM + 1)
+    assert list(batches(first + over)) == [first, over[:-1], over[-1:]]
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_pack_and_packer_defaults_are_segments_byte_cap(fits: bool) -> None:
+    messages = filling(0, MESSAGE_ROOM if fits else MESSAGE_ROOM + 1)
+    groups = [[encoded(m)] for m in messages]
+    expected = [16] if fits else [15, 1]
+    assert [len(b) for b in pack(groups)] == expected
+    packer, sizes = Packer(), []
+    for group in groups:
+        sizes += [len(b) for b in packer.add(group)]
+    sizes.append(len(packer.flush()))
+    assert sizes == expected
+
+
+def test_a_packer_starts_empty_again_after_flush() -> None:
+    packer = Packer()
+    for m in filling(0)[:3]:
+        assert packer.add([encoded(m)]) == []
+    assert len(packer.flush()) == 3
+    assert packer.flush() == []
+    second = filling(100)
+    for m in second:
+        assert packer.add([encoded(m)]) == []
+    assert [e.tag for e in packer.flush()] == second
+
+
+def test_a_group_exactly_filling_a_batch_stays_whole() -> None:
+    group = [encoded(m) for m in filling(0)]
+    assert [len(b) for b in pack([group])] == [16]
+    # One byte more: spread message by message, and the spread pieces fill to the byte.
+    bigger = [encoded(m) for m in filling(0, MESSAGE_ROOM + 1)]
+    small = encoded(identify(999))
+    result = list(pack([bigger, [small]]))
+    assert [[e.message_id for e in b] for b in result] == [
+        [e.message_id for e in bigger[:-1]], [bigger[-1].message_id, small.message_id]]
+
+
+def test_a_group_spread_over_batches_fills_them_to_the_byte() -> None:
+    """A group too big for one batch is spread message by message, each counted with its
+    comma, so the first batch is filled exactly as single messages would fill it."""
+    exact = [encoded(m) for m in filling(0)]
+    extra = encoded(identify(999))
+    result = list(pack([[*exact, extra]]))
+    assert [len(b) for b in result] == [16, 1]
+    assert result[0] == exact
+
+
+def test_the_size_a_caller_gives_is_what_is_counted() -> None:
+    """The syncer passes the sizes it already has instead of having them summed again."""
+    group = [encoded(identify(1)), encoded(identify(2))]
+    packer = Packer()
+    # Claimed too big for one batch: the group is spread, each message at its own size.
+    assert packer.add(group, size=MESSAGE_ROOM) == []
+    assert packer.add([encoded(identify(3))], size=MESSAGE_ROOM) == [group]
+
+
+# -- the 2,500-message cap -----------------------------------------------------------------
+
+
+def test_the_default_count_cap_is_2500() -> None:
+    messages = [identify(n) for n in range(SPEC_BATCH_MESSAGES + 1)]
+    result = list(batches(messages))
+    assert [len(b) for b in result] == [SPEC_BATCH_MESSAGES, 1]
+    assert [m for b in result for m in b] == messages
+    assert [len(b) for b in pack([encoded(m)] for m in messages)] == [SPEC_BATCH_MESSAGES, 1]
+    packer = Packer()  # as the syncer makes it
+    full = [b for m in messages for b in packer.add([encoded(m)])]
+    assert [len(b) for b in full] == [SPEC_BATCH_MESSAGES]
+    assert len(packer.flush()) == 1
+    assert all(len(body(b)) <= SEGMENT_BATCH_BYTES for b in result)
+
+
+def test_a_group_of_exactly_the_count_cap_stays_whole() -> None:
+    group = [encoded(identify(n)) for n in range(SPEC_BATCH_MESSAGES)]
+    assert [len(b) for b in pack([group])] == [SPEC_BATCH_MESSAGES]
+    one_more = [*group, encoded(identify(SPEC_BATCH_MESSAGES))]
+    assert [len(b) for b in pack([one_more])] == [SPEC_BATCH_MESSAGES, 1]
+    # After an open batch: the whole group starts the next batch instead of topping it up.
+    first = encoded(identify(-1))
+    assert [len(b) for b in pack([[first], group])] == [1, SPEC_BATCH_MESSAGES]
+    assert [len(b) for b in pack([[first], group[:3]], max_messages=3)] == [1, 3]
 
 
 @pytest.mark.parametrize(
@@ -41,6 +149,7 @@ def body_size(batch: list[dict[str, Any]]) -> int:
         (2_501, 0, 2_500, [2_500, 1]),
         (6_000, 0, 2_500, [2_500, 2_500, 1_000]),
         (5, 0, 2, [2, 2, 1]),
+        (3, 0, 1, [1, 1, 1]),
         # ~30 KB messages: the 500 KB cap binds long before the count cap.
         (40, 30_000, 2_500, [16, 16, 8]),
     ],
@@ -53,17 +162,16 @@ def test_batches_respect_both_caps(
     assert [len(b) for b in result] == expected_sizes
     assert [m for b in result for m in b] == messages  # order kept, nothing lost
     for b in result:
-        assert body_size(b) <= MAX_BATCH_BYTES
+        assert len(body(b)) <= SEGMENT_BATCH_BYTES
 
 
 def test_batches_fill_close_to_the_byte_cap() -> None:
     messages = [identify(n, "é" * 7_000) for n in range(200)]  # ~14 KB each in UTF-8
     result = list(batches(messages))
     for b in result[:-1]:
-        size = body_size(b)
-        assert size <= MAX_BATCH_BYTES
+        assert len(body(b)) <= SEGMENT_BATCH_BYTES
         # One more message would not have fit: packing is tight, not just safe.
-        assert size + message_size(messages[0]) > MAX_BATCH_BYTES - 128
+        assert room_used(b) + 1 + len(wire(messages[0])) > MESSAGE_ROOM
 
 
 def test_batches_yield_an_oversize_message_alone() -> None:
@@ -71,147 +179,55 @@ def test_batches_yield_an_oversize_message_alone() -> None:
     assert list(batches([small, huge, small2])) == [[small], [huge], [small2]]
 
 
-@pytest.mark.parametrize(("max_messages", "max_bytes"), [(0, MAX_BATCH_BYTES), (10, 100)])
-def test_batches_reject_impossible_limits(max_messages: int, max_bytes: int) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("max_messages", "max_bytes", "message"),
+    [
+        (0, SEGMENT_BATCH_BYTES, "max_messages must be at least 1"),
+        (-1, SEGMENT_BATCH_BYTES, "max_messages must be at least 1"),
+        (10, 100, "max_bytes must exceed the 128-byte envelope"),
+        (10, ENVELOPE_RESERVE, "max_bytes must exceed the 128-byte envelope"),
+    ],
+)
+def test_batches_reject_impossible_limits(max_messages: int, max_bytes: int, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         list(batches([identify(1)], max_messages=max_messages, max_bytes=max_bytes))
 
 
-@pytest.mark.parametrize(
-    ("comment", "max_bytes"),
-    [
-        ("é" * 100_000, MAX_MESSAGE_BYTES),  # 2 bytes per character
-        ("€" * 40_000, MAX_MESSAGE_BYTES),  # 3 bytes
-        ("😀" * 30_000, MAX_MESSAGE_BYTES),  # 4 bytes, outside the BMP
-        ('ok "quoted" \n line ' * 6_000, MAX_MESSAGE_BYTES),  # JSON escapes grow it
-        ("a€😀" * 20_000, 1_000),
-    ],
-)
-def test_fit_message_truncates_a_long_comment(comment: str, max_bytes: int) -> None:
-    message = identify(7, comment)
-    fitted = fit_message(message, max_bytes)
-    kept = fitted["traits"]["NPS_comment"]
-    assert message_size(fitted) <= max_bytes
-    assert kept.endswith(ELLIPSIS)
-    assert comment.startswith(kept[: -len(ELLIPSIS)])
-    # As long as possible: one more character would not fit.
-    longer = dict(fitted, traits=dict(fitted["traits"], NPS_comment=comment[: len(kept)] + "…"))
-    assert message_size(longer) > max_bytes
-    assert message["traits"]["NPS_comment"] == comment  # input untouched
-    kept.encode()  # a whole code point at the cut: encodes without error
+def test_the_smallest_possible_limits_work() -> None:
+    """One message a batch, and one byte of room past the envelope."""
+    tiny = [Encoded(b"1", "a"), Encoded(b"2", "b")]
+    assert [[e.message_id for e in b] for b in pack([[e] for e in tiny], max_messages=1)] == [
+        ["a"], ["b"]]
+    assert [[e.message_id for e in b] for b in pack(
+        [[e] for e in tiny], max_bytes=ENVELOPE_RESERVE + 1)] == [["a"], ["b"]]
+    assert [len(b) for b in pack([[e] for e in tiny], max_bytes=ENVELOPE_RESERVE + 3)] == [2]
 
 
-def test_fit_message_returns_a_small_message_unchanged() -> None:
-    message = identify(1, "fine")
-    assert fit_message(message) is message
+# -- the request body ----------------------------------------------------------------------
 
 
-def test_fit_message_cuts_the_longest_field_first() -> None:
-    message: dict[str, Any] = {
-        "type": "track",
-        "messageId": "m",
-        "userId": "u",
-        "properties": {"comment": "short and kept"},
-        "traits": {"NPS_comment": "y" * 50_000},
-    }
-    fitted = fit_message(message)
-    assert fitted["properties"]["comment"] == "short and kept"
-    assert fitted["traits"]["NPS_comment"].endswith(ELLIPSIS)
-    assert message_size(fitted) <= MAX_MESSAGE_BYTES
+@pytest.mark.parametrize("sent_at", [SENT_AT, "2026-03-02T10:00:01+00:00", 'odd "quoted" é'])
+def test_batch_body_carries_the_messages_and_sent_at(sent_at: str) -> None:
+    messages = [identify(1, "é 😀 \"q\""), identify(2)]
+    data = batch_body([wire(m) for m in messages], sent_at)
+    assert data == body(messages, sent_at)
+    assert json.loads(data) == {"batch": messages, "sentAt": sent_at}
 
 
-@pytest.mark.parametrize(
-    "truncatable",
-    [
-        (),
-        (("traits", "missing"),),
-        (("traits", "NPS_rating"),),  # not a string
-        (("userId", "deeper"),),  # path through a string
-    ],
-)
-def test_fit_message_is_best_effort_when_nothing_can_be_cut(
-    truncatable: tuple[tuple[str, ...], ...],
-) -> None:
-    message = identify(1, "z" * 40_000)
-    fitted = fit_message(message, truncatable=truncatable)
-    assert fitted == message
-    assert message_size(fitted) > MAX_MESSAGE_BYTES
+def test_batch_body_without_sent_at_and_empty() -> None:
+    messages = [identify(1)]
+    assert batch_body([wire(m) for m in messages]) == wire({"batch": messages})
+    assert batch_body([]) == b'{"batch":[]}'
+    assert batch_body([], SENT_AT) == wire({"batch": [], "sentAt": SENT_AT})
 
 
-@pytest.mark.parametrize(
-    ("a", "b", "same"),
-    [
-        (("identify", "user-1", "answer-9"), ("identify", "user-1", "answer-9"), True),
-        (("identify", "user-1", "answer-9"), ("track", "user-1", "answer-9"), False),
-        (("a", "bc"), ("ab", "c"), False),  # parts do not run together
-        (("a:b",), ("a", "b"), False),
-        (("é",), ("é",), True),
-    ],
-)
-def test_message_id_is_deterministic_and_unambiguous(
-    a: tuple[str, ...], b: tuple[str, ...], same: bool
-) -> None:
-    assert (message_id(*a) == message_id(*b)) is same
-
-
-def test_message_id_shape() -> None:
-    mid = message_id("identify", "user-1")
-    assert mid.startswith("npsd-")
-    assert len(mid) == len("npsd-") + 32
-    int(mid.removeprefix("npsd-"), 16)
-    with pytest.raises(ValueError):
-        message_id()
-
-
-# -- the syncer's wire form is exactly the dicts' -------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("user_id", "comment", "traits"),
-    [
-        ("user-1", "", ("NPS_rating", "NPS_comment", "NPS_date")),
-        ('u "quoted" \\ é 😀 \n\t\x00', 'a "b" \\ c\n€ 😀 \u2028 %s %d %%', ("a%s", 'b"', "é")),
-        ("u2", "x" * 40_000, ("NPS_rating", "NPS_comment", "NPS_date")),  # truncated
-        ("u3", "😀" * 20_000, ("score", "why", "when")),  # truncated, 4-byte characters
-    ],
-)
-@pytest.mark.parametrize("newest", [True, False])
-@pytest.mark.parametrize("track", [True, False])
-@pytest.mark.parametrize("accounts", [[], ["acme", "b%s\"c"]])
-@pytest.mark.parametrize("at", [
-    datetime(2026, 3, 2, 10, 0, 1, 123456, tzinfo=UTC),
-    datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC),  # no fraction of a second
-    datetime(2026, 3, 2, 11, 0, 1, 999, tzinfo=timezone(timedelta(hours=1))),
-    datetime(2026, 3, 2, 10, 0, 1, 5000),  # naive, as SQLite gives it back: UTC
-])
-def test_shaper_bytes_equal_the_fitted_dicts(
-    user_id: str, comment: str, traits: tuple[str, str, str], newest: bool, track: bool,
-    accounts: list[str], at: datetime,
-) -> None:
-
-    from daemon.config import SegmentSettings
-    from jobs.sync import _Shaper, answer_messages
-    from storage.sync_store import PendingAnswer
-    from storage.timeparse import iso
-
-    s = SegmentSettings(write_key="k", rating_trait=traits[0], comment_trait=traits[1],
-                        date_trait=traits[2], track_answers=track)
-    a = PendingAnswer(4242, user_id, 7, comment, at, 3)
-    figures = {"acme": {"nps": 42.5, "responses": 7}}
-    expected = [fit_message(m, truncatable=(("traits", traits[1]), ("properties", "comment")))
-                for m in answer_messages(a, s, newest, accounts, figures)]
-    assert all(m["timestamp"] == iso(at if at.tzinfo else at.replace(tzinfo=UTC)) for m in expected)
-    got, size = _Shaper(s).encode(a, newest, accounts, figures)
-    assert size == sum(len(e.data) for e in got)
-    assert [e.data for e in got] == [dumps(m) for m in expected]
-    assert [e.message_id for e in got] == [m["messageId"] for m in expected]
-    assert all(e.tag == (4242, 3, user_id) for e in got)
-    assert all(len(e.data) <= MAX_MESSAGE_BYTES for e in got)
+def test_encoded_is_the_wire_form_tagged_with_its_message() -> None:
+    message = identify(5, "é")
+    e = encoded(message)
+    assert (e.data, e.message_id, e.tag) == (wire(message), message["messageId"], message)
 
 
 def test_pack_keeps_an_answers_messages_in_one_batch() -> None:
-    from jobs.sync_batching import Encoded, pack
-
     def group(n: int, size: int) -> list[Encoded]:
         return [Encoded(b"x" * size, f"{n}-{k}", n) for k in range(2)]
 

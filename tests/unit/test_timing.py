@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.timing import local_to_utc, missed_daily_run, next_daily_run
+from jobs.timing import local_to_utc, missed_daily_run, next_daily_run, require_aware
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -217,3 +218,108 @@ def test_missed_daily_run(
     last_run: datetime | None, now: datetime, at: time, tz: str, expected: bool
 ) -> None:
     assert missed_daily_run(last_run, now, at, tz) is expected
+
+
+# -- DST gaps, minute by minute, against an independent search ------------------------------
+
+GAP_ZONES = ["America/New_York", "Europe/Berlin", "Australia/Lord_Howe"]  # Lord Howe: 30 min
+YEARS = range(2020, 2031)
+
+
+def _offset(ts: int, zone: ZoneInfo) -> timedelta:
+    offset = datetime.fromtimestamp(ts, zone).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _forward_transitions(zone: ZoneInfo, year: int) -> list[int]:
+    """The instants (UTC seconds) at which the offset grows: found by walking the year a
+    day, then a minute, then a second at a time, not by the module's fold-and-bisect."""
+    found = []
+    t = int(datetime(year, 1, 1, tzinfo=UTC).timestamp())
+    end = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp())
+    while t < end:
+        if _offset(t + 86_400, zone) > _offset(t, zone):
+            before, m = _offset(t, zone), t
+            while _offset(m + 60, zone) == before:
+                m += 60
+            while _offset(m + 1, zone) == before:
+                m += 1
+            found.append(m + 1)
+        t += 86_400
+    return found
+
+
+def _gaps(tz: str) -> list[tuple[datetime, datetime, datetime]]:
+    """(first missing wall time, first wall time after the gap, transition instant)."""
+    zone = ZoneInfo(tz)
+    gaps = []
+    for year in YEARS:
+        for ts in _forward_transitions(zone, year):
+            jump = datetime.fromtimestamp(ts, UTC)
+            wall_before = (jump + _offset(ts - 1, zone)).replace(tzinfo=None)
+            wall_after = (jump + _offset(ts, zone)).replace(tzinfo=None)
+            gaps.append((wall_before, wall_after, jump))
+    return gaps
+
+
+@pytest.mark.parametrize("tz", GAP_ZONES)
+def test_every_minute_of_every_gap_resolves_to_the_first_valid_instant(tz: str) -> None:
+    zone, gaps = ZoneInfo(tz), _gaps(tz)
+    assert len(gaps) == len(YEARS)  # one spring-forward a year in these zones
+    checked = 0
+    for gap_start, gap_end, jump in gaps:
+        wall = gap_start
+        while wall < gap_end:
+            for second in (0, 1, 59):  # to the second, not only on whole minutes
+                at = wall + timedelta(seconds=second)
+                # The first valid instant at or after a missing wall time is the jump.
+                assert local_to_utc(at.date(), at.time(), zone) == jump, at
+            checked += 1
+            wall += timedelta(minutes=1)
+        # Either side of the gap the wall time exists and maps straight through.
+        just_before = gap_start - timedelta(seconds=1)
+        assert local_to_utc(just_before.date(), just_before.time(), zone) == jump - timedelta(
+            seconds=1)
+        assert local_to_utc(gap_end.date(), gap_end.time(), zone) == jump
+    assert checked == len(YEARS) * (30 if tz == "Australia/Lord_Howe" else 60)
+
+
+def test_a_daily_run_in_the_gap_runs_at_the_jump_every_minute() -> None:
+    for gap_start, gap_end, jump in _gaps("America/New_York"):
+        wall = gap_start
+        while wall < gap_end:
+            # From an hour before the jump (01:00 EST), the next such wall time is the jump.
+            after = jump - timedelta(hours=1)
+            assert next_daily_run(after, wall.time(), "America/New_York") == jump
+            wall += timedelta(minutes=7)
+
+
+def test_a_repeated_wall_time_is_its_first_occurrence_whatever_its_fold() -> None:
+    # New York 2026-11-01: 01:30 happens at 05:30 UTC (EDT) and 06:30 UTC (EST).
+    zone = ZoneInfo("America/New_York")
+    for fold in (0, 1):
+        assert local_to_utc(date(2026, 11, 1), time(1, 30, fold=fold), zone) == utc(
+            2026, 11, 1, 5, 30)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: next_daily_run(datetime(2026, 1, 1), time(3), "UTC"), "after"),
+        (lambda: missed_daily_run(utc(2026, 1, 1), datetime(2026, 1, 2), time(3), "UTC"), "now"),
+        (lambda: require_aware(datetime(2026, 1, 1)), "datetime"),
+    ],
+)
+def test_naive_datetimes_are_refused_by_name(call: Any, name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be timezone-aware, got naive 2026-"):
+        call()
+
+
+def test_a_tzinfo_without_an_offset_counts_as_naive() -> None:
+    class NoOffset(tzinfo):
+        def utcoffset(self, dt: datetime | None) -> timedelta | None:
+            return None
+
+    with pytest.raises(ValueError, match="timezone-aware"):
+        require_aware(datetime(2026, 1, 1, tzinfo=NoOffset()))
