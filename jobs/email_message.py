@@ -27,11 +27,9 @@ from html import escape
 from urllib.parse import quote
 
 from jobs.clock import SystemClock
+from jobs.i18n import Overrides, Texts, negotiate, texts_in
 
-LOW_LABEL = "Not at all likely"
-HIGH_LABEL = "Extremely likely"
 SCORES = range(11)
-_REMINDER = "A few days ago we asked you one quick question. We'd still love to hear from you."
 
 # Deliberately strict: anything a mail server could read as two addresses or as a header
 # break is refused here, before it reaches SMTP, and never retried.
@@ -69,6 +67,13 @@ class SurveyEmail:
     public_url: str
     sender: str
     reminder: bool = False
+    locale: str | None = None  # the recipient's (users.locale): "de-CH" speaks German
+    default_locale: str = "en"
+    texts: Overrides = ()  # [survey.texts.<lang>]
+
+    @property
+    def lang(self) -> str:
+        return negotiate(self.locale, self.default_locale)
 
 
 def score_url(e: SurveyEmail, score: int) -> str:
@@ -79,13 +84,14 @@ def unsubscribe_url(e: SurveyEmail) -> str:
     return f"{_base(e)}/u/{quote(e.token, safe='')}"
 
 
-def greeting(first_name: str | None, name: str | None) -> str:
+def greeting(first_name: str | None, name: str | None, t: Texts | None = None) -> str:
     """ "Hi Peter," from the first name, else the first word of the full name."""
+    t = t or texts_in("en")
     for candidate in (first_name, (name or "").strip().split(" ")[0]):
         clean = _one_line(candidate or "")
         if clean:
-            return f"Hi {clean},"
-    return "Hi there,"
+            return _one_line(t("greeting", first_name=clean))
+    return _one_line(t("greeting_anonymous"))
 
 
 def message_id(e: SurveyEmail) -> str:
@@ -145,8 +151,9 @@ def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEm
         to = formataddr((display, e.to))
     mid = message_id(e)
     token = quote(e.token, safe="")
-    greet = greeting(e.first_name, e.name)
-    skeleton = _skeleton(e.product_name, e.public_url, e.reminder)
+    t = texts_in(e.lang, e.texts)
+    greet = greeting(e.first_name, e.name, t)
+    skeleton = _skeleton(e.product_name, e.public_url, e.reminder, e.lang, e.texts)
     # "=_" never occurs in quoted-printable text, and the random part in no 7bit body; no
     # survey id in it, for the same reason as in the Message-ID.
     boundary = f"=_npsd_{_BOUNDARY}{'_r' if e.reminder else ''}"
@@ -185,7 +192,7 @@ def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEm
 _MARK = secrets.token_hex(12)
 _TOKEN = f"tok{_MARK}"
 _BOUNDARY = secrets.token_hex(12)
-_GREETING = f"Hi name{_MARK},"  # what greeting() makes of the first name below
+_GREETING = f"greet{_MARK}"  # the greeting line, filled per email in its language
 _PLACEHOLDERS = re.compile(f"({_TOKEN}|{_GREETING})")
 
 
@@ -227,16 +234,18 @@ class _Skeleton:
     html: _Body
 
 
-@functools.lru_cache(maxsize=32)
-def _skeleton(product_name: str, public_url: str, reminder: bool) -> _Skeleton:
-    e = SurveyEmail(survey_id=0, token=_TOKEN, to="", first_name=f"name{_MARK}", name=None,
+@functools.lru_cache(maxsize=64)
+def _skeleton(product_name: str, public_url: str, reminder: bool, lang: str = "en",
+              overrides: Overrides = ()) -> _Skeleton:
+    e = SurveyEmail(survey_id=0, token=_TOKEN, to="", first_name=None, name=None,
                     product_name=product_name, public_url=public_url, sender="",
                     reminder=reminder)
+    t = texts_in(lang, overrides)
     product = _one_line(product_name)
-    question = f"How likely are you to recommend {product}?"
-    subject = _header("Subject", f"Reminder: {question}" if reminder else question)
-    return _Skeleton(subject, _base(e), _Body.of(_plain(e, product)),
-                     _Body.of(_html(e, product)))
+    subject = _header("Subject", t("reminder_subject" if reminder else "subject",
+                                   product=product))
+    return _Skeleton(subject, _base(e), _Body.of(_plain(e, product, t)),
+                     _Body.of(_html(e, product, t)))
 
 
 def _date(now: datetime) -> str:
@@ -288,23 +297,19 @@ def _one_line(text: str) -> str:
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
-def _plain(e: SurveyEmail, product: str) -> str:
-    lines = [greeting(e.first_name, e.name), ""]
+def _plain(e: SurveyEmail, product: str, t: Texts) -> str:
+    lines = [_GREETING, ""]
     if e.reminder:
-        lines += [_REMINDER, ""]
-    lines += [
-        f"How likely are you to recommend {product} to a friend or colleague?",
-        f"Pick a score from 0 ({LOW_LABEL.lower()}) to 10 ({HIGH_LABEL.lower()}):",
-        "",
-    ]
+        lines += [t("reminder", product=product), ""]
+    lines += [t("question", product=product), t("pick_score", product=product), ""]
     lines += [f"{n:>3}  {score_url(e, n)}" for n in SCORES]
     lines += [
         "",
-        "Thank you!",
+        t("email_thanks", product=product),
         "",
         "-- ",
-        f"You received this one-question survey because you use {product}.",
-        f"Don't want these emails? Unsubscribe: {unsubscribe_url(e)}",
+        t("footer", product=product),
+        f"{t('unsubscribe_prompt', product=product)} {unsubscribe_url(e)}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -317,18 +322,21 @@ _BUTTON = (
 )
 
 
-def _html(e: SurveyEmail, product: str) -> str:
+def _html(e: SurveyEmail, product: str, t: Texts) -> str:
     h = escape  # every interpolated value goes through this, attributes included
-    question = f"How likely are you to recommend {product} to a friend or colleague?"
+    question = t("question", product=product)
+    low, high = t("low_label", product=product), t("high_label", product=product)
     buttons = "\n".join(
         f'<td width="9%" style="padding:0;width:9.09%">'
         f'<a href="{h(score_url(e, n))}" style="{_BUTTON}" '
-        f'aria-label="{n} out of 10{_edge_label(n)}" title="{n}{_edge_label(n)}">{n}</a></td>'
+        f'aria-label="{h(t("score_label", score=n) + _edge_label(n, low, high))}" '
+        f'title="{h(str(n) + _edge_label(n, low, high))}">{n}</a></td>'
         for n in SCORES
     )
-    reminder = f'<p style="margin:0 0 16px">{h(_REMINDER)}</p>\n' if e.reminder else ""
+    reminder = (f'<p style="margin:0 0 16px">{h(t("reminder", product=product))}</p>\n'
+                if e.reminder else "")
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{h(t.lang)}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{h(question)}</title></head>
 <body style="margin:0;padding:0;background:#f6f7f9">
@@ -337,27 +345,27 @@ def _html(e: SurveyEmail, product: str) -> str:
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0"
  style="max-width:560px;background:#ffffff;border-radius:8px;{_FONT};color:#1f2937">
 <tr><td style="padding:24px 16px;font-size:16px;line-height:24px">
-<p style="margin:0 0 16px">{h(greeting(e.first_name, e.name))}</p>
+<p style="margin:0 0 16px">{_GREETING}</p>
 {reminder}<h1 style="margin:0 0 20px;font-size:20px;line-height:28px">{h(question)}</h1>
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0"
  style="table-layout:fixed;width:100%"><tr>{buttons}</tr></table>
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0"
  style="margin-top:8px;font-size:13px;color:#6b7280"><tr>
-<td align="left">{h(LOW_LABEL)}</td><td align="right">{h(HIGH_LABEL)}</td>
+<td align="left">{h(low)}</td><td align="right">{h(high)}</td>
 </tr></table>
-<p style="margin:24px 0 0">Thank you!</p>
+<p style="margin:24px 0 0">{h(t("email_thanks", product=product))}</p>
 </td></tr></table>
 <p style="max-width:560px;margin:16px auto 0;font-size:12px;line-height:18px;color:#6b7280;{_FONT}">
-You received this one-question survey because you use {h(product)}.
-<a href="{h(unsubscribe_url(e))}" style="color:#6b7280">Unsubscribe</a></p>
+{h(t("footer", product=product))}
+<a href="{h(unsubscribe_url(e))}" style="color:#6b7280">{h(t("unsubscribe_link"))}</a></p>
 </td></tr></table>
 </body></html>
 """
 
 
-def _edge_label(score: int) -> str:
+def _edge_label(score: int, low: str, high: str) -> str:
     if score == 0:
-        return f", {LOW_LABEL}"
+        return f", {low}"
     if score == 10:
-        return f", {HIGH_LABEL}"
+        return f", {high}"
     return ""
