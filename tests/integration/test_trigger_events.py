@@ -12,7 +12,10 @@ from typing import Any
 from daemon.runtime import RUNTIME
 from daemon.server import reload
 from tests.conftest import ADMIN, API_KEY, basic
-from tests.integration.test_surveys import NOW, Engine, engine_factory  # noqa: F401
+from tests.integration import test_surveys
+from tests.integration.test_surveys import NOW, Engine
+
+engine_factory = test_surveys.engine_factory  # the same fixture: npsd and an SMTP sink
 
 ORDER = "Order Completed"
 OLD = (NOW - timedelta(days=60)).isoformat()  # older than max_delay: identify alone skips
