@@ -18,7 +18,7 @@ import email.policy
 import functools
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -36,6 +36,7 @@ SCORES = range(11)
 _ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+\.[^@\s<>()\[\],;:\"\\]+")
 _ENVELOPE = re.compile(r"[^@\s<>]+@[^@\s<>]+")  # what MAIL FROM:<…> can carry
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_SPACES = re.compile(r"[^\S\u00a0\u202f]+")
 MAX_LINE = 998  # RFC 5322, without the CRLF
 
 
@@ -87,11 +88,16 @@ def unsubscribe_url(e: SurveyEmail) -> str:
 def greeting(first_name: str | None, name: str | None, t: Texts | None = None) -> str:
     """ "Hi Peter," from the first name, else the first word of the full name."""
     t = t or texts_in("en")
+    first = _first_name(first_name, name)
+    return _one_line(t("greeting", first_name=first) if first else t("greeting_anonymous"))
+
+
+def _first_name(first_name: str | None, name: str | None) -> str:
     for candidate in (first_name, (name or "").strip().split(" ")[0]):
         clean = _one_line(candidate or "")
         if clean:
-            return _one_line(t("greeting", first_name=clean))
-    return _one_line(t("greeting_anonymous"))
+            return clean
+    return ""
 
 
 def message_id(e: SurveyEmail) -> str:
@@ -153,14 +159,18 @@ def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEm
     token = quote(e.token, safe="")
     t = texts_in(e.lang, e.texts)
     greet = greeting(e.first_name, e.name, t)
+    first = _first_name(e.first_name, e.name)
     skeleton = _skeleton(e.product_name, e.public_url, e.reminder, e.lang, e.texts)
     # "=_" never occurs in quoted-printable text, and the random part in no 7bit body; no
     # survey id in it, for the same reason as in the Message-ID.
     boundary = f"=_npsd_{_BOUNDARY}{'_r' if e.reminder else ''}"
-    plain_cte, plain = skeleton.plain.fill(token, greet)
-    html_cte, html = skeleton.html.fill(token, escape(greet))
+    plain_cte, plain = skeleton.plain.fill(token, greet, first)
+    html_cte, html = skeleton.html.fill(token, escape(greet), escape(first))
+    subject = skeleton.subject
+    if _FIRST in subject:  # an operator's subject with {first_name}: this email's own
+        subject = _header("Subject", skeleton.subject_text.replace(_FIRST, first))
     head = "".join((
-        skeleton.subject,
+        subject,
         _from_header(e.sender),
         _header("To", to, utf8=utf8),
         "Date: ", _date(now or SystemClock().now()), "\r\n",
@@ -193,7 +203,8 @@ _MARK = secrets.token_hex(12)
 _TOKEN = f"tok{_MARK}"
 _BOUNDARY = secrets.token_hex(12)
 _GREETING = f"greet{_MARK}"  # the greeting line, filled per email in its language
-_PLACEHOLDERS = re.compile(f"({_TOKEN}|{_GREETING})")
+_FIRST = f"first{_MARK}"  # {first_name} in any other text (operators' overrides)
+_PLACEHOLDERS = re.compile(f"({_TOKEN}|{_GREETING}|{_FIRST})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,24 +222,26 @@ class _Body:
                 if text.isascii() else None)
         return cls(parts, crlf, max(map(len, text.split("\n"))))
 
-    def fill(self, token: str, greet: str) -> tuple[str, bytes]:
-        """(Content-Transfer-Encoding, body) with the token and greeting put in."""
-        if (self.crlf is not None and greet.isascii()
-                and self.longest + 2 * (len(token) + len(greet)) <= MAX_LINE):
-            t, g = token.encode(), greet.encode()
+    def fill(self, token: str, greet: str, first: str = "") -> tuple[str, bytes]:
+        """(Content-Transfer-Encoding, body) with the token, greeting and first name put in."""
+        values = {_TOKEN: token, _GREETING: greet, _FIRST: first}
+        if (self.crlf is not None and greet.isascii() and first.isascii()
+                and self.longest + 2 * (len(token) + len(greet) + len(first)) <= MAX_LINE):
+            encoded = {k: v.encode() for k, v in values.items()}
             out = list(self.crlf)
             for i in range(1, len(out), 2):
-                out[i] = t if self.parts[i] == _TOKEN else g
+                out[i] = encoded[self.parts[i]]
             return "7bit", b"".join(out)
         text = list(self.parts)
         for i in range(1, len(text), 2):
-            text[i] = token if self.parts[i] == _TOKEN else greet
+            text[i] = values[self.parts[i]]
         return _body("".join(text))
 
 
 @dataclass(frozen=True, slots=True)
 class _Skeleton:
     subject: str  # the folded header line, CRLF included
+    subject_text: str
     base: str
     plain: _Body
     html: _Body
@@ -240,11 +253,10 @@ def _skeleton(product_name: str, public_url: str, reminder: bool, lang: str = "e
     e = SurveyEmail(survey_id=0, token=_TOKEN, to="", first_name=None, name=None,
                     product_name=product_name, public_url=public_url, sender="",
                     reminder=reminder)
-    t = texts_in(lang, overrides)
+    t = replace(texts_in(lang, overrides), defaults={"first_name": _FIRST})
     product = _one_line(product_name)
-    subject = _header("Subject", t("reminder_subject" if reminder else "subject",
-                                   product=product))
-    return _Skeleton(subject, _base(e), _Body.of(_plain(e, product, t)),
+    text = _one_line(t("reminder_subject" if reminder else "subject", product=product))
+    return _Skeleton(_header("Subject", text), text, _base(e), _Body.of(_plain(e, product, t)),
                      _Body.of(_html(e, product, t)))
 
 
@@ -294,7 +306,8 @@ def _base(e: SurveyEmail) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(_CONTROL.sub(" ", text).split())
+    # No-break spaces stay: French puts one before "?" and ":".
+    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip(" ")
 
 
 def _plain(e: SurveyEmail, product: str, t: Texts) -> str:

@@ -16,7 +16,7 @@ import gettext
 import io
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.resources import files
 
@@ -94,7 +94,7 @@ def negotiate(locale: str | None, default: str = "en") -> str:
         return default
     tag = locale.strip().replace("_", "-")[:35]
     try:
-        found = negotiate_locale([tag], list(SHIPPED), sep="-")
+        found = negotiate_locale([tag.lower()], list(SHIPPED), sep="-")
         if found is None:
             found = Locale.parse(tag, sep="-").language
     except (ValueError, TypeError, UnknownLocaleError):
@@ -145,12 +145,15 @@ class Texts:
 
     lang: str
     overrides: Mapping[str, str]
+    defaults: Mapping[str, str] = field(default_factory=dict)  # placeholder values
 
     def __call__(self, key: str, **values: object) -> str:
         template = self.overrides.get(key)
         if template is None:
             template = catalog(self.lang).pgettext(key, TEXTS[key][0])
-        return template.format_map(_Blank({k: str(v) for k, v in values.items()}))
+        filled = _Blank(self.defaults)
+        filled.update({k: str(v) for k, v in values.items()})
+        return template.format_map(filled)
 
     def date(self, when: datetime) -> str:
         """A date as the recipient writes it: "12. März 2026", "12 mars 2026"."""
