@@ -87,6 +87,7 @@ TEXTS: dict[str, tuple[str, frozenset[str]]] = {k: (v[0], frozenset(v[1])) for k
 Overrides = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
 
+@functools.lru_cache(maxsize=1024)  # per email: a handful of distinct locales
 def negotiate(locale: str | None, default: str = "en") -> str:
     """The shipped language for a Segment locale ("de-CH" → "de", "pt_BR" → "pt"), else
     `default`. Customer data: anything unparseable falls back rather than failing."""
