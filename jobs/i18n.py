@@ -65,7 +65,8 @@ TEXTS: dict[str, tuple[str, frozenset[str]]] = {k: (v[0], frozenset(v[1])) for k
     "comment_too_long": ("Your comment is {count} characters long. The limit is {limit}.",
                          ("count", "limit")),
     "thanks_title": ("Thank you!", ()),
-    "thanks": ("You gave {product} a {score} out of 10. Your feedback helps us get better.",
+    "thanks": ("You gave {product} a score of {score} out of 10. Your feedback helps us get "
+               "better.",
                ("score",)),
     "change_answer": ("Change your answer", ()),
     "unsubscribe_title": ("Unsubscribe from {product} surveys?", ()),

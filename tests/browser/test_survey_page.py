@@ -170,7 +170,7 @@ async def test_missing_score_error_keeps_the_comment(site: Site, page: Any) -> N
     assert (await site.saved(user))["score"] is None
     await page.locator(".scores label").nth(8).click()
     await page.click("button[type=submit]")
-    await page.wait_for_selector("text=You gave Acme a 8 out of 10")
+    await page.wait_for_selector("text=You gave Acme a score of 8 out of 10")
     saved = await site.saved(user)
     assert saved["score"] == 8 and saved["comment"] == "Setup took <b>ages</b>"
 
@@ -197,7 +197,7 @@ async def test_revisit_shows_the_saved_score(site: Site, page: Any) -> None:
     assert await page.input_value("#comment") == "Too slow"
     await page.locator(".scores label").nth(6).click()  # and it can be changed
     await page.click("button[type=submit]")
-    await page.wait_for_selector("text=You gave Acme a 6 out of 10")
+    await page.wait_for_selector("text=You gave Acme a score of 6 out of 10")
     assert (await site.saved(user))["score"] == 6
 
 
@@ -215,7 +215,7 @@ async def test_record_on_click_records_on_load_never_on_get(site: Site, page: An
         assert saved["state"] == "answered" and saved["score"] == 9
         await page.fill("#comment", "Love it")
         await page.click("button[type=submit]")
-        await page.wait_for_selector("text=You gave Acme a 9 out of 10")
+        await page.wait_for_selector("text=You gave Acme a score of 9 out of 10")
         assert (await site.saved(user))["comment"] == "Love it"
     finally:
         site.record_on_click(False)
