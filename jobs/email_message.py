@@ -200,7 +200,9 @@ def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEm
 # Placeholders that pass quote() and escape() unchanged and cannot be guessed, so no user
 # value can contain one: the skeleton is rendered with them, then they are replaced.
 _MARK = secrets.token_hex(12)
-_TOKEN = f"tok{_MARK}"
+# As long as a real token (secrets.token_urlsafe(24)): quoted-printable soft line breaks depend
+# on columns only, so an encoded skeleton line takes the token in place of the marker.
+_TOKEN = f"t{secrets.token_hex(16)}"[:32]
 _BOUNDARY = secrets.token_hex(12)
 _GREETING = f"greet{_MARK}"  # the greeting line, filled per email in its language
 _FIRST = f"first{_MARK}"  # {first_name} in any other text (operators' overrides)
@@ -209,18 +211,30 @@ _PLACEHOLDERS = re.compile(f"({_TOKEN}|{_GREETING}|{_FIRST})")
 
 @dataclass(frozen=True, slots=True)
 class _Body:
-    """A body split at its placeholders (the odd parts), plus its CRLF bytes if ASCII."""
+    """A body split at its placeholders (the odd parts), plus its CRLF bytes if ASCII, or
+    else its quoted-printable lines (None: a line to encode per email, the greeting's)."""
 
     parts: tuple[str, ...]
     crlf: tuple[bytes, ...] | None
     longest: int  # the longest line, placeholders included
+    qp: tuple[tuple[bytes | None, str], ...] | None = None
 
     @classmethod
     def of(cls, text: str) -> _Body:
         parts = tuple(_PLACEHOLDERS.split(text))
         crlf = (tuple(p.replace("\n", "\r\n").encode() for p in parts)
                 if text.isascii() else None)
-        return cls(parts, crlf, max(map(len, text.split("\n"))))
+        qp = None
+        if crlf is None and _FIRST not in text:
+            # Encoding line by line is what b2a_qp does; only the greeting's line (and one
+            # whose marker a soft break would split) is left to encode per email.
+            lines = []
+            for line in text.split("\n"):
+                done = binascii.b2a_qp(line.encode(), istext=True).replace(b"\n", b"\r\n")
+                intact = done.count(_TOKEN.encode()) == line.count(_TOKEN)
+                lines.append((done if intact and _GREETING not in line else None, line))
+            qp = tuple(lines)
+        return cls(parts, crlf, max(map(len, text.split("\n"))), qp)
 
     def fill(self, token: str, greet: str, first: str = "") -> tuple[str, bytes]:
         """(Content-Transfer-Encoding, body) with the token, greeting and first name put in."""
@@ -232,6 +246,13 @@ class _Body:
             for i in range(1, len(out), 2):
                 out[i] = encoded[self.parts[i]]
             return "7bit", b"".join(out)
+        if self.qp is not None and len(token) == len(_TOKEN):
+            mark, real = _TOKEN.encode(), token.encode()
+            return "quoted-printable", b"\r\n".join(
+                done.replace(mark, real) if done is not None else binascii.b2a_qp(
+                    line.replace(_TOKEN, token).replace(_GREETING, greet).encode(),
+                    istext=True).replace(b"\n", b"\r\n")
+                for done, line in self.qp)
         text = list(self.parts)
         for i in range(1, len(text), 2):
             text[i] = values[self.parts[i]]

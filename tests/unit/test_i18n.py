@@ -123,3 +123,23 @@ def test_comment_is_escaped_in_every_language() -> None:
                              t=texts_in(lang))
         assert "<script>x" not in page and "<b>" not in page
         assert re.findall(r"<script[^>]*>", page) == ['<script src="/assets/survey.js" defer>']
+
+
+@pytest.mark.parametrize("lang", SHIPPED)
+@pytest.mark.parametrize("first", ["Ana", "Zoë", "Ångström-Łukasiewicz " * 5, "", "=?x?="])
+def test_cached_quoted_printable_equals_encoding_the_whole_body(lang: str, first: str) -> None:
+    """The per-line cache of a non-ASCII body gives exactly what encoding it whole gives."""
+    from jobs import email_message as m
+    from jobs.email_message import greeting
+    from jobs.i18n import texts_in as texts
+
+    token = "Ab-_" * 8  # as long as secrets.token_urlsafe(24)
+    cases = [(False, "https://nps.example/x"), (True, "https://nps.example/x"),
+             (False, "https://nps.example/" + "long" * 9)]  # a soft break splits the token
+    for reminder, url in cases:
+        skeleton = m._skeleton("Ärzte & Co", url, reminder, lang, ())
+        greet = greeting(first, None, texts(lang))
+        for body, value in ((skeleton.plain, greet), (skeleton.html, m.escape(greet))):
+            whole = "".join(token if p == m._TOKEN else value if p == m._GREETING else p
+                            for p in body.parts)
+            assert body.fill(token, value) == m._body(whole)
