@@ -195,10 +195,10 @@ async def answer_survey(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     token = request.match_info["token"]
     try:
-        check_declared_length(request, PAGE_BODY_LIMIT)
         survey = await answers.survey_by_token(runtime.db, token)
         if survey is None or survey.state in ("pending", "sending"):
             return _not_found(request)
+        check_declared_length(request, PAGE_BODY_LIMIT)
         now = runtime.clock.now()
         if survey.expired(now):
             return _closed(request, survey)
@@ -253,10 +253,10 @@ async def unsubscribe(request: web.Request) -> web.Response:
     """RFC 8058 one-click: any POST to the link unsubscribes, whatever the body says."""
     runtime = request.app[RUNTIME]
     try:
-        check_declared_length(request, PAGE_BODY_LIMIT)
         survey = await answers.survey_by_token(runtime.db, request.match_info["token"])
         if survey is None:
             return _not_found(request)
+        check_declared_length(request, PAGE_BODY_LIMIT)
         await discard_body(request, PAGE_BODY_LIMIT,
                            runtime.settings.server.body_timeout.total_seconds())
         changed = await answers.unsubscribe(runtime.db, survey.user_id, runtime.clock.now())
