@@ -72,6 +72,13 @@ async def seed_book(db: Database, now: datetime) -> None:
              "reason": "scheduled for 2026-02-28 09:00 UTC: at once"},
             {"user_id": "u8", "at": now - timedelta(days=2), "outcome": "sent",
              "reason": "sent to the address on file"},
+            {"user_id": "u4", "at": now - timedelta(days=26), "outcome": "scheduled",
+             "reason": "scheduled for 2026-11-19 09:00 Europe/Berlin: 14 days after signup, "
+                       "in the send window"},
+            {"user_id": "u4", "at": now - timedelta(days=13), "outcome": "sent",
+             "reason": "sent to the address on file"},
+            {"user_id": "u4", "at": now - timedelta(days=6), "outcome": "skipped",
+             "reason": "skipped: no reminder, the survey is answered"},
             {"user_id": "u3", "at": now - timedelta(hours=5), "outcome": "skipped",
              "reason": "skipped: surveyed 10 days ago (re-survey interval 26 weeks)"},
         ])
@@ -84,3 +91,22 @@ def csrf_of(html: str) -> str:
     found = CSRF.search(html)
     assert found is not None, html[:500]
     return found.group(1)
+
+
+async def seed_history(db: Database, now: datetime, weeks: int = 26, per_week: int = 6) -> None:
+    """Older answers, a few a week, so the trend chart has a shape (scores drift upwards)."""
+    rows: list[dict[str, Any]] = []
+    users: list[dict[str, Any]] = []
+    for w in range(weeks):
+        for k in range(per_week):
+            uid = f"h{w}-{k}"
+            at = now - timedelta(weeks=w + 1, hours=k * 7)
+            score = max(0, [10, 9, 9, 8, 7, 3][k] - (4 if (w + k) % 5 == 0 else 0))
+            users.append({"user_id": uid, "email": f"{uid}@example.com", "name": None,
+                          "traits": "{}", "updated_at": now})
+            rows.append({"user_id": uid, "token": f"tok-{uid}", "state": "answered",
+                         "due_at": at, "created_at": at, "sent_at": at, "answered_at": at,
+                         "score": score, "comment": None})
+    async with db.write() as conn:
+        await conn.execute(sa.insert(USERS), users)
+        await conn.execute(sa.insert(SURVEYS), rows)
