@@ -49,6 +49,28 @@ class Viewer:
 Handler = Callable[[web.Request, Viewer], Awaitable[web.StreamResponse]]
 
 
+class BadForm(Exception):
+    """A body that is not a form this console sent."""
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """The urlencoded form's text fields; anything else (multipart, bad bytes) is BadForm.
+    aiohttp's own size bound (client_max_size) still answers 413."""
+    if request.content_type not in ("application/x-www-form-urlencoded", ""):
+        raise BadForm("send the form as application/x-www-form-urlencoded")
+    try:
+        form = await request.post()
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # aiohttp raises several kinds on a malformed body
+        raise BadForm("the form could not be read") from exc
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _bad_form(message: str) -> web.Response:
+    return html(page("console_error.html", title="Bad form", status=400, detail=message), 400)
+
+
 def _secure(settings: Settings) -> bool:
     return settings.server.public_url.lower().startswith("https://")
 
@@ -89,8 +111,11 @@ def console_page(handler: Handler) -> Callable[[web.Request], Awaitable[web.Stre
             if viewer is None:
                 return to_login(request)
             if request.method == "POST":
-                form = await request.post()
-                given = str(form.get("csrf", ""))
+                try:
+                    form = await read_form(request)
+                except BadForm as exc:
+                    return _bad_form(str(exc))
+                given = form.get("csrf", "")
                 if not hmac.compare_digest(given.encode(), viewer.csrf.encode()):
                     return html(page("console_error.html", title="Form expired", status=403,
                                      detail="This form is out of date: go back, reload the "
@@ -127,8 +152,11 @@ def _login_page(request: web.Request, error: str | None, status: int) -> web.Res
 
 async def login(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    form = await request.post()
-    given = str(form.get("csrf", ""))
+    try:
+        form = await read_form(request)
+    except BadForm as exc:
+        return _bad_form(str(exc))
+    given = form.get("csrf", "")
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         return _login_page(request, "The sign-in form expired: please try again.", 403)
