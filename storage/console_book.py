@@ -19,9 +19,9 @@ from storage.timeparse import iso
 ACCOUNT_SORTS = ("name", "members", "nps", "responses", "last_answer")
 
 
-async def accounts(db: Database, sort: str = "name", descending: bool = False,
-                   limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """A page of accounts sorted by `sort`, and how many accounts there are."""
+async def all_accounts(db: Database) -> list[dict[str, Any]]:
+    """Every account with its name, members and NPS (three grouped scans; the console keeps
+    the result for a short while, see daemon/console/book_views.py)."""
     active = MEMBERSHIPS.c.active.is_(True)
     async with db.read() as conn:
         rows = (await conn.execute(sa.select(ACCOUNTS.c.group_id, ACCOUNTS.c.traits)
@@ -48,13 +48,19 @@ async def accounts(db: Database, sort: str = "name", descending: bool = False,
                     "promoters": f["promoters"], "passives": f["passives"],
                     "detractors": f["detractors"], "responses": f["responses"],
                     "last_answer": iso(last)})
+    return out
+
+
+def sort_page(rows: list[dict[str, Any]], sort: str = "name", descending: bool = False,
+              limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """A page of accounts sorted by `sort`, and how many accounts there are."""
     key = {"name": lambda a: ((a["name"] or a["groupId"]).lower(), a["groupId"]),
            "members": lambda a: (a["members"], a["groupId"]),
            "nps": lambda a: (a["nps"] is not None, a["nps"] or 0, a["groupId"]),
            "responses": lambda a: (a["responses"], a["groupId"]),
            "last_answer": lambda a: (a["last_answer"] or "", a["groupId"])}[sort]
-    out.sort(key=key, reverse=descending)
-    return out[offset:offset + limit], len(out)
+    ordered = sorted(rows, key=key, reverse=descending)
+    return ordered[offset:offset + limit], len(ordered)
 
 
 async def members(db: Database, group_id: str, limit: int = 200) -> list[dict[str, Any]]:

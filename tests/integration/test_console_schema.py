@@ -13,8 +13,10 @@ from storage.migrations import LATEST, migrate
 from storage.sqlutil import USERS
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-WANTED = {"surveys": {"ix_surveys_answered"}, "decisions": {"ix_decisions_outcome_at"},
-          "users": {"ix_users_email", "ix_users_name"}}
+WANTED = {"surveys": {"ix_surveys_answered", "ix_surveys_kind_answered_score",
+                      "ix_surveys_kind_sent"},
+          "decisions": {"ix_decisions_outcome_at"}, "users": {"ix_users_email", "ix_users_name"},
+          "memberships": {"ix_memberships_group_active"}}
 
 
 async def _indexes(db: Database) -> dict[str, set[str]]:
@@ -25,7 +27,7 @@ async def _indexes(db: Database) -> dict[str, set[str]]:
 
 
 async def test_fresh_and_upgraded_databases_have_the_console_schema(db_url: str) -> None:
-    assert LATEST == 4 and len(CONSOLE_INDEXES) == 4
+    assert LATEST == 4 and len(CONSOLE_INDEXES) == 7
     db = Database(db_url)
     try:
         await migrate(db, NOW)
