@@ -5,37 +5,21 @@ and the send-queue preview."""
 from __future__ import annotations
 
 import json
-import weakref
-from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from daemon.console.cache import cached
 from daemon.console.render import html, page
 from daemon.console.session import Viewer, console_page
 from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
 from storage import console_book, console_reads, reads
 from storage.console_reads import Filters
-from storage.db import Database
 from storage.timeparse import iso
 
 ACCOUNTS_PER_PAGE = 100
-# The accounts list sums every answer and membership (about a second with a million users on
-# SQLite): it is computed at most once per ACCOUNTS_FRESH per store and shared by every sort
-# and page; the page says how old its figures are.
-ACCOUNTS_FRESH = timedelta(seconds=60)
-_accounts_cache: weakref.WeakKeyDictionary[Database, tuple[datetime, list[dict[str, Any]]]] = \
-    weakref.WeakKeyDictionary()
-
-
-async def _all_accounts(db: Database, now: datetime) -> tuple[datetime, list[dict[str, Any]]]:
-    found = _accounts_cache.get(db)
-    if found is None or now - found[0] >= ACCOUNTS_FRESH or now < found[0]:
-        found = (now, await console_book.all_accounts(db))
-        _accounts_cache[db] = found
-    return found
 
 
 def _not_found(viewer: Viewer, what: str) -> web.Response:
@@ -52,7 +36,8 @@ async def accounts(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     page_no = request.query.get("page", "1")
     number = int(page_no) if page_no.isdigit() and 0 < int(page_no) < 1_000_000 else 1
     runtime = request.app[RUNTIME]
-    computed_at, every = await _all_accounts(runtime.db, runtime.clock.now())
+    computed_at, every = await cached(runtime.db, "accounts", runtime.clock.now(),
+                                      lambda: console_book.all_accounts(runtime.db))
     rows, total = console_book.sort_page(every, sort, descending, ACCOUNTS_PER_PAGE,
                                          (number - 1) * ACCOUNTS_PER_PAGE)
 

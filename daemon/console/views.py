@@ -11,12 +11,14 @@ from urllib.parse import urlencode
 import structlog
 from aiohttp import web
 
+from daemon.console.cache import cached
 from daemon.console.filters import FilterError, parse_filters
 from daemon.console.render import chart, html, page
 from daemon.console.session import Viewer, console_page
 from daemon.runtime import RUNTIME
 from storage import console_reads
 from storage.console_reads import BadCursor, Filters
+from storage.timeparse import iso
 
 log = structlog.get_logger("npsd.console")
 
@@ -31,14 +33,16 @@ FILTER_KEYS = ("category", "score_min", "score_max", "account", "since", "until"
 async def dashboard(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     by = "month" if request.query.get("by") == "month" else "week"
-    figures = await console_reads.dashboard(runtime.db, runtime.clock.now(), by)
+    computed_at, figures = await cached(
+        runtime.db, f"dashboard-{by}", runtime.clock.now(),
+        lambda: console_reads.dashboard(runtime.db, runtime.clock.now(), by))
     synced = request.query.get("synced")
     notice = {"ok": "Sync finished.", "busy": "A sync is already running.",
               "off": "Sync-back is off: set segment.write_key.",
               "failed": "The sync did not finish: see the log."}.get(synced or "")
     return html(page("console_dashboard.html", title="Dashboard", viewer=viewer,
                      nav="dashboard", f=figures, chart=chart(figures["trend"]), by=by,
-                     notice=notice))
+                     notice=notice, computed_at=iso(computed_at)))
 
 
 @console_page
