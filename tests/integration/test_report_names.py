@@ -1,0 +1,47 @@
+"""`npsd report --by account` (and its --json) name each account next to its id: the stored
+`name` trait, not only the id Segment sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import main
+from storage.db import Database
+from storage.migrations import migrate
+from tests.console_seed import seed_book
+from tests.harness import write_config
+
+
+def _seeded(tmp_path: Path) -> Path:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}"
+
+    async def go() -> None:
+        db = Database(url)
+        try:
+            await migrate(db, datetime.now(UTC))
+            await seed_book(db, datetime.now(UTC))
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+    config = tmp_path / "config.toml"
+    write_config(config, {"storage": {"url": url}, "log": {"level": "error"},
+                          "email": {"file_dir": str(tmp_path / "outbox")}})
+    return config
+
+
+def test_report_by_account_shows_the_stored_name(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    config = _seeded(tmp_path)
+    assert main(["--config", str(config), "report", "--by", "account"]) == 0
+    out = capsys.readouterr().out
+    assert "acc-1 Initech" in out and "acc-2 Globex" in out and "acc-3 Hooli" in out
+    assert main(["--config", str(config), "report", "--by", "account", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["by_account"]
+    assert {r["key"]: r["name"] for r in rows} == {"acc-1": "Initech", "acc-2": "Globex",
+                                                   "acc-3": "Hooli"}
