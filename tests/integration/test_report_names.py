@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
-from daemon.cli import main
 from storage.db import Database
 from storage.migrations import migrate
 from tests.console_seed import seed_book
@@ -35,13 +35,21 @@ def _seeded(tmp_path: Path) -> Path:
     return config
 
 
-def test_report_by_account_shows_the_stored_name(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def _report(config: Path, *args: str) -> str:
+    """`npsd report` as a process (the CLI configures logging for the whole process)."""
+    root = Path(__file__).resolve().parent.parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--config", str(config), "report", *args],
+        capture_output=True, text=True, timeout=60, cwd=config.parent, check=False,
+        env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_report_by_account_shows_the_stored_name(tmp_path: Path) -> None:
     config = _seeded(tmp_path)
-    assert main(["--config", str(config), "report", "--by", "account"]) == 0
-    out = capsys.readouterr().out
+    out = _report(config, "--by", "account")
     assert "acc-1 Initech" in out and "acc-2 Globex" in out and "acc-3 Hooli" in out
-    assert main(["--config", str(config), "report", "--by", "account", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)["by_account"]
+    rows = json.loads(_report(config, "--by", "account", "--json"))["by_account"]
     assert {r["key"]: r["name"] for r in rows} == {"acc-1": "Initech", "acc-2": "Globex",
                                                    "acc-3": "Hooli"}
