@@ -83,27 +83,33 @@ def seed(path: Path, users: int, answers: int, accounts: int) -> float:
                   sqlite_time(now - timedelta(minutes=i * 525_600 // answers)), (i * 7) % 11,
                   ("slow exports" if i % 7 == 0 else f"comment {i}") if i % 3 == 0 else None)
                  for i in part))
-        pending = range(answers, min(users, answers + 5000))
-        con.executemany(
-            "INSERT INTO surveys (user_id, token, kind, state, due_at, created_at, attempts, "
-            "answer_revision, synced_revision, needs_sync) VALUES (?, ?, 'survey', 'pending', "
-            "?, ?, 0, 0, 0, 0)",
-            ((f"user-{i:07d}", secrets.token_urlsafe(12),
-              sqlite_time(now + timedelta(minutes=(i - answers) * 2)), now_s) for i in pending))
-        con.executemany(
-            "INSERT INTO decisions (user_id, at, outcome, reason) VALUES (?, ?, 'scheduled', "
-            "'scheduled for later: 14 days after signup')",
-            ((f"user-{i:07d}", now_s) for i in pending))
-        con.executemany(
-            "INSERT INTO decisions (user_id, at, outcome, reason) VALUES (?, ?, 'skipped', "
-            "'skipped: surveyed within the re-survey interval')",
-            ((f"user-{i:07d}", sqlite_time(now - timedelta(minutes=i))) for i in range(20_000)))
+        _queue_and_log(con, range(answers, min(users, answers + 5000)), answers, now)
         for _, sql in indexes:
             con.execute(sql)
     con.execute("ANALYZE")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     return time.perf_counter() - started
+
+
+def _queue_and_log(con: sqlite3.Connection, pending: range, answers: int,
+                   now: datetime) -> None:
+    """Surveys due in the next 7 days with their scheduling decisions, and 20,000 skips."""
+    now_s = sqlite_time(now)
+    con.executemany(
+        "INSERT INTO surveys (user_id, token, kind, state, due_at, created_at, attempts, "
+        "answer_revision, synced_revision, needs_sync) VALUES (?, ?, 'survey', 'pending', "
+        "?, ?, 0, 0, 0, 0)",
+        ((f"user-{i:07d}", secrets.token_urlsafe(12),
+          sqlite_time(now + timedelta(minutes=(i - answers) * 2)), now_s) for i in pending))
+    con.executemany(
+        "INSERT INTO decisions (user_id, at, outcome, reason) VALUES (?, ?, 'scheduled', "
+        "'scheduled for later: 14 days after signup')",
+        ((f"user-{i:07d}", now_s) for i in pending))
+    con.executemany(
+        "INSERT INTO decisions (user_id, at, outcome, reason) VALUES (?, ?, 'skipped', "
+        "'skipped: surveyed within the re-survey interval')",
+        ((f"user-{i:07d}", sqlite_time(now - timedelta(minutes=i))) for i in range(20_000)))
 
 
 async def measure(db_path: Path, workdir: Path, requests: int) -> list[list[Any]]:

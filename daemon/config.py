@@ -224,8 +224,7 @@ def parse_settings(
     raw: Mapping[str, Any], path: str = "<config>", env: Mapping[str, str] | None = None
 ) -> Settings:
     env = {} if env is None else env
-    known = {"server", "storage", "intake", "admin", "accounts", "survey", "email", "segment",
-             "console"}
+    known = {f for f in Settings.__dataclass_fields__ if f not in ("source", "secret_origins")}
     for key in raw:
         if key not in known | {"log"}:
             raise ConfigError(path, key, "unknown section")
