@@ -1,20 +1,22 @@
-"""The read API and admin actions, behind `Authorization: Bearer <admin.token>`."""
+"""The read API and admin actions, behind `Authorization: Bearer <admin.token>`; the reads
+also take a console viewer token (`reader`), the actions only the admin token (`admin`)."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
 
-from daemon.auth import AuthError, check_admin
+from daemon.auth import AuthError, bearer_role, check_admin
 from daemon.http_util import json_error
 from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
-from storage import reads
-from storage.db import StoreUnavailable
+from storage import console_reads, reads
+from storage.db import Database, StoreUnavailable
 from storage.events import Message
 
 log = structlog.get_logger("npsd.admin")
@@ -29,10 +31,14 @@ def _known_id(value: str) -> bool:
     return len(value) <= MAX_ID_LENGTH and not _UNSTORABLE.search(value)
 
 
-def admin(handler: Handler) -> Handler:
+def admin(handler: Handler, *, viewers: bool = False) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        settings = request.app[RUNTIME].settings
         try:
-            check_admin(request, request.app[RUNTIME].settings.admin.token)
+            if viewers:
+                bearer_role(request, settings.admin.token, settings.console.viewer_tokens)
+            else:
+                check_admin(request, settings.admin.token)
         except AuthError as exc:
             return json_error(401, str(exc))
         if not all(_known_id(v) for v in request.match_info.values()):
@@ -45,7 +51,12 @@ def admin(handler: Handler) -> Handler:
     return wrapped
 
 
-@admin
+def reader(handler: Handler) -> Handler:
+    """A read: the admin token or a console viewer token."""
+    return admin(handler, viewers=True)
+
+
+@reader
 async def get_user(request: web.Request) -> web.StreamResponse:
     user = await reads.get_user(request.app[RUNTIME].db, request.match_info["user_id"])
     if user is None:
@@ -68,7 +79,7 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-@admin
+@reader
 async def get_decisions(request: web.Request) -> web.StreamResponse:
     found = await reads.decisions(request.app[RUNTIME].db, request.match_info["user_id"])
     if found is None:
@@ -76,7 +87,7 @@ async def get_decisions(request: web.Request) -> web.StreamResponse:
     return web.json_response({"userId": request.match_info["user_id"], "decisions": found})
 
 
-@admin
+@reader
 async def get_account(request: web.Request) -> web.StreamResponse:
     account = await reads.get_account(request.app[RUNTIME].db, request.match_info["group_id"])
     if account is None:
@@ -84,15 +95,27 @@ async def get_account(request: web.Request) -> web.StreamResponse:
     return web.json_response(account)
 
 
-@admin
+@reader
 async def get_nps(request: web.Request) -> web.StreamResponse:
     by = request.query.get("by")
     if by not in (None, "account", "month"):
         return json_error(400, "by must be account or month")
-    return web.json_response(await reads.nps_report(request.app[RUNTIME].db, by))
+    db = request.app[RUNTIME].db
+    return web.json_response(await named_report(db, by))
 
 
-@admin
+async def named_report(db: Database, by: str | None) -> dict[str, Any]:
+    """The NPS report; by account, each group also carries the account's stored name."""
+    report = await reads.nps_report(db, by)
+    if by == "account":
+        names = await console_reads.account_names(db, [g["key"] for g in report["groups"]])
+        report["groups"] = [{"key": g["key"], "name": names.get(g["key"]),
+                             **{k: v for k, v in g.items() if k != "key"}}
+                            for g in report["groups"]]
+    return report
+
+
+@reader
 async def get_status(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     return web.json_response(await reads.status(runtime.db, runtime.clock.now()))

@@ -11,7 +11,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from daemon import admin_api, health, intake, survey_page, tracking_api
+from daemon import admin_api, console, health, intake, survey_page, tracking_api
 from daemon.config import Settings
 from daemon.metrics import Metrics
 from daemon.runtime import RUNTIME, Runtime
@@ -87,6 +87,7 @@ def intake_routes(app: web.Application) -> None:
                         expect_handler=intake.segment_expect)
     tracking_api.add_routes(app)
     admin_api.add_routes(app)
+    console.add_routes(app)
     survey_page.add_routes(app)
     health.add_routes(app)
 

@@ -118,3 +118,24 @@ def check_admin(request: web.Request, token: str) -> None:
     ):
         raise AuthError("missing or wrong admin token (Authorization: Bearer <admin.token>)",
                         "invalid_admin_token")
+
+
+def token_role(token: str, admin_token: str, viewer_tokens: Iterable[str]) -> str | None:
+    """"admin", "viewer" or None for a presented token; every candidate is compared (no
+    early exit), so the time taken says nothing about which one nearly matched."""
+    given = token.encode("utf-8")
+    is_admin = hmac.compare_digest(given, admin_token.encode("utf-8"))
+    is_viewer = key_matches(token, viewer_tokens)
+    return "admin" if is_admin else "viewer" if is_viewer else None
+
+
+def bearer_role(request: web.Request, admin_token: str,
+                viewer_tokens: Iterable[str]) -> str:
+    """The role of `Authorization: Bearer <token>` (admin.token or a console viewer token)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    role = token_role(value.strip(), admin_token, viewer_tokens) \
+        if scheme.lower() == "bearer" else None
+    if role is None:
+        raise AuthError("missing or wrong token (Authorization: Bearer <admin.token> or a "
+                        "console.viewer_tokens entry)", "invalid_admin_token")
+    return role

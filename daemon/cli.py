@@ -167,24 +167,26 @@ async def _sync_now(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _table(rows: list[dict[str, Any]], key_name: str) -> str:
-    header = f"{key_name:<24} {'NPS':>7} {'prom':>6} {'pass':>6} {'detr':>6} {'resp':>6} " \
+    w = 44 if any(r.get("name") for r in rows) else 24  # an account's id and stored name
+    header = f"{key_name:<{w}} {'NPS':>7} {'prom':>6} {'pass':>6} {'detr':>6} {'resp':>6} " \
              f"{'sent':>6} {'rate':>7}"
     lines = [header, "-" * len(header)]
     for r in rows:
         nps = "—" if r["nps"] is None else f"{r['nps']:+.1f}"
         rate = "—" if r["response_rate"] is None else f"{100 * r['response_rate']:.1f}%"
-        lines.append(f"{str(r['key'])[:24]:<24} {nps:>7} {r['promoters']:>6} {r['passives']:>6}"
+        label = f"{r['key']} {r['name']}" if r.get("name") else str(r["key"])
+        lines.append(f"{label[:w]:<{w}} {nps:>7} {r['promoters']:>6} {r['passives']:>6}"
                      f" {r['detractors']:>6} {r['responses']:>6} {r['sent']:>6} {rate:>7}")
     return "\n".join(lines)
 
 
 async def _report(settings: Settings, args: argparse.Namespace) -> int:
-    from storage import reads
+    from daemon.admin_api import named_report
 
     async def work(db: Any) -> int:
-        overall = await reads.nps_report(db)
+        overall = await named_report(db, None)
         wanted = [args.by] if args.by else ["account", "month"]
-        parts = {by: (await reads.nps_report(db, by))["groups"] for by in wanted}
+        parts = {by: (await named_report(db, by))["groups"] for by in wanted}
         if args.json:
             print(json.dumps({"overall": overall, **{f"by_{k}": v for k, v in parts.items()}},
                              indent=2))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import config_values as values
+from daemon.config_console import ConsoleSettings, parse_console
 from daemon.config_values import Parser as _Parser
 from daemon.config_values import SendWindow as SendWindow
 from daemon.durations import parse_duration
@@ -139,11 +140,12 @@ class Settings:
     source: str = "<defaults>"
     # Where a secret came from when not from the file: ("admin.token", "NPSD_ADMIN_TOKEN").
     secret_origins: tuple[tuple[str, str], ...] = ()
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret, for the log scrubber to blank wherever it appears."""
         return (*self.intake.api_keys, *self.intake.shared_secrets, self.admin.token,
-                self.segment.write_key, self.email.smtp.password)
+                self.segment.write_key, self.email.smtp.password, *self.console.viewer_tokens)
 
     def origin(self, key: str) -> str:
         """Where the value of a secret key was read: the file, a variable or a credential."""
@@ -222,7 +224,7 @@ def parse_settings(
     raw: Mapping[str, Any], path: str = "<config>", env: Mapping[str, str] | None = None
 ) -> Settings:
     env = {} if env is None else env
-    known = {"server", "storage", "intake", "admin", "accounts", "survey", "email", "segment"}
+    known = {f for f in Settings.__dataclass_fields__ if f not in ("source", "secret_origins")}
     for key in raw:
         if key not in known | {"log"}:
             raise ConfigError(path, key, "unknown section")
@@ -322,8 +324,10 @@ def parse_settings(
     )
     s.check_unknown()
 
+    console = parse_console(_Section(_table(raw, "console", path), "console.", path), env,
+                            _secret_with_origin, origins)
     return Settings(server, storage, intake, admin, accounts, survey, email, segment, log, path,
-                    tuple(origins))
+                    tuple(origins), console)
 
 
 def _texts(raw: Mapping[str, Any], path: str) -> i18n.Overrides:
@@ -362,8 +366,7 @@ def _email(raw: Mapping[str, Any], path: str, env: Mapping[str, str]) -> EmailSe
         max_connections=m.get("max_connections", values.int_in(1, 64), ds.max_connections),
     )
     m.check_unknown()
-    password = _secret(env, "NPSD_SMTP_PASSWORD", "smtp_password")
-    if password is not None:
+    if (password := _secret(env, "NPSD_SMTP_PASSWORD", "smtp_password")) is not None:
         smtp = _replace(smtp, password=password)
     return EmailSettings(backend=backend, sender=sender, file_dir=file_dir, smtp=smtp)
 
@@ -386,13 +389,11 @@ def _segment(raw: Mapping[str, Any], path: str, env: Mapping[str, str]) -> Segme
         sync_unsubscribes=s.get("sync_unsubscribes", values.boolean, d.sync_unsubscribes),
     )
     s.check_unknown()
-    key = _secret(env, "NPSD_SEGMENT_WRITE_KEY", "segment_write_key")
-    if key is not None:
+    if (key := _secret(env, "NPSD_SEGMENT_WRITE_KEY", "segment_write_key")) is not None:
         segment = _replace(segment, write_key=key)
     return segment
 
 
 def _replace(obj: Any, **changes: Any) -> Any:
     from dataclasses import replace
-
     return replace(obj, **changes)

@@ -37,6 +37,11 @@ def _render(name: str, t: Texts, **values: object) -> str:
     return _env(t.lang).get_template(name).render(t=t, **values)
 
 
+def render_page(name: str, lang: str = "en", **values: object) -> str:
+    """Any template with the same environment (the console's pages extend base.html too)."""
+    return _env(lang).get_template(name).render(**values)
+
+
 @functools.cache
 def script() -> bytes:
     """The page's same-origin script (progressive enhancement, record_on_click)."""

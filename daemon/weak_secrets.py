@@ -19,6 +19,8 @@ _HOW_TO_SET = {
     "intake.api_keys": "NPSD_INTAKE_API_KEYS or the systemd credential intake_api_keys",
     "admin.token": "NPSD_ADMIN_TOKEN or the systemd credential admin_token",
     "intake.shared_secrets": "the same secret in Segment's destination settings",
+    "console.viewer_tokens": "NPSD_CONSOLE_VIEWER_TOKENS or the systemd credential "
+                             "console_viewer_tokens",
 }
 
 
@@ -47,7 +49,8 @@ def weak_secrets(settings: Settings) -> list[WeakSecret]:
     found: list[WeakSecret] = []
     for key, secrets in (("intake.api_keys", settings.intake.api_keys),
                          ("admin.token", (settings.admin.token,)),
-                         ("intake.shared_secrets", settings.intake.shared_secrets)):
+                         ("intake.shared_secrets", settings.intake.shared_secrets),
+                         ("console.viewer_tokens", settings.console.viewer_tokens)):
         reasons = [_why_weak(s) for s in secrets]
         reason = next((r for r in reasons if r is not None), None)
         if reason is not None:

@@ -160,3 +160,17 @@ class SyncFailure(SQLModel, table=True):
     user_id: str | None = None
     message_id: str
     reason: str
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A console login. The cookie holds a random id; only its SHA-256 is kept here (a copy
+    of the database gives no live session), with the SHA-256 of the token used to log in, so
+    a token taken out of the config ends its sessions at the next request. Rows outlive a
+    restart; logout deletes the row."""
+
+    __tablename__ = "console_sessions"
+    id_hash: str = Field(primary_key=True)
+    token_hash: str
+    csrf: str
+    created_at: datetime = Field(sa_type=TZ)
+    expires_at: datetime = Field(sa_type=TZ, index=True)

@@ -49,6 +49,7 @@ NO_PERSONAL_DATA: dict[str, str] = {
     "events": "messageIds for deduplication, without user ids (schema 2)",
     "accounts": "companies (groupId and traits), not people",
     "sync_state": "the sync-back lease and its last figures",
+    "console_sessions": "console sign-ins of the team (hashes of cookie and token), not customers",
 }
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
 from storage import models
+from storage.console_schema import CONSOLE_INDEXES
 from storage.db import Database
 
 Step = Callable[[AsyncConnection], Awaitable[None]]
@@ -48,9 +49,21 @@ async def _surveys_by_address(conn: AsyncConnection) -> None:
     await conn.execute(sa.text("DROP TABLE surveys_v2"))
 
 
+async def _console(conn: AsyncConnection) -> None:
+    """3 → 4: the console's sessions table and the indexes its pages read through."""
+    sessions = models.ConsoleSession.__table__  # type: ignore[attr-defined]
+    await conn.run_sync(lambda c: sessions.create(c, checkfirst=True))
+    for index in CONSOLE_INDEXES:
+        await conn.run_sync(_create_index, index)
+
+
+def _create_index(sync_conn: sa.Connection, index: sa.Index) -> None:
+    index.create(sync_conn, checkfirst=True)
+
+
 # STEPS[n] upgrades version n to n + 1. Append, never edit.
-STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address}
-LATEST = 3
+STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address, 3: _console}
+LATEST = 4
 _SCHEMA = models.SchemaVersion.__table__  # type: ignore[attr-defined]
 _SYNC = models.SyncState.__table__  # type: ignore[attr-defined]
 _PG_LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes
