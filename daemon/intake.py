@@ -132,7 +132,9 @@ async def continue_expected(request: web.Request) -> None:
     """What aiohttp does for `Expect: 100-continue`: tell the client to send the body."""
     if request.version >= (1, 1):
         if request.headers.get("Expect", "").lower() != "100-continue":
-            raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
+            raise web.HTTPExpectationFailed(
+                text='{"message": "only Expect: 100-continue is understood"}',
+                content_type="application/json")
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0
 
