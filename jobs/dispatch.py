@@ -15,8 +15,6 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from daemon.config import Settings
-from daemon.durations import format_duration
 from jobs.clock import Clock
 from jobs.email import EmailBackend
 from jobs.email_message import (
@@ -38,6 +36,8 @@ from jobs.rules import (
     sampled_in,
 )
 from jobs.segment_client import RetryPolicy, backoff_s
+from settings import Settings
+from settings.durations import format_duration
 from storage import surveys
 from storage.db import Database
 from storage.survey_plan import email_key

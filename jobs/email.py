@@ -22,7 +22,6 @@ from typing import Protocol
 
 import aiosmtplib
 
-from daemon.config import EmailSettings, SmtpSettings
 from jobs.clock import Clock, SystemClock
 from jobs.email_message import (
     EmailError,
@@ -34,6 +33,7 @@ from jobs.email_message import (
     render_message,
 )
 from jobs.outbox import survey_stem
+from settings import EmailSettings, SmtpSettings
 
 __all__ = [
     "EmailBackend",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from daemon.config import SurveySettings
 from jobs.rules import Candidate, decide_on_identify
+from settings import SurveySettings
 from storage.survey_plan import Plan, Planner, SurveyHistory
 
 

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from daemon.config import SendWindow, SurveySettings
-from daemon.durations import format_duration
 from jobs.timing import local_to_utc, require_aware
+from settings import SendWindow, SurveySettings
+from settings.durations import format_duration
 
 __all__ = [
     "Candidate",

@@ -12,11 +12,11 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon.config import SegmentSettings
 from jobs.clock import Clock
 from jobs.dispatch import Dispatcher
 from jobs.sync import Syncer
 from jobs.timing import missed_daily_run
+from settings import SegmentSettings
 from storage import surveys, sync_store
 from storage.db import Database
 

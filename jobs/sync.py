@@ -27,7 +27,6 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from daemon.config import SegmentSettings
 from jobs.clock import Clock
 from jobs.owners import owner_is_dead
 from jobs.redact import redact
@@ -43,6 +42,7 @@ from jobs.sync_batching import (
     message_id,
     pack,
 )
+from settings import SegmentSettings
 from storage import reads, sync_store
 from storage.db import Database, StoreUnavailable
 from storage.sync_store import PendingAnswer, PendingChunk

@@ -27,10 +27,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
 import structlog
 
-from jobs.clock import Clock
 from storage.book_rules import BookRules
 from storage.db import Database, StoreUnavailable, run_transaction
 from storage.events import Message
@@ -51,6 +52,13 @@ MAX_QUEUED_BYTES = 64 * 1024 * 1024
 # How long the writer thread waits for the next group before giving the connection back:
 # more than one round of a busy event loop, little enough not to hold up other writers.
 LINGER_S = 0.005
+
+
+class Clock(Protocol):
+    """What the writer needs of jobs.clock's clock, which the daemon passes in: storage
+    reads the time only through it and does not import jobs."""
+
+    def now(self) -> datetime: ...
 
 
 class CommitQueueFull(StoreUnavailable):
