@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -13,9 +12,7 @@ from daemon.auth import AuthError, check_admin
 from daemon.http_util import json_error
 from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
-from storage import reads
 from storage.db import StoreUnavailable
-from storage.events import Message
 
 log = structlog.get_logger("npsd.admin")
 
@@ -47,7 +44,7 @@ def admin(handler: Handler) -> Handler:
 
 @admin
 async def get_user(request: web.Request) -> web.StreamResponse:
-    user = await reads.get_user(request.app[RUNTIME].db, request.match_info["user_id"])
+    user = await request.app[RUNTIME].store.user(request.match_info["user_id"])
     if user is None:
         return json_error(404, "no such user")
     return web.json_response(user)
@@ -59,18 +56,16 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
     `delete` (a deletion message committed by the intake writer), so both leave the same."""
     runtime = request.app[RUNTIME]
     user_id = request.match_info["user_id"]
-    if not await reads.user_exists(runtime.db, user_id):
+    if not await runtime.store.user_exists(user_id):
         return json_error(404, "no such user")
-    erase = Message(message_id=f"npsd-erase-{uuid.uuid4()}", type="delete", user_id=user_id,
-                    anonymous_id=None, timestamp=runtime.clock.now())
-    await runtime.committer.submit([erase])
+    await runtime.store.erase(user_id, runtime.intake_policy())
     log.info("admin.user_erased")  # no id: the person is gone
     return web.Response(status=204)
 
 
 @admin
 async def get_decisions(request: web.Request) -> web.StreamResponse:
-    found = await reads.decisions(request.app[RUNTIME].db, request.match_info["user_id"])
+    found = await request.app[RUNTIME].store.decisions(request.match_info["user_id"])
     if found is None:
         return json_error(404, "no such user")
     return web.json_response({"userId": request.match_info["user_id"], "decisions": found})
@@ -78,7 +73,7 @@ async def get_decisions(request: web.Request) -> web.StreamResponse:
 
 @admin
 async def get_account(request: web.Request) -> web.StreamResponse:
-    account = await reads.get_account(request.app[RUNTIME].db, request.match_info["group_id"])
+    account = await request.app[RUNTIME].store.account(request.match_info["group_id"])
     if account is None:
         return json_error(404, "no such account")
     return web.json_response(account)
@@ -89,13 +84,13 @@ async def get_nps(request: web.Request) -> web.StreamResponse:
     by = request.query.get("by")
     if by not in (None, "account", "month"):
         return json_error(400, "by must be account or month")
-    return web.json_response(await reads.nps_report(request.app[RUNTIME].db, by))
+    return web.json_response(await request.app[RUNTIME].store.nps(by))
 
 
 @admin
 async def get_status(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    return web.json_response(await reads.status(runtime.db, runtime.clock.now()))
+    return web.json_response(await runtime.store.status(runtime.clock.now()))
 
 
 @admin

@@ -14,8 +14,8 @@ import daemon.pages as pages
 from daemon.bodies import check_declared_length, discard_body, read_body
 from daemon.http_util import BodyError
 from daemon.runtime import RUNTIME
-from storage import answers
 from storage.db import StoreUnavailable
+from storage.states import AnswerResult, Openness
 
 log = structlog.get_logger("npsd.survey")
 
@@ -115,13 +115,14 @@ async def _read_form(request: web.Request) -> dict[str, str]:
 async def show_survey(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
-        survey = await answers.survey_by_token(runtime.db, request.match_info["token"])
+        survey = await runtime.store.survey(request.match_info["token"])
     except StoreUnavailable:
         return _unavailable()
-    if survey is None:
+    shown = Openness.UNKNOWN if survey is None else survey.openness(runtime.clock.now())
+    if survey is None or shown is Openness.UNKNOWN:
         return _not_found()
-    if survey.expired(runtime.clock.now()) or survey.state in ("pending", "sending"):
-        return _closed() if survey.state not in ("pending", "sending") else _not_found()
+    if shown is Openness.CLOSED:
+        return _closed()
     given = request.query.get("score")
     selected = _score(given)
     # A score in the link that is not 0-10 (a mangled link, "?score=²"): the survey with
@@ -131,7 +132,7 @@ async def show_survey(request: web.Request) -> web.Response:
         selected = survey.score
     return _html(pages.render_survey(
         product_name=runtime.settings.survey.product_name, token=request.match_info["token"],
-        selected=selected, comment=survey.comment, answered=survey.state == "answered",
+        selected=selected, comment=survey.comment, answered=shown is Openness.ANSWERED,
         expires_at=survey.expires_at, notice=notice), 400 if notice else 200)
 
 
@@ -140,11 +141,12 @@ async def answer_survey(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     try:
         check_declared_length(request, PAGE_BODY_LIMIT)
-        survey = await answers.survey_by_token(runtime.db, token)
-        if survey is None or survey.state in ("pending", "sending"):
-            return _not_found()
+        survey = await runtime.store.survey(token)
         now = runtime.clock.now()
-        if survey.expired(now):
+        shown = Openness.UNKNOWN if survey is None else survey.openness(now)
+        if survey is None or shown is Openness.UNKNOWN:
+            return _not_found()
+        if shown is Openness.CLOSED:
             return _closed()
         form = await _read_form(request)  # read only for a known token
         score = _score(form.get("score"))
@@ -153,10 +155,11 @@ async def answer_survey(request: web.Request) -> web.Response:
         if score is None:
             page = pages.render_survey(
                 product_name=runtime.settings.survey.product_name, token=token, selected=None,
-                comment=comment or survey.comment, answered=survey.state == "answered",
+                comment=comment or survey.comment, answered=shown is Openness.ANSWERED,
                 expires_at=survey.expires_at, notice=BAD_SCORE)
             return _html(page, 400)
-        if not await answers.record_answer(runtime.db, survey.id, score, comment or None, now):
+        result = await runtime.store.answer(token, score, comment or None, now)
+        if result is not AnswerResult.RECORDED:
             return _closed()
     except StoreUnavailable:
         return _unavailable()
@@ -171,7 +174,7 @@ async def answer_survey(request: web.Request) -> web.Response:
 async def show_unsubscribe(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
-        survey = await answers.survey_by_token(runtime.db, request.match_info["token"])
+        survey = await runtime.store.survey(request.match_info["token"])
     except StoreUnavailable:
         return _unavailable()
     if survey is None:
@@ -186,12 +189,12 @@ async def unsubscribe(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
         check_declared_length(request, PAGE_BODY_LIMIT)
-        survey = await answers.survey_by_token(runtime.db, request.match_info["token"])
+        survey = await runtime.store.survey(request.match_info["token"])
         if survey is None:
             return _not_found()
         await discard_body(request, PAGE_BODY_LIMIT,
                            runtime.settings.server.body_timeout.total_seconds())
-        changed = await answers.unsubscribe(runtime.db, survey.user_id, runtime.clock.now())
+        changed = await runtime.store.unsubscribe(survey.user_id, runtime.clock.now())
     except StoreUnavailable:
         return _unavailable()
     except BodyError as exc:

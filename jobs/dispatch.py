@@ -38,8 +38,7 @@ from jobs.rules import (
 from jobs.segment_client import RetryPolicy, backoff_s
 from settings import Settings
 from settings.durations import format_duration
-from storage import surveys
-from storage.db import Database
+from storage.store import Store
 from storage.survey_plan import email_key
 from storage.surveys import Claimed, Outcome
 
@@ -54,10 +53,10 @@ SMTP_RETRY = RetryPolicy(max_attempts=8, base_s=30.0, cap_s=3600.0)
 
 
 class Dispatcher:
-    def __init__(self, db: Database, clock: Clock, owner: str,
+    def __init__(self, store: Store, clock: Clock, owner: str,
                  settings: Callable[[], Settings], backend: Callable[[], EmailBackend],
                  on_email: Callable[[str], None] | None = None) -> None:
-        self._db, self._clock, self._owner = db, clock, owner
+        self._store, self._clock, self._owner = store, clock, owner
         self._settings, self._backend = settings, backend
         self._lock = asyncio.Lock()
         self._on_email = on_email
@@ -72,7 +71,7 @@ class Dispatcher:
     async def release_claims(self) -> int:
         """After the last run: hand back what was claimed but never handed off."""
         async with self._lock:
-            return await surveys.release_unsent(self._db, self._owner)
+            return await self._store.release_unsent(self._owner)
 
     async def run_once(self) -> int:
         """Send everything that is due now; returns how many surveys were handled."""
@@ -80,10 +79,10 @@ class Dispatcher:
             return 0
         async with self._lock:
             now = self._clock.now()
-            back, lost = await surveys.release_expired_leases(self._db, now)
-            for owner in await surveys.lease_owners(self._db):
+            back, lost = await self._store.release(now=now)
+            for owner in await self._store.lease_owners():
                 if owner != self._owner and owner_is_dead(owner):
-                    dead_back, dead_lost = await surveys.release_owner(self._db, owner)
+                    dead_back, dead_lost = await self._store.release(owner)
                     back, lost = back + dead_back, lost + dead_lost
             if back or lost:
                 log.warning("survey.leases_taken_over", returned=back, interrupted=lost)
@@ -92,7 +91,7 @@ class Dispatcher:
             try:
                 while not self.stopping:
                     # Claimed while the last chunks are still being sent.
-                    claimed = await surveys.claim_due(self._db, self._clock.now(),
+                    claimed = await self._store.claim_due(self._clock.now(),
                                                       self._owner, CLAIM_BATCH, LEASE)
                     if not claimed:
                         break
@@ -115,7 +114,7 @@ class Dispatcher:
         done = await in_flight.popleft() if len(in_flight) >= MAX_IN_FLIGHT else []
         now = self._clock.now()
         renew = self._renewed is None or not timedelta(0) <= now - self._renewed < RENEW_EVERY
-        mine = await surveys.settle(self._db, done, now, owner=self._owner, lease=LEASE,
+        mine = await self._store.settle(done, now, owner=self._owner, lease=LEASE,
                                     handoff=[c.id for c in chunk if not c.reminder],
                                     renew=renew, interval=settings.survey.resurvey_interval)
         if renew:
@@ -129,7 +128,7 @@ class Dispatcher:
         while in_flight:
             outcomes += await in_flight.popleft()
         if outcomes:
-            await surveys.settle(self._db, outcomes, self._clock.now(), owner=self._owner,
+            await self._store.settle(outcomes, self._clock.now(), owner=self._owner,
                                  lease=LEASE)
 
     async def _send_chunk(self, chunk: list[Claimed], settings: Settings) -> list[Outcome]:
@@ -151,15 +150,15 @@ class Dispatcher:
         sendable: list[Claimed] = []
         caps = await self._account_counts(claimed, settings, now)
         by_address = _AddressCheck(settings, now)
-        await by_address.load(self._db, claimed)
+        await by_address.load(self._store, claimed)
         for c in claimed:
             outcome = self._check(c, settings, now, caps) or by_address.check(c)
             if outcome is None:
                 sendable.append(c)
             else:
                 skipped.append(outcome)
-        await surveys.set_email_keys(self._db, by_address.changed)
-        await surveys.record_outcomes(self._db, skipped, now)
+        await self._store.set_email_keys(by_address.changed)
+        await self._store.record_outcomes(skipped, now)
         for o in skipped:
             log.info("survey.deferred" if o.state == "pending" else "survey.skipped",
                      survey_id=o.survey_id, reason=o.reason)
@@ -171,7 +170,7 @@ class Dispatcher:
             return {}
         groups = sorted({g for c in claimed if not c.reminder for g in c.accounts})
         since = now - settings.survey.resurvey_interval
-        return await surveys.sent_per_account(self._db, groups, since) if groups else {}
+        return await self._store.sent_per_account(groups, since) if groups else {}
 
     def _check(self, c: Claimed, settings: Settings, now: datetime,
                caps: dict[str, int]) -> Outcome | None:
@@ -268,11 +267,11 @@ class _AddressCheck:
         self._taken: set[str] = set()
         self.changed: list[tuple[int, str | None]] = []  # (survey, key) to store
 
-    async def load(self, db: Database, claimed: list[Claimed]) -> None:
+    async def load(self, store: Store, claimed: list[Claimed]) -> None:
         keys = [k for c in claimed if not c.reminder and c.user is not None
                 if (k := email_key(c.user.get("email"))) is not None]
         if keys:
-            self._last = await surveys.address_last_surveyed(db, keys,
+            self._last = await store.address_last_surveyed(keys,
                                                              self._now - self._interval)
 
     def check(self, c: Claimed) -> Outcome | None:

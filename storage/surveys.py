@@ -156,15 +156,6 @@ async def sent_per_account(
     return counts
 
 
-async def mark_handoff(db: Database, ids: list[int], owner: str, now: datetime,
-                       lease: timedelta, interval: timedelta | None = None) -> set[int]:
-    """Commit the intent to send before sending; returns the ids still ours to send."""
-    if not ids:
-        return set()
-    async with db.write() as conn:
-        return await _handoff(conn, ids, owner, now, lease, interval)
-
-
 async def settle(db: Database, outcomes: list[Outcome], now: datetime, *, owner: str,
                  lease: timedelta, handoff: list[int] | None = None,
                  renew: bool = True, interval: timedelta | None = None) -> set[int]:
@@ -243,11 +234,6 @@ async def set_email_keys(db: Database, rows: list[tuple[int, str | None]]) -> No
         async with db.write() as conn:
             await conn.execute(_by_id(email_key=_param("b_key", sa.Text)),
                                [{"b_id": i, "b_key": k} for i, k in rows])
-
-
-async def renew_leases(db: Database, owner: str, now: datetime, lease: timedelta) -> None:
-    async with db.write() as conn:
-        await conn.execute(_RENEW, {"b_owner": owner, "b_until": now + lease})
 
 
 _RENEW = (sa.update(SURVEYS)

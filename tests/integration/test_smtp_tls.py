@@ -158,7 +158,7 @@ async def npsd_on_smtp(make_client: Any, clock: MovableClock) -> AsyncIterator[A
         runtime = client.server.app[RUNTIME]
         backend = make_backend(runtime.settings.email)
         backends.append(backend)
-        return client, Dispatcher(runtime.db, clock, runtime.owner, lambda: runtime.settings,
+        return client, Dispatcher(runtime.store, clock, runtime.owner, lambda: runtime.settings,
                                   lambda: backend)
 
     yield start
