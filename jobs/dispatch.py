@@ -38,6 +38,7 @@ from jobs.rules import (
 from jobs.segment_client import RetryPolicy, backoff_s
 from settings import Settings
 from settings.durations import format_duration
+from storage.states import SurveyState
 from storage.store import Store
 from storage.survey_plan import email_key
 from storage.surveys import Claimed, Outcome
@@ -137,7 +138,7 @@ class Dispatcher:
         # One time for the chunk: its sent rows then share one UPDATE.
         done = self._clock.now()
         expires, reminder = expires_at(done, settings.survey), reminder_due(done, settings.survey)
-        return [failure or Outcome(c.id, c.user_id, "sent",
+        return [failure or Outcome(c.id, c.user_id, SurveyState.SENT,
                                    "reminder sent" if c.reminder else "sent",
                                    expires_at=expires, reminder_due_at=reminder,
                                    reminder=c.reminder)
@@ -160,7 +161,7 @@ class Dispatcher:
         await self._store.set_email_keys(by_address.changed)
         await self._store.record_outcomes(skipped, now)
         for o in skipped:
-            log.info("survey.deferred" if o.state == "pending" else "survey.skipped",
+            log.info("survey.deferred" if o.state == SurveyState.PENDING else "survey.skipped",
                      survey_id=o.survey_id, reason=o.reason)
         return sendable
 
@@ -176,7 +177,7 @@ class Dispatcher:
                caps: dict[str, int]) -> Outcome | None:
         """Eligibility again, at the moment of sending: None means send it."""
         s = settings.survey
-        skip = Outcome(c.id, c.user_id, "skipped", "", reminder=c.reminder)
+        skip = Outcome(c.id, c.user_id, SurveyState.SKIPPED, "", reminder=c.reminder)
         if c.user is None:
             return _with(skip, "skipped: the user no longer exists")
         candidate = candidate_from(c.user, has_pending=False, last_survey_at=None,
@@ -193,7 +194,7 @@ class Dispatcher:
         if opens > now + timedelta(seconds=1):
             window = s.send_window
             span = f"{window.start:%H:%M}-{window.end:%H:%M}" if window else ""
-            return Outcome(c.id, c.user_id, "pending",
+            return Outcome(c.id, c.user_id, SurveyState.PENDING,
                            f"deferred to {format_instant(opens)}: outside the send window "
                            f"{span} ({zone})", due_at=opens)
         if s.max_per_account > 0 and c.accounts:
@@ -222,14 +223,14 @@ class Dispatcher:
             self._count("failed")
             reply = redact(exc.reply[:300])  # "550 <address>: no such user" names the person
             log.warning("survey.failed", survey_id=c.id, code=exc.code, reason=reply[:200])
-            return Outcome(c.id, c.user_id, "failed",
+            return Outcome(c.id, c.user_id, SurveyState.FAILED,
                            f"failed: the mail server refused it ({exc.code} {reply})",
                            reminder=c.reminder)
         except Exception as exc:
             self._count("failed")
             log.exception("survey.failed", survey_id=c.id, error=exc.__class__.__name__)
-            return Outcome(c.id, c.user_id, "failed", f"failed: {exc.__class__.__name__}",
-                           reminder=c.reminder)
+            return Outcome(c.id, c.user_id, SurveyState.FAILED,
+                           f"failed: {exc.__class__.__name__}", reminder=c.reminder)
         self._count("sent")
         log.info("survey.sent", survey_id=c.id, reminder=c.reminder)
         return None
@@ -239,14 +240,14 @@ class Dispatcher:
         if c.reminder or c.attempts + 1 >= SMTP_RETRY.max_attempts:
             self._count("failed")
             log.warning("survey.failed", survey_id=c.id, code=exc.code, reason=detail)
-            return Outcome(c.id, c.user_id, "failed",
+            return Outcome(c.id, c.user_id, SurveyState.FAILED,
                            f"failed after {c.attempts + 1} attempts: {detail}",
                            reminder=c.reminder)
         delay = max(1.0, backoff_s(c.attempts, SMTP_RETRY))
         due = self._clock.now() + timedelta(seconds=delay)
         self._count("retry")
         log.info("survey.retry", survey_id=c.id, code=exc.code, delay_s=round(delay, 1))
-        return Outcome(c.id, c.user_id, "pending",
+        return Outcome(c.id, c.user_id, SurveyState.PENDING,
                        f"retry at {format_instant(due)}: the mail server said {detail}",
                        due_at=due)
 
@@ -287,7 +288,7 @@ class _AddressCheck:
             self._taken.add(key)
             return None
         due = last + self._interval
-        return Outcome(c.id, c.user_id, "pending",
+        return Outcome(c.id, c.user_id, SurveyState.PENDING,
                        f"deferred to {format_instant(due)}: this address was surveyed on "
                        f"{format_instant(last)} under another user id (one survey per "
                        f"address per {format_duration(self._interval)})", due_at=due)

@@ -20,10 +20,10 @@ from storage.sqlutil import (
     SYNC_STATE,
     USERS,
 )
+from storage.states import SurveyState
 from storage.timeparse import iso
 
-PUBLIC_STATES = ("pending", "sending", "sent", "answered", "failed", "skipped", "cancelled",
-                 "expired")
+PUBLIC_STATES = tuple(SurveyState)
 
 
 def _nps(p: int, n: int, d: int) -> float | None:
@@ -194,7 +194,7 @@ async def status(db: Database, now: datetime) -> dict[str, Any]:
             sa.select(SURVEYS.c.state, sa.func.count()).group_by(SURVEYS.c.state))}
         due = (await conn.execute(
             sa.select(sa.func.count(), sa.func.min(SURVEYS.c.due_at))
-            .where(SURVEYS.c.state == "pending", SURVEYS.c.due_at <= now))).one()
+            .where(SURVEYS.c.state == SurveyState.PENDING, SURVEYS.c.due_at <= now))).one()
         backlog = int((await conn.execute(
             sa.select(sa.func.count()).where(SURVEYS.c.needs_sync.is_(True)))).scalar() or 0)
         sync = (await conn.execute(sa.select(SYNC_STATE))).first()

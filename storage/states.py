@@ -12,10 +12,10 @@ class SurveyState(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     ANSWERED = "answered"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
-    SKIPPED = "skipped"
     FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 # Not yet emailed: to the customer such a token does not exist.
