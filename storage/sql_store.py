@@ -39,10 +39,13 @@ class SqlStore:
     def __init__(self, url: str, clock: Clock, *,
                  on_commit: Callable[[CommitStats], None] | None = None,
                  max_queued_messages: int = MAX_QUEUED_MESSAGES,
-                 max_queued_bytes: int = MAX_QUEUED_BYTES, migrate: bool = True) -> None:
+                 max_queued_bytes: int = MAX_QUEUED_BYTES, migrate: bool = True,
+                 background: bool = True) -> None:
+        """`migrate`: bring the schema up to date on entry; `background`: run the intake
+        writer and the SQLite checkpointer (a CLI command that only reads does not)."""
         self.db = Database(url)
         self._clock = clock
-        self._migrate = migrate
+        self._migrate, self._background = migrate, background
         self._writer = _Writer(self.db, clock, on_commit=on_commit,
                                max_queued_messages=max_queued_messages,
                                max_queued_bytes=max_queued_bytes)
@@ -57,6 +60,8 @@ class SqlStore:
             before, after = await migrate(self.db, self._clock.now())
             if before != after:
                 log.info("storage.migrated", from_version=before, to_version=after)
+        if not self._background:
+            return self
         if self.db.sqlite_path is not None:
             self._checkpointer = Checkpointer(self.db.sqlite_path)
             self._checkpointer.start()
