@@ -34,7 +34,8 @@ def content_encoding(request: web.BaseRequest) -> str | None:
     if header in ("", "identity"):
         return None
     if header not in ENCODINGS:
-        raise BodyError(415, f"Content-Encoding must be gzip or identity, not {header[:40]}",
+        raise BodyError(415, "Content-Encoding must be gzip, deflate or identity, not "
+                        f"{header[:40]}",
                         close=True, reason="unsupported_encoding")
     return ENCODINGS[header]
 

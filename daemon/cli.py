@@ -115,6 +115,11 @@ async def _with_db(settings: Settings, work: Callable[[SqlStore], Awaitable[int]
             print(f"schema: version {before if before is not None else 'none'} → {after}")
             return 0
         version = await store.schema_version()
+        if version is None:
+            print(f"npsd: {settings.storage.url.rpartition('@')[2]} holds no npsd schema: start "
+                  "npsd (`npsd run`) or run `npsd migrate` to create it, or point storage.url at "
+                  "the existing database", file=sys.stderr)
+            return EXIT_FAILED
         if version != LATEST:
             print(f"npsd: the database schema is {version}, expected {LATEST}: run `npsd "
                   "migrate` (or start `npsd run`, which upgrades it)", file=sys.stderr)
@@ -125,9 +130,10 @@ async def _with_db(settings: Settings, work: Callable[[SqlStore], Awaitable[int]
 def _missing_database(settings: Settings) -> str | None:
     """Why a command that only reads cannot run: its SQLite file does not exist."""
     path = sqlite_file(settings.storage.url)
-    if path is None or path.exists():
+    if path is None or (path.exists() and path.stat().st_size > 0):
         return None
-    return (f"npsd: no database at {path.absolute()} (storage.url in {settings.source}): "
+    what = "an empty file" if path.exists() else "no database"
+    return (f"npsd: {what} at {path.absolute()} (storage.url in {settings.source}): "
             "start npsd (`npsd run`) or run `npsd migrate` to create it, or point "
             "storage.url at the existing one")
 

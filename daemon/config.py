@@ -52,6 +52,7 @@ __all__ = [
     "load_settings",
     "parse_settings",
 ]
+from jobs import i18n
 
 
 class ConfigError(Exception):
@@ -211,8 +212,12 @@ def parse_settings(
         max_per_account=s.get("max_per_account", values.int_in(0, 1_000_000), d_s.max_per_account),
         sample_rate=s.get("sample_rate", values.rate, d_s.sample_rate),
         product_name=s.get("product_name", values.nonempty, d_s.product_name),
+        trigger_events=s.get("trigger_events", values.str_list, d_s.trigger_events),
+        default_locale=s.get("default_locale", values.choice(*i18n.SHIPPED), d_s.default_locale),
+        record_on_click=s.get("record_on_click", values.boolean, d_s.record_on_click),
+        texts=_texts(_table(s.raw, "texts", path, "survey."), path),
     )
-    s.check_unknown()
+    s.check_unknown(nested=("texts",))
     if survey.max_delay and survey.max_delay < survey.min_delay:
         raise ConfigError(
             path, "survey.max_delay", "is shorter than survey.min_delay (use 0 to survey always)"
@@ -230,6 +235,22 @@ def parse_settings(
 
     return Settings(server, storage, intake, admin, accounts, survey, email, segment, log, path,
                     tuple(origins))
+
+
+def _texts(raw: Mapping[str, Any], path: str) -> i18n.Overrides:
+    """[survey.texts.<lang>]: each key a known text, with only the placeholders it takes."""
+    out = []
+    for lang, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(path, f"survey.texts.{lang}", "must be a table")
+        for key, text in table.items():
+            problem = i18n.override_problem(lang, key, text)
+            if problem is not None:
+                where = f"survey.texts.{lang}" if lang not in i18n.SHIPPED else (
+                    f"survey.texts.{lang}.{key}")
+                raise ConfigError(path, where, problem)
+        out.append((lang, tuple(sorted(table.items()))))
+    return tuple(sorted(out))
 
 
 def _email(raw: Mapping[str, Any], path: str, env: Mapping[str, str]) -> EmailSettings:

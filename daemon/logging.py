@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from daemon.log_throttle import BadRequestThrottle
 from jobs.redact import SECRET_MARK, redact
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -111,6 +112,7 @@ def configure_logging(fmt: str = "json", level: str = "info",
             renderer,
         ],
     ))
+    _stdlib_handler.addFilter(BadRequestThrottle())
     root.addHandler(_stdlib_handler)
     root.setLevel(logging.WARNING)
 

@@ -18,6 +18,7 @@ GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 _HOW_TO_SET = {
     "intake.api_keys": "NPSD_INTAKE_API_KEYS or the systemd credential intake_api_keys",
     "admin.token": "NPSD_ADMIN_TOKEN or the systemd credential admin_token",
+    "intake.shared_secrets": "the same secret in Segment's destination settings",
 }
 
 
@@ -45,7 +46,8 @@ def is_loopback(host: str) -> bool:
 def weak_secrets(settings: Settings) -> list[WeakSecret]:
     found: list[WeakSecret] = []
     for key, secrets in (("intake.api_keys", settings.intake.api_keys),
-                         ("admin.token", (settings.admin.token,))):
+                         ("admin.token", (settings.admin.token,)),
+                         ("intake.shared_secrets", settings.intake.shared_secrets)):
         reasons = [_why_weak(s) for s in secrets]
         reason = next((r for r in reasons if r is not None), None)
         if reason is not None:

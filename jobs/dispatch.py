@@ -214,7 +214,8 @@ class Dispatcher:
             survey_id=c.id, token=c.token, to=c.user["email"], first_name=c.user["first_name"],
             name=c.user["name"], product_name=settings.survey.product_name,
             public_url=settings.server.public_url, sender=settings.email.sender,
-            reminder=c.reminder)
+            reminder=c.reminder, locale=c.user.get("locale"),
+            default_locale=settings.survey.default_locale, texts=settings.survey.texts)
         try:
             await self._backend().send(render_message(email, now=now))
         except TransientEmailError as exc:

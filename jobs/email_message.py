@@ -18,7 +18,7 @@ import email.policy
 import functools
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -27,17 +27,16 @@ from html import escape
 from urllib.parse import quote
 
 from jobs.clock import SystemClock
+from jobs.i18n import Overrides, Texts, negotiate, texts_in
 
-LOW_LABEL = "Not at all likely"
-HIGH_LABEL = "Extremely likely"
 SCORES = range(11)
-_REMINDER = "A few days ago we asked you one quick question. We'd still love to hear from you."
 
 # Deliberately strict: anything a mail server could read as two addresses or as a header
 # break is refused here, before it reaches SMTP, and never retried.
 _ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+\.[^@\s<>()\[\],;:\"\\]+")
 _ENVELOPE = re.compile(r"[^@\s<>]+@[^@\s<>]+")  # what MAIL FROM:<…> can carry
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_SPACES = re.compile(r"[^\S\u00a0\u202f]+")
 MAX_LINE = 998  # RFC 5322, without the CRLF
 
 
@@ -69,6 +68,13 @@ class SurveyEmail:
     public_url: str
     sender: str
     reminder: bool = False
+    locale: str | None = None  # the recipient's (users.locale): "de-CH" speaks German
+    default_locale: str = "en"
+    texts: Overrides = ()  # [survey.texts.<lang>]
+
+    @property
+    def lang(self) -> str:
+        return negotiate(self.locale, self.default_locale)
 
 
 def score_url(e: SurveyEmail, score: int) -> str:
@@ -79,13 +85,19 @@ def unsubscribe_url(e: SurveyEmail) -> str:
     return f"{_base(e)}/u/{quote(e.token, safe='')}"
 
 
-def greeting(first_name: str | None, name: str | None) -> str:
+def greeting(first_name: str | None, name: str | None, t: Texts | None = None) -> str:
     """ "Hi Peter," from the first name, else the first word of the full name."""
+    t = t or texts_in("en")
+    first = _first_name(first_name, name)
+    return _one_line(t("greeting", first_name=first) if first else t("greeting_anonymous"))
+
+
+def _first_name(first_name: str | None, name: str | None) -> str:
     for candidate in (first_name, (name or "").strip().split(" ")[0]):
         clean = _one_line(candidate or "")
         if clean:
-            return f"Hi {clean},"
-    return "Hi there,"
+            return clean
+    return ""
 
 
 def message_id(e: SurveyEmail) -> str:
@@ -145,15 +157,20 @@ def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEm
         to = formataddr((display, e.to))
     mid = message_id(e)
     token = quote(e.token, safe="")
-    greet = greeting(e.first_name, e.name)
-    skeleton = _skeleton(e.product_name, e.public_url, e.reminder)
+    t = texts_in(e.lang, e.texts)
+    greet = greeting(e.first_name, e.name, t)
+    first = _first_name(e.first_name, e.name)
+    skeleton = _skeleton(e.product_name, e.public_url, e.reminder, e.lang, e.texts)
     # "=_" never occurs in quoted-printable text, and the random part in no 7bit body; no
     # survey id in it, for the same reason as in the Message-ID.
     boundary = f"=_npsd_{_BOUNDARY}{'_r' if e.reminder else ''}"
-    plain_cte, plain = skeleton.plain.fill(token, greet)
-    html_cte, html = skeleton.html.fill(token, escape(greet))
+    plain_cte, plain = skeleton.plain.fill(token, greet, first)
+    html_cte, html = skeleton.html.fill(token, escape(greet), escape(first))
+    subject = skeleton.subject
+    if _FIRST in subject:  # an operator's subject with {first_name}: this email's own
+        subject = _header("Subject", skeleton.subject_text.replace(_FIRST, first))
     head = "".join((
-        skeleton.subject,
+        subject,
         _from_header(e.sender),
         _header("To", to, utf8=utf8),
         "Date: ", _date(now or SystemClock().now()), "\r\n",
@@ -183,60 +200,85 @@ def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEm
 # Placeholders that pass quote() and escape() unchanged and cannot be guessed, so no user
 # value can contain one: the skeleton is rendered with them, then they are replaced.
 _MARK = secrets.token_hex(12)
-_TOKEN = f"tok{_MARK}"
+# As long as a real token (secrets.token_urlsafe(24)): quoted-printable soft line breaks depend
+# on columns only, so an encoded skeleton line takes the token in place of the marker.
+_TOKEN = f"t{secrets.token_hex(16)}"[:32]
 _BOUNDARY = secrets.token_hex(12)
-_GREETING = f"Hi name{_MARK},"  # what greeting() makes of the first name below
-_PLACEHOLDERS = re.compile(f"({_TOKEN}|{_GREETING})")
+_GREETING = f"greet{_MARK}"  # the greeting line, filled per email in its language
+_FIRST = f"first{_MARK}"  # {first_name} in any other text (operators' overrides)
+_PLACEHOLDERS = re.compile(f"({_TOKEN}|{_GREETING}|{_FIRST})")
 
 
 @dataclass(frozen=True, slots=True)
 class _Body:
-    """A body split at its placeholders (the odd parts), plus its CRLF bytes if ASCII."""
+    """A body split at its placeholders (the odd parts), plus its CRLF bytes if ASCII, or
+    else its quoted-printable lines (None: a line to encode per email, the greeting's)."""
 
     parts: tuple[str, ...]
     crlf: tuple[bytes, ...] | None
     longest: int  # the longest line, placeholders included
+    qp: tuple[tuple[bytes | None, str], ...] | None = None
 
     @classmethod
     def of(cls, text: str) -> _Body:
         parts = tuple(_PLACEHOLDERS.split(text))
         crlf = (tuple(p.replace("\n", "\r\n").encode() for p in parts)
                 if text.isascii() else None)
-        return cls(parts, crlf, max(map(len, text.split("\n"))))
+        qp = None
+        if crlf is None and _FIRST not in text:
+            # Encoding line by line is what b2a_qp does; only the greeting's line (and one
+            # whose marker a soft break would split) is left to encode per email.
+            lines = []
+            for line in text.split("\n"):
+                done = binascii.b2a_qp(line.encode(), istext=True).replace(b"\n", b"\r\n")
+                intact = done.count(_TOKEN.encode()) == line.count(_TOKEN)
+                lines.append((done if intact and _GREETING not in line else None, line))
+            qp = tuple(lines)
+        return cls(parts, crlf, max(map(len, text.split("\n"))), qp)
 
-    def fill(self, token: str, greet: str) -> tuple[str, bytes]:
-        """(Content-Transfer-Encoding, body) with the token and greeting put in."""
-        if (self.crlf is not None and greet.isascii()
-                and self.longest + 2 * (len(token) + len(greet)) <= MAX_LINE):
-            t, g = token.encode(), greet.encode()
+    def fill(self, token: str, greet: str, first: str = "") -> tuple[str, bytes]:
+        """(Content-Transfer-Encoding, body) with the token, greeting and first name put in."""
+        values = {_TOKEN: token, _GREETING: greet, _FIRST: first}
+        if (self.crlf is not None and greet.isascii() and first.isascii()
+                and self.longest + 2 * (len(token) + len(greet) + len(first)) <= MAX_LINE):
+            encoded = {k: v.encode() for k, v in values.items()}
             out = list(self.crlf)
             for i in range(1, len(out), 2):
-                out[i] = t if self.parts[i] == _TOKEN else g
+                out[i] = encoded[self.parts[i]]
             return "7bit", b"".join(out)
+        if self.qp is not None and len(token) == len(_TOKEN):
+            mark, real = _TOKEN.encode(), token.encode()
+            return "quoted-printable", b"\r\n".join(
+                done.replace(mark, real) if done is not None else binascii.b2a_qp(
+                    line.replace(_TOKEN, token).replace(_GREETING, greet).encode(),
+                    istext=True).replace(b"\n", b"\r\n")
+                for done, line in self.qp)
         text = list(self.parts)
         for i in range(1, len(text), 2):
-            text[i] = token if self.parts[i] == _TOKEN else greet
+            text[i] = values[self.parts[i]]
         return _body("".join(text))
 
 
 @dataclass(frozen=True, slots=True)
 class _Skeleton:
     subject: str  # the folded header line, CRLF included
+    subject_text: str
     base: str
     plain: _Body
     html: _Body
 
 
-@functools.lru_cache(maxsize=32)
-def _skeleton(product_name: str, public_url: str, reminder: bool) -> _Skeleton:
-    e = SurveyEmail(survey_id=0, token=_TOKEN, to="", first_name=f"name{_MARK}", name=None,
+@functools.lru_cache(maxsize=64)
+def _skeleton(product_name: str, public_url: str, reminder: bool, lang: str = "en",
+              overrides: Overrides = ()) -> _Skeleton:
+    e = SurveyEmail(survey_id=0, token=_TOKEN, to="", first_name=None, name=None,
                     product_name=product_name, public_url=public_url, sender="",
                     reminder=reminder)
+    t = replace(texts_in(lang, overrides), defaults={"first_name": _FIRST})
     product = _one_line(product_name)
-    question = f"How likely are you to recommend {product}?"
-    subject = _header("Subject", f"Reminder: {question}" if reminder else question)
-    return _Skeleton(subject, _base(e), _Body.of(_plain(e, product)),
-                     _Body.of(_html(e, product)))
+    text = _one_line(t("reminder_subject" if reminder else "subject", product=product))
+    return _Skeleton(_header("Subject", text), text, _base(e), _Body.of(_plain(e, product, t)),
+                     _Body.of(_html(e, product, t)))
 
 
 def _date(now: datetime) -> str:
@@ -285,26 +327,23 @@ def _base(e: SurveyEmail) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(_CONTROL.sub(" ", text).split())
+    # No-break spaces stay: French puts one before "?" and ":".
+    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip(" ")
 
 
-def _plain(e: SurveyEmail, product: str) -> str:
-    lines = [greeting(e.first_name, e.name), ""]
+def _plain(e: SurveyEmail, product: str, t: Texts) -> str:
+    lines = [_GREETING, ""]
     if e.reminder:
-        lines += [_REMINDER, ""]
-    lines += [
-        f"How likely are you to recommend {product} to a friend or colleague?",
-        f"Pick a score from 0 ({LOW_LABEL.lower()}) to 10 ({HIGH_LABEL.lower()}):",
-        "",
-    ]
+        lines += [t("reminder", product=product), ""]
+    lines += [t("question", product=product), t("pick_score", product=product), ""]
     lines += [f"{n:>3}  {score_url(e, n)}" for n in SCORES]
     lines += [
         "",
-        "Thank you!",
+        t("email_thanks", product=product),
         "",
         "-- ",
-        f"You received this one-question survey because you use {product}.",
-        f"Don't want these emails? Unsubscribe: {unsubscribe_url(e)}",
+        t("footer", product=product),
+        f"{t('unsubscribe_prompt', product=product)} {unsubscribe_url(e)}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -317,18 +356,21 @@ _BUTTON = (
 )
 
 
-def _html(e: SurveyEmail, product: str) -> str:
+def _html(e: SurveyEmail, product: str, t: Texts) -> str:
     h = escape  # every interpolated value goes through this, attributes included
-    question = f"How likely are you to recommend {product} to a friend or colleague?"
+    question = t("question", product=product)
+    low, high = t("low_label", product=product), t("high_label", product=product)
     buttons = "\n".join(
         f'<td width="9%" style="padding:0;width:9.09%">'
         f'<a href="{h(score_url(e, n))}" style="{_BUTTON}" '
-        f'aria-label="{n} out of 10{_edge_label(n)}" title="{n}{_edge_label(n)}">{n}</a></td>'
+        f'aria-label="{h(t("score_label", score=n) + _edge_label(n, low, high))}" '
+        f'title="{h(str(n) + _edge_label(n, low, high))}">{n}</a></td>'
         for n in SCORES
     )
-    reminder = f'<p style="margin:0 0 16px">{h(_REMINDER)}</p>\n' if e.reminder else ""
+    reminder = (f'<p style="margin:0 0 16px">{h(t("reminder", product=product))}</p>\n'
+                if e.reminder else "")
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{h(t.lang)}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{h(question)}</title></head>
 <body style="margin:0;padding:0;background:#f6f7f9">
@@ -337,27 +379,27 @@ def _html(e: SurveyEmail, product: str) -> str:
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0"
  style="max-width:560px;background:#ffffff;border-radius:8px;{_FONT};color:#1f2937">
 <tr><td style="padding:24px 16px;font-size:16px;line-height:24px">
-<p style="margin:0 0 16px">{h(greeting(e.first_name, e.name))}</p>
+<p style="margin:0 0 16px">{_GREETING}</p>
 {reminder}<h1 style="margin:0 0 20px;font-size:20px;line-height:28px">{h(question)}</h1>
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0"
  style="table-layout:fixed;width:100%"><tr>{buttons}</tr></table>
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0"
  style="margin-top:8px;font-size:13px;color:#6b7280"><tr>
-<td align="left">{h(LOW_LABEL)}</td><td align="right">{h(HIGH_LABEL)}</td>
+<td align="left">{h(low)}</td><td align="right">{h(high)}</td>
 </tr></table>
-<p style="margin:24px 0 0">Thank you!</p>
+<p style="margin:24px 0 0">{h(t("email_thanks", product=product))}</p>
 </td></tr></table>
 <p style="max-width:560px;margin:16px auto 0;font-size:12px;line-height:18px;color:#6b7280;{_FONT}">
-You received this one-question survey because you use {h(product)}.
-<a href="{h(unsubscribe_url(e))}" style="color:#6b7280">Unsubscribe</a></p>
+{h(t("footer", product=product))}
+<a href="{h(unsubscribe_url(e))}" style="color:#6b7280">{h(t("unsubscribe_link"))}</a></p>
 </td></tr></table>
 </body></html>
 """
 
 
-def _edge_label(score: int) -> str:
+def _edge_label(score: int, low: str, high: str) -> str:
     if score == 0:
-        return f", {LOW_LABEL}"
+        return f", {low}"
     if score == 10:
-        return f", {HIGH_LABEL}"
+        return f", {high}"
     return ""

@@ -8,6 +8,7 @@ patterns start from."""
 
 from __future__ import annotations
 
+import json
 import re
 
 EMAIL_MARK = "[email]"
@@ -51,3 +52,32 @@ def redact(text: str) -> str:
     text = _SIGNATURE.sub(lambda m: m.group(1) + SECRET_MARK, text)
     text = _WRITE_KEY.sub(lambda m: m.group(1) + SECRET_MARK, text)
     return _TOKEN_PATH.sub(lambda m: m.group(1) + SECRET_MARK, text)
+
+
+QUOTED_MARK = "[quoted]"
+_QUOTABLE_MIN = 4  # shorter strings (a score, "en") are not worth hiding and match too much
+
+
+def strings_in(data: bytes) -> list[str]:
+    """Every string value (and key) of a JSON document, longest first."""
+    found: set[str] = set()
+    stack: list[object] = [json.loads(data)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and len(item) >= _QUOTABLE_MIN:
+            found.add(item)
+    return sorted(found, key=len, reverse=True)
+
+
+def without_quotes(text: str, quoted: list[str]) -> str:
+    """`text` (a server's refusal) redacted, with any of the message's own strings that it
+    quotes back (a comment, a name) replaced: such a reply is stored and logged."""
+    for value in quoted:
+        if value in text:
+            text = text.replace(value, QUOTED_MARK)
+    return redact(text)

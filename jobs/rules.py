@@ -21,6 +21,7 @@ __all__ = [
     "Candidate",
     "Decision",
     "category",
+    "decide_on_event",
     "decide_on_identify",
     "expires_at",
     "format_instant",
@@ -126,6 +127,46 @@ def decide_on_identify(c: Candidate, s: SurveySettings, now: datetime) -> Decisi
     if last is not None and now < last + s.resurvey_interval:
         due = last + s.resurvey_interval
         why = f"re-survey when the {interval} interval ends"
+    return _schedule(due, why, c, s)
+
+
+def decide_on_event(c: Candidate, s: SurveySettings, now: datetime, event: str,
+                    at: datetime) -> Decision:
+    """A track named in `survey.trigger_events`: a candidate as an identify with
+    max_delay = 0 is, but due at the event's time + min_delay (the reason names the event).
+
+    The event time is clamped to `now` (a clock ahead of ours must not push the survey out).
+    """
+    now = require_aware(now, "now")
+    at = min(require_aware(at, "at"), now)
+    name = f'"{event}"'
+    reason = _ineligible(c)
+    if reason is not None:
+        return _skip(f"{name}: {reason}")
+    if c.has_pending:
+        return _skip(f"{name}: a survey is already pending")
+    if c.address_pending:
+        return _skip(f"{name}: a survey to this address is already pending under another "
+                     "user id")
+    if not sampled_in(c.user_id, s.sample_rate):
+        return _skip(f"{name}: not in the sample (sample_rate {s.sample_rate:g})")
+    earliest = at + s.min_delay
+    due = max(earliest, now)
+    why = f"{name}+{format_duration(s.min_delay)}"
+    if due > earliest:
+        why += " had passed, so at once"
+    # Once per interval, whoever carried the address: wait for the later interval end.
+    interval = format_duration(s.resurvey_interval)
+    if c.last_survey_at is not None:
+        own_end = require_aware(c.last_survey_at) + s.resurvey_interval
+        if own_end > due:
+            due, why = own_end, f"{name}: re-survey when the {interval} interval ends"
+    if c.address_surveyed_at is not None:
+        other = require_aware(c.address_surveyed_at)
+        if other + s.resurvey_interval > due:
+            due = other + s.resurvey_interval
+            why = (f"{name}: deferred: this address was surveyed on {format_instant(other)} "
+                   f"under another user id (one survey per address per {interval})")
     return _schedule(due, why, c, s)
 
 

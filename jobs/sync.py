@@ -29,7 +29,7 @@ from aiohttp import web
 
 from jobs.clock import Clock
 from jobs.owners import owner_is_dead
-from jobs.redact import redact
+from jobs.redact import strings_in, without_quotes
 from jobs.segment_client import RetryPolicy, SegmentClient, SegmentSendAborted
 from jobs.sync_batching import (
     MAX_MESSAGE_BYTES,
@@ -290,7 +290,7 @@ class Syncer:
         delivered, rejected = await self._send(client, items) if items else ([], [])
         # Segment's reason may quote the message back (an email address, a comment).
         failures = [{"survey_id": e.tag[0], "user_id": e.tag[2], "message_id": e.message_id,
-                     "reason": redact(reason[:500])} for e, reason in rejected]
+                     "reason": _scrubbed(e, reason)[:500]} for e, reason in rejected]
         done += [(o[0], o[1]) for o in batch.free]
         for e in [*delivered, *(e for e, _ in rejected)]:
             remaining[e.tag] -= 1
@@ -354,8 +354,17 @@ class Syncer:
         log.info("sync.batch_sent", messages=len(delivered), rejected=len(rejected))
         for e, reason in rejected:
             log.warning("sync.message_rejected", message_id=e.message_id,
-                        reason=redact(reason[:200]))
+                        reason=_scrubbed(e, reason)[:200])
         return delivered, rejected
 
 
 SYNCER = web.AppKey("syncer", Syncer)
+
+
+def _scrubbed(e: Encoded, reason: str) -> str:
+    """Segment's refusal may quote the message back (an address, a comment, a name)."""
+    try:
+        quoted = strings_in(e.data)
+    except ValueError:
+        quoted = []
+    return without_quotes(reason, quoted)

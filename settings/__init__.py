@@ -61,6 +61,11 @@ class SurveySettings:
     max_per_account: int = 0
     sample_rate: float = 1.0
     product_name: str = "Acme"
+    trigger_events: tuple[str, ...] = ()  # track names that make the user a candidate
+    default_locale: str = "en"
+    record_on_click: bool = False
+    # [survey.texts.<lang>]: ((lang, ((key, text), ...)), ...), validated by jobs.i18n
+    texts: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ class SurveyView:
     comment: str | None
     expires_at: datetime | None
     unsubscribed: bool
+    locale: str | None = None  # the recipient's, for the page's language
+    first_name: str | None = None
 
     def openness(self, now: datetime) -> Openness:
         """What its link shows at `now`: an unsent survey is unknown to the customer."""
@@ -40,13 +42,15 @@ async def survey_by_token(db: Database, token: str) -> SurveyView | None:
     async with db.read() as conn:
         row = (await conn.execute(
             sa.select(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.state, SURVEYS.c.score,
-                      SURVEYS.c.comment, SURVEYS.c.expires_at, USERS.c.unsubscribed_at)
+                      SURVEYS.c.comment, SURVEYS.c.expires_at, USERS.c.unsubscribed_at,
+                      USERS.c.locale, USERS.c.first_name)
             .outerjoin(USERS, USERS.c.user_id == SURVEYS.c.user_id)
             .where(SURVEYS.c.token == token))).first()
     if row is None:
         return None
     return SurveyView(row.id, row.user_id, SurveyState(row.state), row.score, row.comment,
-                      utc(row.expires_at), row.unsubscribed_at is not None)
+                      utc(row.expires_at), row.unsubscribed_at is not None, row.locale,
+                      row.first_name)
 
 
 async def record_answer(

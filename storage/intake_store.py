@@ -14,7 +14,7 @@ from storage.db import Database
 from storage.events import Message
 from storage.sql_run import run_async
 from storage.sql_steps import Steps, Values, insert_returning
-from storage.survey_plan import Planner, plan_surveys
+from storage.survey_plan import Planner, Trigger, plan_surveys
 
 _BOOK_LOCK_KEY = 0x6E707365  # PostgreSQL: one book writer at a time across processes
 
@@ -66,9 +66,29 @@ def record(
         yield from save_book(v, book)
         result.erased_surveys = book.erased_surveys
         result.erased_users = len(book.erased_users)
-        if planner is not None and book.identified:
-            result.scheduled = yield from plan_surveys(v, book, planner, now)
+        triggers = {} if planner is None else triggered(book, fresh, planner.trigger_events)
+        if planner is not None and (book.identified or triggers):
+            result.scheduled = yield from plan_surveys(v, book, planner, now, triggers)
     return result
+
+
+def triggered(book: Book, messages: list[Message], names: frozenset[str]
+              ) -> dict[str, Trigger]:
+    """Known users whose track named a trigger event: the first such event per user."""
+    found: dict[str, Trigger] = {}
+    if not names:
+        return found
+    for m in messages:
+        if m.type != "track" or m.event not in names or not m.user_id:
+            continue
+        user_id = book.resolve(m.user_id)
+        user = book.users.get(user_id)
+        if (user is None or user["anonymous"] or user_id in book.erased_users
+                or user_id in book.suppressed or m.user_id in book.suppressed):
+            continue
+        if user_id not in found or m.timestamp < found[user_id][1]:
+            found[user_id] = (m.event, m.timestamp)
+    return found
 
 
 def apply_all(book: Book, messages: list[Message], rules: BookRules) -> None:

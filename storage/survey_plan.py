@@ -43,8 +43,18 @@ class Plan:
     due_at: datetime | None = None
 
 
+Trigger = tuple[str, datetime]  # (event name, when it happened)
+
+
 class Planner(Protocol):
-    def __call__(self, user: dict[str, Any], history: SurveyHistory, now: datetime) -> Plan: ...
+    """The survey rules (jobs/planning.py): a decision for an identified user, or for one whose
+    track named one of `trigger_events`."""
+
+    @property
+    def trigger_events(self) -> frozenset[str]: ...
+
+    def __call__(self, user: dict[str, Any], history: SurveyHistory, now: datetime, *,
+                 identified: bool = True, trigger: Trigger | None = None) -> Plan: ...
 
 
 def new_token() -> str:
@@ -96,12 +106,14 @@ def last_reasons(user_ids: list[str]) -> Steps[dict[str, str]]:
     return {str(r[0]): str(r[1]) for r in (yield from fetch_in(_LAST_REASONS, user_ids))}
 
 
-def plan_surveys(v: Values, book: Book, planner: Planner, now: datetime
+def plan_surveys(v: Values, book: Book, planner: Planner, now: datetime,
+                 triggers: dict[str, Trigger] | None = None
                  ) -> Steps[list[tuple[str, datetime]]]:
-    """Schedules (or records why not) a survey for each identified user; returns the
-    (user, due) pairs scheduled, to be logged once committed. Users of this group that
+    """Schedules (or records why not) a survey for each identified or triggered user; returns
+    the (user, due) pairs scheduled, to be logged once committed. Users of this group that
     share an address count as surveyed by the first one scheduled."""
-    user_ids = sorted(u for u in book.identified if u in book.users)
+    triggers = triggers or {}
+    user_ids = sorted(u for u in {*book.identified, *triggers} if u in book.users)
     history = yield from survey_history(v, user_ids)
     keys = {u: k for u in user_ids if (k := email_key(book.users[u]["email"])) is not None}
     by_address = yield from address_history(v, keys)
@@ -117,7 +129,8 @@ def plan_surveys(v: Values, book: Book, planner: Planner, now: datetime
         seen = SurveyHistory(own.has_pending, own.last_survey_at,
                              address_pending=pending or key in planned,
                              address_surveyed_at=surveyed_at)
-        plan = planner(book.users[user_id], seen, now)
+        plan = planner(book.users[user_id], seen, now, identified=user_id in book.identified,
+                       trigger=triggers.get(user_id))
         if plan.action == "schedule" and plan.due_at is not None:
             surveys.append((user_id, new_token(), "survey", SurveyState.PENDING, v.ts(plan.due_at),
                             v.ts(now), 0, 0, 0, v.flag(False), key))

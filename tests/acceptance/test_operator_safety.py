@@ -182,6 +182,12 @@ async def test_read_only_commands_never_create_a_database(tmp_path: Path) -> Non
         assert code == 1, (command, err)
         assert f"no database at {where}" in err and "npsd migrate" in err, err
         assert not where.parent.exists()
+    where.parent.mkdir()
+    where.touch()  # an empty file (a mistyped path created by hand): named, left untouched
+    code, _, err = await npsd.cli("status")
+    assert code == 1 and f"an empty file at {where}" in err, err
+    assert where.stat().st_size == 0
+    where.unlink()
     code, out, err = await npsd.cli("migrate")
     assert code == 0 and where.exists(), err
     code, out, err = await npsd.cli("status")

@@ -11,7 +11,7 @@ import sqlite3
 from datetime import timedelta
 from typing import Any
 
-import pytest
+import asyncpg
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
@@ -92,16 +92,41 @@ async def test_refusals_are_rate_limited_per_reason(make_client: Any,
     assert len(refused(logs, "invalid_api_key")) == 11  # a new window, logged again
 
 
+class _Blocker:
+    """Another process's transaction that keeps npsd's intake writer from committing."""
+
+    def __init__(self, sqlite: sqlite3.Connection | None, pg: asyncpg.Connection | None) -> None:
+        self._sqlite, self._pg = sqlite, pg
+
+    @classmethod
+    async def hold(cls, db_url: str) -> _Blocker:
+        if db_url.startswith("sqlite"):
+            conn = sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///"),
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("BEGIN IMMEDIATE")
+            return cls(conn, None)
+        pg = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
+        await pg.execute("BEGIN")
+        await pg.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        return cls(None, pg)
+
+    async def release(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.execute("ROLLBACK")
+            self._sqlite.close()
+        if self._pg is not None:
+            await self._pg.execute("ROLLBACK")
+            await self._pg.close()
+
+
 async def test_a_stalled_store_answers_503_instead_of_queueing(
         make_client: Any, db_url: str) -> None:
-    """The SQLite write lock held by another process: the intake writer waits, and once
-    MAX_QUEUED_MESSAGES wait with it, further requests get 503 + Retry-After at once instead
-    of piling up in memory (the old code held them all: +360 MB). What was admitted is
-    committed once the store moves again."""
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the stall is made with SQLite's write lock")
+    """The store's write lock held by another process (SQLite's, or an exclusive lock on
+    the intake log on PostgreSQL): the intake writer waits, and once MAX_QUEUED_MESSAGES
+    wait with it, further requests get 503 + Retry-After at once instead of piling up in
+    memory (the old code held them all: +360 MB). What was admitted is committed once the
+    store moves again."""
     client = await make_client()
-    path = db_url.removeprefix("sqlite+aiosqlite:///")
     per_request = 2000
     requests = MAX_QUEUED_MESSAGES // per_request + 5
 
@@ -110,8 +135,7 @@ async def test_a_stalled_store_answers_503_instead_of_queueing(
                             "messageId": f"q-{n}-{i}"} for i in range(per_request)]).encode()
 
     bodies = [batch(n) for n in range(requests)]
-    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    blocker.execute("BEGIN IMMEDIATE")
+    blocker = await _Blocker.hold(db_url)
     try:
         tasks = [asyncio.create_task(client.post("/v1/segment", data=body,
                                                  headers={**JSON, **basic()}))
@@ -125,8 +149,7 @@ async def test_a_stalled_store_answers_503_instead_of_queueing(
         assert "retry" in (await refused_now[0].json())["message"]
         assert client.server.app[RUNTIME].store.queued()[0] == MAX_QUEUED_MESSAGES
     finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+        await blocker.release()
     async with asyncio.timeout(30):
         answers = await asyncio.gather(*tasks)
     accepted = [await r.json() for r in answers if r.status == 200]

@@ -238,15 +238,17 @@ async def test_status_reports_the_last_sync(world: World) -> None:
 
 
 async def test_a_refusal_quoting_the_message_is_stored_redacted(world: World) -> None:
-    survey_id = await world.answered("u1", 9)
+    survey_id = await world.answered("u1", 9, "my private words about the product")
     world.seg.reject_message_ids.update(
         message_id(kind, str(survey_id), "1") for kind in ("identify", "track"))
-    world.seg.reject_reason = "invalid trait email: Someone.Else@Example.com"
+    world.seg.reject_reason = ("invalid trait email: Someone.Else@Example.com; comment "
+                               "'my private words about the product' not allowed")
     assert (await world.syncer().run("test"))["failed"] == 2
     async with world.db.read() as conn:
         reasons = (await conn.execute(sa.select(SYNC_FAILURES.c.reason))).scalars().all()
     assert len(reasons) == 2
     assert all("[email]" in r and "example.com" not in r.casefold() for r in reasons)
+    assert all("private words" not in r and "[quoted]" in r for r in reasons)
 
 
 class _EraseWhileSyncing(Syncer):

@@ -192,7 +192,7 @@ async def _probe(url: str, sink: LeanSink, first: int) -> None:
     """One more survey, due at once: when it is emailed and settled, a dispatcher has run
     over everything due after the work was done, and nothing else was due (the caller counts
     the emails after both processes have stopped and finished what they had in flight)."""
-    before = len(sink.message_ids)
+    before = sink.count
     await seed(url, 1, first=first)
     await sink.wait_for(before + 1, timeout=30)
     await wait_until(lambda: _settled(url), timeout=30, what="the probe settled")

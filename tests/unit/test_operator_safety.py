@@ -129,6 +129,9 @@ def test_is_loopback(host: str, loopback: bool) -> None:
      {("intake.api_keys", "shorter than 16 characters")}),
     ({"intake": {"api_keys": [STRONG]}, "admin": {"token": "change-me"}},
      {("admin.token", "still the sample value")}),
+    ({"intake": {"api_keys": [STRONG], "shared_secrets": [STRONG, "short"]},
+      "admin": {"token": STRONG}},
+     {("intake.shared_secrets", "shorter than 16 characters")}),
 ])
 def test_weak_secrets(raw: dict[str, dict[str, object]], weak: set[tuple[str, str]]) -> None:
     assert {(w.key, w.reason) for w in weak_secrets(parse_settings(raw, "c.toml"))} == weak

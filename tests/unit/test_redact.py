@@ -48,3 +48,17 @@ def test_keeps_the_reason_around_an_address() -> None:
 
 def test_a_credential_is_redacted_once() -> None:
     assert redact("Authorization: Bearer abc") == "Authorization: Bearer [redacted]"
+
+
+def test_a_refusal_quoting_the_message_loses_its_strings() -> None:
+    """Segment's 400 may echo the message: its comment and name never reach a log or a row."""
+    from jobs.redact import strings_in, without_quotes
+
+    body = (b'{"type":"identify","userId":"u-1","traits":{"NPS_comment":"BADMSG secret comment",'
+            b'"name":"Zed Erasee","email":"zed@example.org","NPS_rating":3}}')
+    reason = ("invalid message for zed@example.org: comment BADMSG secret comment not allowed "
+              "(Zed Erasee)")
+    out = without_quotes(reason, strings_in(body))
+    for leaked in ("BADMSG secret comment", "Zed Erasee", "zed@example.org"):
+        assert leaked not in out
+    assert out.startswith("invalid message for ")
