@@ -167,7 +167,7 @@ class SegmentClient:
                 delay = max(delay, answer.retry_after_s)
             delay = min(delay, policy.cap_s)
             log.warning(
-                "segment_batch_retrying",
+                "sync.batch_retrying",
                 attempt=attempt,
                 http_status=status,
                 delay_s=round(delay, 3),
@@ -175,7 +175,7 @@ class SegmentClient:
             )
             await self._sleep(delay)
         log.error(
-            "segment_batch_gave_up",
+            "sync.batch_gave_up",
             attempts=policy.max_attempts,
             http_status=answer.http_status,
             messages=len(parts),
@@ -216,7 +216,7 @@ class SegmentClient:
             elif result.status == "rejected" and result.http_status in SPLITTABLE_STATUSES:
                 if len(chunk) == 1:
                     log.warning(
-                        "segment_message_rejected",
+                        "sync.message_isolated",
                         message_id=chunk[0].message_id,
                         http_status=result.http_status,
                     )
@@ -234,9 +234,9 @@ class SegmentClient:
             return BatchResult("ok", status, attempts, "")
         if status in (401, 403):
             # A wrong write key fails every batch alike: neither retry nor split.
-            log.error("segment_unauthorized", http_status=status)
+            log.error("sync.unauthorized", http_status=status)
             return BatchResult("unauthorized", status, attempts, reason)
-        log.warning("segment_batch_rejected", http_status=status, messages=count)
+        log.warning("sync.batch_rejected", http_status=status, messages=count)
         return BatchResult("rejected", status, attempts, reason)
 
     async def _post(self, data: bytes) -> _Answer:

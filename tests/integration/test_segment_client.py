@@ -237,7 +237,7 @@ async def test_gives_up_after_max_attempts(
     assert seg.requests == 4
     assert len(sleeps.delays) == 3  # no sleep after the last attempt
     events = [entry["event"] for entry in logs]
-    assert events == ["segment_batch_retrying"] * 3 + ["segment_batch_gave_up"]
+    assert events == ["sync.batch_retrying"] * 3 + ["sync.batch_gave_up"]
 
 
 async def test_isolating_finds_the_one_bad_message(
