@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, utc
+from storage.nps import count_columns, nps
 from storage.sqlutil import (
     ACCOUNTS,
     ALIASES,
@@ -24,11 +25,6 @@ from storage.states import SurveyState
 from storage.timeparse import iso
 
 PUBLIC_STATES = tuple(SurveyState)
-
-
-def _nps(p: int, n: int, d: int) -> float | None:
-    total = p + n + d
-    return None if total == 0 else round(100.0 * (p - d) / total, 1)
 
 
 async def _resolve(conn: AsyncConnection, some_id: str) -> str:
@@ -125,12 +121,8 @@ async def get_account(db: Database, group_id: str) -> dict[str, Any] | None:
 async def _summary(
     conn: AsyncConnection, *, group_id: str | None = None
 ) -> dict[str, Any]:
-    answered = sa.select(
-        sa.func.sum(sa.case((SURVEYS.c.score >= 9, 1), else_=0)),
-        sa.func.sum(sa.case((SURVEYS.c.score.between(7, 8), 1), else_=0)),
-        sa.func.sum(sa.case((SURVEYS.c.score <= 6, 1), else_=0)),
-        sa.func.sum(sa.case((SURVEYS.c.sent_at.is_not(None), 1), else_=0)),
-    ).where(SURVEYS.c.kind == "survey")
+    answered = (sa.select(*count_columns(SURVEYS.c.score, SURVEYS.c.sent_at))
+                .where(SURVEYS.c.kind == "survey"))
     if group_id is not None:
         answered = answered.join(MEMBERSHIPS, MEMBERSHIPS.c.user_id == SURVEYS.c.user_id).where(
             MEMBERSHIPS.c.group_id == group_id, MEMBERSHIPS.c.active.is_(True))
@@ -140,7 +132,7 @@ async def _summary(
 
 def _figures(p: int, n: int, d: int, sent: int) -> dict[str, Any]:
     responses = p + n + d
-    return {"nps": _nps(p, n, d), "promoters": p, "passives": n, "detractors": d,
+    return {"nps": nps(p, n, d), "promoters": p, "passives": n, "detractors": d,
             "responses": responses, "sent": sent,
             "response_rate": round(responses / sent, 4) if sent else None}
 
@@ -158,13 +150,9 @@ async def nps_report(db: Database, by: str | None = None) -> dict[str, Any]:
             key = (sa.func.strftime("%Y-%m", stamp) if conn.dialect.name == "sqlite"
                    else sa.func.to_char(sa.func.timezone("UTC", stamp), "YYYY-MM"))
             base = sa.select(key)
-        query = base.add_columns(
-            sa.func.sum(sa.case((SURVEYS.c.score >= 9, 1), else_=0)),
-            sa.func.sum(sa.case((SURVEYS.c.score.between(7, 8), 1), else_=0)),
-            sa.func.sum(sa.case((SURVEYS.c.score <= 6, 1), else_=0)),
-            sa.func.sum(sa.case((SURVEYS.c.sent_at.is_not(None), 1), else_=0)),
-        ).where(SURVEYS.c.kind == "survey", SURVEYS.c.sent_at.is_not(None)) \
-            .group_by(key).order_by(key)
+        query = (base.add_columns(*count_columns(SURVEYS.c.score, SURVEYS.c.sent_at))
+                 .where(SURVEYS.c.kind == "survey", SURVEYS.c.sent_at.is_not(None))
+                 .group_by(key).order_by(key))
         if by != "account":
             query = query.select_from(SURVEYS)
         rows = (await conn.execute(query)).all()
