@@ -17,9 +17,9 @@ from daemon.metrics import Metrics
 from daemon.refusals import RefusalLog
 from daemon.supervisor import Supervisor
 from jobs import outbox
+from jobs.book_rules import BookRules
 from jobs.clock import Clock
 from jobs.planning import make_planner
-from storage.book_rules import BookRules
 from storage.sql_store import SqlStore
 from storage.store import IntakePolicy
 

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from storage.answers import SurveyView
-from storage.book_rules import BookRules
+from storage.book import BookPolicy
 from storage.events import Message
 from storage.states import ENDED, UNSENT, AnswerResult, Openness, SurveyState
 from storage.survey_plan import Planner
@@ -35,7 +35,7 @@ class IntakePolicy:
     rules, the survey planner (None: no planning), and what to do once an erasure
     committed (the daemon removes the outbox files of the erased surveys)."""
 
-    book: BookRules
+    book: BookPolicy
     planner: Planner | None
     on_erased: Callable[[list[int]], None] | None = None
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from storage.book_rules import Book
+from storage.book import Book
 from storage.sql_steps import Steps, Values, fetch_in, many
 from storage.states import SurveyState
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from jobs.book_rules import BookRules
 from jobs.clock import MovableClock
 from jobs.planning import make_planner
 from settings import SurveySettings
-from storage.book_rules import BookRules
 from storage.events import Message
 from storage.migrations import LATEST
 from storage.sql_store import SqlStore
