@@ -343,7 +343,7 @@ class Syncer:
     async def _send(self, client: SegmentClient, batch: list[Encoded]
                     ) -> tuple[list[Encoded], list[tuple[Encoded, str]]]:
         try:
-            delivered, rejected = await client.send_isolating_encoded(
+            delivered, rejected = await client.send_isolating(
                 batch, sent_at=iso(self._clock.now()))
         except SegmentSendAborted:
             if self._on_batch is not None:
