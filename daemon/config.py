@@ -137,7 +137,14 @@ def parse_settings(
     for key in raw:
         if key not in known | {"log"}:
             raise ConfigError(path, key, "unknown section")
+    origins: list[tuple[str, str]] = []  # filled by the sections whose secrets came from env
+    return Settings(_server(raw, path), _storage(raw, path), _intake(raw, path, env, origins),
+                    _admin(raw, path, env, origins), _accounts(raw, path), _survey(raw, path),
+                    _email(raw, path, env), _segment(raw, path, env), _log(raw, path), path,
+                    tuple(origins))
 
+
+def _server(raw: Mapping[str, Any], path: str) -> ServerSettings:
     s = _Section(_table(raw, "server", path), "server.", path)
     d = ServerSettings()
     server = ServerSettings(
@@ -151,7 +158,10 @@ def parse_settings(
                            d.body_timeout),
     )
     s.check_unknown()
+    return server
 
+
+def _storage(raw: Mapping[str, Any], path: str) -> StorageSettings:
     s = _Section(_table(raw, "storage", path), "storage.", path)
     url = s.get("url", values.nonempty, StorageSettings().url)
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
@@ -160,7 +170,11 @@ def parse_settings(
         )
     storage = StorageSettings(url=url)
     s.check_unknown()
+    return storage
 
+
+def _intake(raw: Mapping[str, Any], path: str, env: Mapping[str, str],
+            origins: list[tuple[str, str]]) -> IntakeSettings:
     s = _Section(_table(raw, "intake", path), "intake.", path)
     d_in = IntakeSettings()
     intake = IntakeSettings(
@@ -170,7 +184,6 @@ def parse_settings(
         dedup_window=s.get("dedup_window", values.positive_duration, d_in.dedup_window),
     )
     s.check_unknown()
-    origins: list[tuple[str, str]] = []
     keys = _secret_with_origin(env, "NPSD_INTAKE_API_KEYS", "intake_api_keys")
     if keys is not None:
         intake = _replace(intake, api_keys=values.str_list(keys[0]))
@@ -179,7 +192,11 @@ def parse_settings(
         raise ConfigError(
             path, "intake.api_keys", "no API key and no shared secret: nothing could send events"
         )
+    return intake
 
+
+def _admin(raw: Mapping[str, Any], path: str, env: Mapping[str, str],
+           origins: list[tuple[str, str]]) -> AdminSettings:
     s = _Section(_table(raw, "admin", path), "admin.", path)
     admin = AdminSettings(token=s.get("token", values.string, AdminSettings().token))
     s.check_unknown()
@@ -189,7 +206,10 @@ def parse_settings(
         origins.append(("admin.token", token[1]))
     if not admin.token:
         raise ConfigError(path, "admin.token", "must not be empty")
+    return admin
 
+
+def _accounts(raw: Mapping[str, Any], path: str) -> AccountsSettings:
     s = _Section(_table(raw, "accounts", path), "accounts.", path)
     d_acc = AccountsSettings()
     accounts = AccountsSettings(
@@ -198,7 +218,10 @@ def parse_settings(
         session_timeout=s.get("session_timeout", values.positive_duration, d_acc.session_timeout),
     )
     s.check_unknown()
+    return accounts
 
+
+def _survey(raw: Mapping[str, Any], path: str) -> SurveySettings:
     s = _Section(_table(raw, "survey", path), "survey.", path)
     d_s = SurveySettings()
     survey = SurveySettings(
@@ -222,19 +245,17 @@ def parse_settings(
         raise ConfigError(
             path, "survey.max_delay", "is shorter than survey.min_delay (use 0 to survey always)"
         )
+    return survey
 
-    email = _email(raw, path, env)
-    segment = _segment(raw, path, env)
 
+def _log(raw: Mapping[str, Any], path: str) -> LogSettings:
     s = _Section(_table(raw, "log", path), "log.", path)
     log = LogSettings(
         format=s.get("format", values.choice("json", "console"), "json"),
         level=s.get("level", values.choice("debug", "info", "warning", "error"), "info"),
     )
     s.check_unknown()
-
-    return Settings(server, storage, intake, admin, accounts, survey, email, segment, log, path,
-                    tuple(origins))
+    return log
 
 
 def _texts(raw: Mapping[str, Any], path: str) -> i18n.Overrides:

@@ -29,7 +29,6 @@ from jobs.email_message import (
     RenderedEmail,
     SurveyEmail,
     TransientEmailError,
-    build_message,
     render_message,
 )
 from jobs.outbox import survey_stem
@@ -44,7 +43,6 @@ __all__ = [
     "SmtpBackend",
     "SurveyEmail",
     "TransientEmailError",
-    "build_message",
     "make_backend",
     "render_message",
 ]

@@ -21,11 +21,16 @@ from jobs.email import (
     SmtpBackend,
     SurveyEmail,
     TransientEmailError,
-    build_message,
     make_backend,
     render_message,
 )
 from tests.fakes.smtp_sink import SmtpSink
+
+
+def build_message(e: SurveyEmail, *, now: datetime | None = None) -> EmailMessage:
+    """What render_message sends (the one path), parsed as a mail client would."""
+    return render_message(e, now=now).as_message()
+
 
 
 def message(survey_id: int = 1, to: str = "peter@example.com") -> EmailMessage:
