@@ -37,10 +37,10 @@ class Supervisor:
     def _ended(self, name: str, task: asyncio.Task[Any]) -> None:
         if self._tasks.get(name) is task:
             del self._tasks[name]
+        error = None if task.cancelled() else task.exception()  # retrieved, always
         if task.cancelled() or name in self._stopping:
             self._stopping.discard(name)
             return
-        error = task.exception()
         if error is None:
             return  # a loop with nothing to do (no systemd watchdog) may simply return
         log.error("daemon.task_died", task=name, error=error.__class__.__name__,
