@@ -24,18 +24,14 @@ from jobs.email_message import (
     render_message,
 )
 from jobs.owners import owner_is_dead
-from jobs.planning import candidate_from
 from jobs.redact import redact
 from jobs.rules import (
     expires_at,
     format_instant,
-    next_send_time,
-    recheck_at_dispatch,
-    recipient_timezone,
     reminder_due,
-    sampled_in,
 )
 from jobs.segment_client import RetryPolicy, backoff_s
+from jobs.send_checks import check_at_send
 from settings import Settings
 from settings.durations import format_duration
 from storage.states import SurveyState
@@ -153,7 +149,7 @@ class Dispatcher:
         by_address = _AddressCheck(settings, now)
         await by_address.load(self._store, claimed)
         for c in claimed:
-            outcome = self._check(c, settings, now, caps) or by_address.check(c)
+            outcome = check_at_send(c, settings.survey, now, caps) or by_address.check(c)
             if outcome is None:
                 sendable.append(c)
             else:
@@ -172,40 +168,6 @@ class Dispatcher:
         groups = sorted({g for c in claimed if not c.reminder for g in c.accounts})
         since = now - settings.survey.resurvey_interval
         return await self._store.sent_per_account(groups, since) if groups else {}
-
-    def _check(self, c: Claimed, settings: Settings, now: datetime,
-               caps: dict[str, int]) -> Outcome | None:
-        """Eligibility again, at the moment of sending: None means send it."""
-        s = settings.survey
-        skip = Outcome(c.id, c.user_id, SurveyState.SKIPPED, "", reminder=c.reminder)
-        if c.user is None:
-            return _with(skip, "skipped: the user no longer exists")
-        candidate = candidate_from(c.user, has_pending=False, last_survey_at=None,
-                                   suppressed=c.suppressed)
-        reason = recheck_at_dispatch(candidate, now)
-        if reason is not None:
-            return _with(skip, f"skipped at dispatch: {reason}")
-        if c.reminder:
-            return None
-        if not sampled_in(c.user_id, s.sample_rate):
-            return _with(skip, f"skipped: not in the sample (sample_rate {s.sample_rate})")
-        zone = recipient_timezone(candidate, s)
-        opens = next_send_time(now, s.send_window, zone)
-        if opens > now + timedelta(seconds=1):
-            window = s.send_window
-            span = f"{window.start:%H:%M}-{window.end:%H:%M}" if window else ""
-            return Outcome(c.id, c.user_id, SurveyState.PENDING,
-                           f"deferred to {format_instant(opens)}: outside the send window "
-                           f"{span} ({zone})", due_at=opens)
-        if s.max_per_account > 0 and c.accounts:
-            full = [g for g in c.accounts if caps.get(g, 0) >= s.max_per_account]
-            if full:
-                return _with(skip, f"skipped: account {full[0]} already had "
-                                   f"{caps.get(full[0], 0)} surveys in the interval "
-                                   f"(max_per_account {s.max_per_account})")
-            for g in c.accounts:
-                caps[g] = caps.get(g, 0) + 1
-        return None
 
     async def _send(self, c: Claimed, settings: Settings, now: datetime) -> Outcome | None:
         """Email one survey; None means sent, else the outcome of the failure."""
@@ -293,8 +255,4 @@ class _AddressCheck:
                        f"deferred to {format_instant(due)}: this address was surveyed on "
                        f"{format_instant(last)} under another user id (one survey per "
                        f"address per {format_duration(self._interval)})", due_at=due)
-
-
-def _with(o: Outcome, reason: str) -> Outcome:
-    return Outcome(o.survey_id, o.user_id, o.state, reason, reminder=o.reminder)
 
