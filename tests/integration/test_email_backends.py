@@ -7,7 +7,6 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,8 @@ from jobs.email import (
 from tests.fakes.smtp_sink import SmtpSink
 
 
-def build_message(e: SurveyEmail, *, now: datetime | None = None) -> EmailMessage:
-    """What render_message sends (the one path), parsed as a mail client would."""
-    return render_message(e, now=now).as_message()
-
-
-
-def message(survey_id: int = 1, to: str = "peter@example.com") -> EmailMessage:
-    return build_message(
+def message(survey_id: int = 1, to: str = "peter@example.com") -> RenderedEmail:
+    return render_message(
         SurveyEmail(
             survey_id=survey_id,
             token=f"tok{survey_id}",
@@ -198,7 +191,7 @@ def test_sink_works_from_sync_code() -> None:
     import smtplib
 
     with SmtpSink() as sink, smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
-        client.send_message(message(1))
+        client.send_message(message(1).as_message())
     assert sink.count == 1
 
 
