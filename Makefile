@@ -34,7 +34,7 @@ lint: $(BIN)/pytest
 bench: $(BIN)/npsd
 	$(BIN)/python bench/intake.py
 
-MUTATE ?= jobs.rules jobs.timing jobs.sync_batching storage.book_rules
+MUTATE ?= jobs.rules jobs.timing jobs.sync_batching jobs.book_rules storage.nps
 mutate: $(BIN)/pytest
 	$(BIN)/pip install -q -e '.[test,mutation]'
 	rm -rf mutants

@@ -4,7 +4,6 @@ also take a console viewer token (`reader`), the actions only the admin token (`
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,9 +14,9 @@ from daemon.auth import AuthError, bearer_role, check_admin
 from daemon.http_util import json_error
 from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
-from storage import console_reads, reads
-from storage.db import Database, StoreUnavailable
-from storage.events import Message
+from storage import console_reads
+from storage.db import StoreUnavailable
+from storage.sql_store import SqlStore
 
 log = structlog.get_logger("npsd.admin")
 
@@ -58,7 +57,7 @@ def reader(handler: Handler) -> Handler:
 
 @reader
 async def get_user(request: web.Request) -> web.StreamResponse:
-    user = await reads.get_user(request.app[RUNTIME].db, request.match_info["user_id"])
+    user = await request.app[RUNTIME].store.user(request.match_info["user_id"])
     if user is None:
         return json_error(404, "no such user")
     return web.json_response(user)
@@ -70,18 +69,16 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
     `delete` (a deletion message committed by the intake writer), so both leave the same."""
     runtime = request.app[RUNTIME]
     user_id = request.match_info["user_id"]
-    if not await reads.user_exists(runtime.db, user_id):
+    if not await runtime.store.user_exists(user_id):
         return json_error(404, "no such user")
-    erase = Message(message_id=f"npsd-erase-{uuid.uuid4()}", type="delete", user_id=user_id,
-                    anonymous_id=None, timestamp=runtime.clock.now())
-    await runtime.committer.submit([erase])
+    await runtime.store.erase(user_id, runtime.intake_policy())
     log.info("admin.user_erased")  # no id: the person is gone
     return web.Response(status=204)
 
 
 @reader
 async def get_decisions(request: web.Request) -> web.StreamResponse:
-    found = await reads.decisions(request.app[RUNTIME].db, request.match_info["user_id"])
+    found = await request.app[RUNTIME].store.decisions(request.match_info["user_id"])
     if found is None:
         return json_error(404, "no such user")
     return web.json_response({"userId": request.match_info["user_id"], "decisions": found})
@@ -89,7 +86,7 @@ async def get_decisions(request: web.Request) -> web.StreamResponse:
 
 @reader
 async def get_account(request: web.Request) -> web.StreamResponse:
-    account = await reads.get_account(request.app[RUNTIME].db, request.match_info["group_id"])
+    account = await request.app[RUNTIME].store.account(request.match_info["group_id"])
     if account is None:
         return json_error(404, "no such account")
     return web.json_response(account)
@@ -100,15 +97,15 @@ async def get_nps(request: web.Request) -> web.StreamResponse:
     by = request.query.get("by")
     if by not in (None, "account", "month"):
         return json_error(400, "by must be account or month")
-    db = request.app[RUNTIME].db
-    return web.json_response(await named_report(db, by))
+    return web.json_response(await named_report(request.app[RUNTIME].store, by))
 
 
-async def named_report(db: Database, by: str | None) -> dict[str, Any]:
+async def named_report(store: SqlStore, by: str | None) -> dict[str, Any]:
     """The NPS report; by account, each group also carries the account's stored name."""
-    report = await reads.nps_report(db, by)
+    report = await store.nps(by)
     if by == "account":
-        names = await console_reads.account_names(db, [g["key"] for g in report["groups"]])
+        names = await console_reads.account_names(store.db,
+                                                  [g["key"] for g in report["groups"]])
         report["groups"] = [{"key": g["key"], "name": names.get(g["key"]),
                              **{k: v for k, v in g.items() if k != "key"}}
                             for g in report["groups"]]
@@ -118,7 +115,7 @@ async def named_report(db: Database, by: str | None) -> dict[str, Any]:
 @reader
 async def get_status(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    return web.json_response(await reads.status(runtime.db, runtime.clock.now()))
+    return web.json_response(await runtime.store.status(runtime.clock.now()))
 
 
 @admin

@@ -1,5 +1,8 @@
 """create_app: the aiohttp application, with the store, the email backend, the HTTP client
-and the scheduler as cleanup contexts, started in dependency order and stopped in reverse."""
+and the scheduler as cleanup contexts, started in dependency order and stopped in reverse.
+
+One store is built here and passed down; every background task runs under the runtime's
+supervisor (daemon/supervisor.py), which stops the daemon when one dies."""
 
 from __future__ import annotations
 
@@ -17,18 +20,14 @@ from daemon.metrics import Metrics
 from daemon.runtime import RUNTIME, Runtime
 from daemon.survey_page import PAGE_BODY_LIMIT
 from daemon.watchdog import watchdog_loop
-from jobs import outbox
 from jobs.clock import Clock, SystemClock
 from jobs.dispatch import Dispatcher
 from jobs.email import EmailBackend, make_backend
 from jobs.housekeeping import housekeeping
-from jobs.planning import make_planner
 from jobs.scheduler import Schedule
 from jobs.sync import SYNCER, Syncer
-from storage.checkpointer import Checkpointer
-from storage.db import Database, StoreUnavailable
-from storage.group_commit import GroupCommitter
-from storage.migrations import migrate
+from storage.db import StoreUnavailable
+from storage.sql_store import SqlStore
 
 log = structlog.get_logger("npsd")
 
@@ -36,22 +35,16 @@ EMAIL = web.AppKey("email", EmailBackend)
 REFUSAL_FLUSH_S = 10.0
 SCHEDULE = web.AppKey("schedule", Schedule)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+WRITER_TASK = "intake-group-commit"
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None,
                config_path: Path | None = None, run_jobs: bool = True) -> web.Application:
     clock = clock or SystemClock()
-    db = Database(settings.storage.url)
     metrics = Metrics()
-    holder: dict[str, Runtime] = {}  # the committer reads the settings live (SIGHUP)
-    committer = GroupCommitter(
-        db, clock, lambda: holder["rt"].book_rules(),
-        lambda: make_planner(holder["rt"].settings.survey),
-        on_commit=metrics.count_commit,
-        on_erased=lambda ids: _remove_outbox_files(holder["rt"], ids))
-    runtime = Runtime(settings=settings, clock=clock, db=db, metrics=metrics,
-                      committer=committer, config_path=config_path)
-    holder["rt"] = runtime
+    store = SqlStore(settings.storage.url, clock, on_commit=metrics.count_commit)
+    runtime = Runtime(settings=settings, clock=clock, store=store, metrics=metrics,
+                      config_path=config_path)
     # Handlers read bodies through daemon/bodies.py with their own limits; this bounds any
     # request.read() or request.post() that might creep in (aiohttp's 1 MiB default is more
     # than any page form needs).
@@ -67,21 +60,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     return app
 
 
-def _outbox(runtime: Runtime) -> Path | None:
-    email = runtime.settings.email
-    return email.file_dir if email.backend == "file" else None
-
-
-def _remove_outbox_files(runtime: Runtime, survey_ids: list[int]) -> None:
-    """After an erasure committed: its surveys' .eml files go too (a directory listing and
-    a few unlinks, on the loop so they are gone before the request is answered; the file
-    backend is for trying npsd out)."""
-    directory = _outbox(runtime)
-    if directory is not None:
-        removed = outbox.remove_files(directory, survey_ids)
-        log.info("privacy.files_removed", files=removed)
-
-
 def intake_routes(app: web.Application) -> None:
     app.router.add_post("/v1/segment", intake.segment_intake,
                         expect_handler=intake.segment_expect)
@@ -94,20 +72,12 @@ def intake_routes(app: web.Application) -> None:
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
-    before, after = await migrate(runtime.db, runtime.clock.now())
-    if before != after:
-        log.info("storage.migrated", from_version=before, to_version=after)
-    checkpointer = None
-    if runtime.db.sqlite_path is not None:
-        checkpointer = Checkpointer(runtime.db.sqlite_path)
-        checkpointer.start()
-    runtime.committer.start()
-    log.info("storage.ready", backend=runtime.db.dialect)
-    yield
-    await runtime.committer.stop()
-    if checkpointer is not None:
-        await asyncio.to_thread(checkpointer.stop)
-    await runtime.db.close()
+    async with runtime.store as store:
+        if store.writer_task is not None:
+            runtime.supervisor.watch(WRITER_TASK, store.writer_task)
+        log.info("storage.ready", backend=store.dialect)
+        yield
+        runtime.supervisor.forget(WRITER_TASK)
 
 
 async def email_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -117,32 +87,40 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[EMAIL].close()
 
 
-async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+def _jobs(app: web.Application, session: aiohttp.ClientSession
+          ) -> tuple[Dispatcher, Syncer, Schedule]:
     runtime = app[RUNTIME]
     m = runtime.metrics
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-    dispatcher = Dispatcher(runtime.db, runtime.clock, runtime.owner, lambda: runtime.settings,
-                            lambda: app[EMAIL], on_email=lambda r: m.emails.labels(r).inc())
+    dispatcher = Dispatcher(runtime.store, runtime.clock, runtime.owner,
+                            lambda: runtime.settings, lambda: app[EMAIL],
+                            on_email=lambda r: m.emails.labels(r).inc())
 
     def on_batch(result: str, n: int) -> None:
         m.sync_batches.labels(result).inc()
         m.sync_messages.inc(n)
 
-    syncer = Syncer(runtime.db, runtime.clock, runtime.owner, lambda: runtime.settings.segment,
-                    session, on_batch=on_batch)
+    syncer = Syncer(runtime.store, runtime.clock, runtime.owner,
+                    lambda: runtime.settings.segment, session, on_batch=on_batch)
 
     async def tidy() -> None:
-        await housekeeping(runtime.db, runtime.clock.now(), runtime.settings.intake.dedup_window,
-                           _outbox(runtime))
+        await housekeeping(runtime.store, runtime.clock.now(),
+                           runtime.settings.intake.dedup_window, runtime.outbox_dir())
 
-    schedule = Schedule(runtime.db, runtime.clock, dispatcher, syncer,
+    schedule = Schedule(runtime.store, runtime.clock, dispatcher, syncer,
                         lambda: runtime.settings.segment, tidy)
+    return dispatcher, syncer, schedule
+
+
+async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    dispatcher, syncer, schedule = _jobs(app, session)
     app[SYNCER], app[SCHEDULE], app[DISPATCHER] = syncer, schedule, dispatcher
     schedule.start()
-    waker = asyncio.create_task(_wake_on_identify(runtime, schedule), name="dispatch-waker")
+    runtime.supervisor.start("dispatch-waker", _wake_on_identify(runtime, schedule))
     yield
     dispatcher.stopping = True
-    waker.cancel()
+    await runtime.supervisor.stop("dispatch-waker")
     grace = runtime.settings.server.shutdown_timeout.total_seconds()
     try:
         # Let an in-flight dispatch chunk finish and record its outcomes first: APScheduler
@@ -166,9 +144,10 @@ async def _wake_on_identify(runtime: Runtime, schedule: Schedule) -> None:
 
 
 async def watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(watchdog_loop(app[RUNTIME]), name="watchdog")
+    runtime = app[RUNTIME]
+    runtime.supervisor.start("watchdog", watchdog_loop(runtime))
     yield
-    await _cancel(task)
+    await runtime.supervisor.stop("watchdog")
 
 
 async def _flush_refusals(runtime: Runtime) -> None:
@@ -180,16 +159,8 @@ async def _flush_refusals(runtime: Runtime) -> None:
 
 
 async def refusals_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_flush_refusals(app[RUNTIME]), name="refusal-log")
+    runtime = app[RUNTIME]
+    runtime.supervisor.start("refusal-log", _flush_refusals(runtime))
     yield
-    await _cancel(task)
-    app[RUNTIME].refusals.flush()
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not task.cancelled():
-            raise
+    await runtime.supervisor.stop("refusal-log")
+    runtime.refusals.flush()

@@ -11,13 +11,16 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.config import ConfigError, Settings, config_path, load_settings
 from daemon.logging import configure_logging
 from daemon.paths import sqlite_file
 from daemon.weak_secrets import is_loopback, refusal, weak_secrets
 from jobs.redact import redact
+
+if TYPE_CHECKING:
+    from storage.sql_store import SqlStore
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -94,23 +97,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-async def _with_db(settings: Settings, work: Callable[[Any], Awaitable[int]],
+async def _with_db(settings: Settings, work: Callable[[SqlStore], Awaitable[int]],
                    *, upgrade: bool = False) -> int:
+    """Run `work` on the store (without its intake writer: a command only reads, or syncs)."""
     from jobs.clock import SystemClock
-    from storage.db import Database
-    from storage.migrations import LATEST, current_version, migrate
+    from storage.migrations import LATEST, migrate
+    from storage.sql_store import SqlStore
 
     missing = _missing_database(settings) if not upgrade else None
     if missing is not None:
         print(missing, file=sys.stderr)
         return EXIT_FAILED
-    db = Database(settings.storage.url)
-    try:
+    async with SqlStore(settings.storage.url, SystemClock(), migrate=False,
+                        background=False) as store:
         if upgrade:
-            before, after = await migrate(db, SystemClock().now())
+            before, after = await migrate(store.db, SystemClock().now())
             print(f"schema: version {before if before is not None else 'none'} → {after}")
             return 0
-        version = await current_version(db)
+        version = await store.schema_version()
         if version is None:
             print(f"npsd: {settings.storage.url.rpartition('@')[2]} holds no npsd schema: start "
                   "npsd (`npsd run`) or run `npsd migrate` to create it, or point storage.url at "
@@ -120,9 +124,7 @@ async def _with_db(settings: Settings, work: Callable[[Any], Awaitable[int]],
             print(f"npsd: the database schema is {version}, expected {LATEST}: run `npsd "
                   "migrate` (or start `npsd run`, which upgrades it)", file=sys.stderr)
             return EXIT_FAILED
-        return await work(db)
-    finally:
-        await db.close()
+        return await work(store)
 
 
 def _missing_database(settings: Settings) -> str | None:
@@ -137,7 +139,7 @@ def _missing_database(settings: Settings) -> str | None:
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    async def nothing(_db: Any) -> int:
+    async def nothing(_store: SqlStore) -> int:
         return 0
 
     return await _with_db(settings, nothing, upgrade=True)
@@ -149,7 +151,7 @@ async def _sync_now(settings: Settings, args: argparse.Namespace) -> int:
               "NPSD_SEGMENT_WRITE_KEY)", file=sys.stderr)
         return EXIT_FAILED
 
-    async def work(db: Any) -> int:
+    async def work(store: SqlStore) -> int:
         import aiohttp
 
         from daemon.runtime import process_identity
@@ -157,7 +159,7 @@ async def _sync_now(settings: Settings, args: argparse.Namespace) -> int:
         from jobs.sync import Syncer
 
         async with aiohttp.ClientSession() as session:
-            syncer = Syncer(db, SystemClock(), process_identity(), lambda: settings.segment,
+            syncer = Syncer(store, SystemClock(), process_identity(), lambda: settings.segment,
                             session)
             report = await syncer.run("cli")
         print(json.dumps(report))
@@ -183,10 +185,10 @@ def _table(rows: list[dict[str, Any]], key_name: str) -> str:
 async def _report(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.admin_api import named_report
 
-    async def work(db: Any) -> int:
-        overall = await named_report(db, None)
+    async def work(store: SqlStore) -> int:
+        overall = await named_report(store, None)
         wanted = [args.by] if args.by else ["account", "month"]
-        parts = {by: (await named_report(db, by))["groups"] for by in wanted}
+        parts = {by: (await named_report(store, by))["groups"] for by in wanted}
         if args.json:
             print(json.dumps({"overall": overall, **{f"by_{k}": v for k, v in parts.items()}},
                              indent=2))
@@ -201,10 +203,8 @@ async def _report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _why(settings: Settings, args: argparse.Namespace) -> int:
-    from storage import reads
-
-    async def work(db: Any) -> int:
-        found = await reads.decisions(db, args.user_id)
+    async def work(store: SqlStore) -> int:
+        found = await store.decisions(args.user_id)
         if found is None:
             print(f"npsd why: no user {args.user_id!r}", file=sys.stderr)
             return EXIT_FAILED
@@ -222,10 +222,8 @@ async def _why(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
     from jobs.clock import SystemClock
-    from storage import reads
-
-    async def work(db: Any) -> int:
-        s = await reads.status(db, SystemClock().now())
+    async def work(store: SqlStore) -> int:
+        s = await store.status(SystemClock().now())
         if args.json:
             print(json.dumps(s, indent=2))
             return 0

@@ -9,17 +9,50 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import time, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from daemon import config_values as values
-from daemon.config_console import ConsoleSettings, parse_console
+from daemon.config_console import parse_console
 from daemon.config_values import Parser as _Parser
-from daemon.config_values import SendWindow as SendWindow
-from daemon.durations import parse_duration
 from daemon.paths import base_directory, resolve_paths
+from settings import (
+    AccountsSettings,
+    AdminSettings,
+    EmailSettings,
+    IntakeSettings,
+    LogSettings,
+    SegmentSettings,
+    SendWindow,
+    ServerSettings,
+    Settings,
+    SmtpSettings,
+    StorageSettings,
+    SurveySettings,
+)
+from settings.durations import parse_duration
+
+# The settings types live in settings/ so jobs and storage need not import daemon;
+# they are re-exported here for the parser's callers.
+__all__ = [
+    "AccountsSettings",
+    "AdminSettings",
+    "ConfigError",
+    "EmailSettings",
+    "IntakeSettings",
+    "LogSettings",
+    "SegmentSettings",
+    "SendWindow",
+    "ServerSettings",
+    "Settings",
+    "SmtpSettings",
+    "StorageSettings",
+    "SurveySettings",
+    "config_path",
+    "load_settings",
+    "parse_settings",
+]
 from jobs import i18n
 
 
@@ -27,129 +60,6 @@ class ConfigError(Exception):
     def __init__(self, path: str, key: str, reason: str) -> None:
         super().__init__(f"{path}: {key}: {reason}" if key else f"{path}: {reason}")
         self.path, self.key, self.reason = path, key, reason
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8787
-    public_url: str = "http://127.0.0.1:8787"
-    shutdown_timeout: timedelta = timedelta(seconds=30)
-    keepalive_timeout: timedelta = timedelta(seconds=75)  # idle connections close after
-    body_timeout: timedelta = timedelta(seconds=30)  # a request body must arrive within
-
-
-@dataclass(frozen=True)
-class StorageSettings:
-    url: str = "sqlite+aiosqlite:///var/npsd.db"
-
-
-@dataclass(frozen=True)
-class IntakeSettings:
-    api_keys: tuple[str, ...] = ("change-me",)
-    shared_secrets: tuple[str, ...] = ()
-    max_body_bytes: int = 16 * 1024 * 1024
-    dedup_window: timedelta = timedelta(days=7)
-
-
-@dataclass(frozen=True)
-class AdminSettings:
-    token: str = "change-me-too"
-
-
-@dataclass(frozen=True)
-class AccountsSettings:
-    one_account_per_user: bool = False
-    session_timeout: timedelta = timedelta(minutes=30)
-
-
-@dataclass(frozen=True)
-class SurveySettings:
-    min_delay: timedelta = timedelta(days=3)
-    max_delay: timedelta = timedelta(days=14)
-    resurvey_interval: timedelta = timedelta(weeks=26)
-    response_window: timedelta = timedelta(days=30)
-    reminder_after: timedelta = timedelta(0)
-    send_window: SendWindow | None = None
-    default_timezone: str = "UTC"
-    max_per_account: int = 0
-    sample_rate: float = 1.0
-    product_name: str = "Acme"
-    trigger_events: tuple[str, ...] = ()  # track names that make the user a candidate
-    default_locale: str = "en"
-    record_on_click: bool = False
-    # [survey.texts.<lang>]: ((lang, ((key, text), ...)), ...), validated by jobs.i18n
-    texts: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    host: str = "localhost"
-    port: int = 587
-    security: str = "starttls"
-    username: str = ""
-    password: str = ""
-    timeout: timedelta = timedelta(seconds=30)
-    max_connections: int = 4
-
-
-@dataclass(frozen=True)
-class EmailSettings:
-    backend: str = "file"
-    sender: str = "Acme <nps@acme.example>"
-    file_dir: Path = Path("var/outbox")
-    smtp: SmtpSettings = field(default_factory=SmtpSettings)
-
-
-@dataclass(frozen=True)
-class SegmentSettings:
-    write_key: str = ""
-    endpoint: str = "https://api.segment.io/v1"
-    sync_at: time = time(3, 0)
-    timezone: str = "UTC"
-    rating_trait: str = "NPS_rating"
-    comment_trait: str = "NPS_comment"
-    date_trait: str = "NPS_date"
-    unsubscribed_trait: str = "NPS_unsubscribed"
-    track_answers: bool = True
-    group_nps: bool = True
-    sync_unsubscribes: bool = True
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.write_key)
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    format: str = "json"
-    level: str = "info"
-
-
-@dataclass(frozen=True)
-class Settings:
-    server: ServerSettings = field(default_factory=ServerSettings)
-    storage: StorageSettings = field(default_factory=StorageSettings)
-    intake: IntakeSettings = field(default_factory=IntakeSettings)
-    admin: AdminSettings = field(default_factory=AdminSettings)
-    accounts: AccountsSettings = field(default_factory=AccountsSettings)
-    survey: SurveySettings = field(default_factory=SurveySettings)
-    email: EmailSettings = field(default_factory=EmailSettings)
-    segment: SegmentSettings = field(default_factory=SegmentSettings)
-    log: LogSettings = field(default_factory=LogSettings)
-    source: str = "<defaults>"
-    # Where a secret came from when not from the file: ("admin.token", "NPSD_ADMIN_TOKEN").
-    secret_origins: tuple[tuple[str, str], ...] = ()
-    console: ConsoleSettings = field(default_factory=ConsoleSettings)
-
-    def secrets(self) -> tuple[str, ...]:
-        """Every configured secret, for the log scrubber to blank wherever it appears."""
-        return (*self.intake.api_keys, *self.intake.shared_secrets, self.admin.token,
-                self.segment.write_key, self.email.smtp.password, *self.console.viewer_tokens)
-
-    def origin(self, key: str) -> str:
-        """Where the value of a secret key was read: the file, a variable or a credential."""
-        return dict(self.secret_origins).get(key, self.source)
 
 
 def config_path(explicit: str | None) -> Path:
@@ -228,7 +138,16 @@ def parse_settings(
     for key in raw:
         if key not in known | {"log"}:
             raise ConfigError(path, key, "unknown section")
+    origins: list[tuple[str, str]] = []  # filled by the sections whose secrets came from env
+    sections = (_server(raw, path), _storage(raw, path), _intake(raw, path, env, origins),
+                _admin(raw, path, env, origins), _accounts(raw, path), _survey(raw, path),
+                _email(raw, path, env), _segment(raw, path, env), _log(raw, path))
+    console = parse_console(_Section(_table(raw, "console", path), "console.", path), env,
+                            _secret_with_origin, origins)
+    return Settings(*sections, path, tuple(origins), console)
 
+
+def _server(raw: Mapping[str, Any], path: str) -> ServerSettings:
     s = _Section(_table(raw, "server", path), "server.", path)
     d = ServerSettings()
     server = ServerSettings(
@@ -242,7 +161,10 @@ def parse_settings(
                            d.body_timeout),
     )
     s.check_unknown()
+    return server
 
+
+def _storage(raw: Mapping[str, Any], path: str) -> StorageSettings:
     s = _Section(_table(raw, "storage", path), "storage.", path)
     url = s.get("url", values.nonempty, StorageSettings().url)
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
@@ -251,7 +173,11 @@ def parse_settings(
         )
     storage = StorageSettings(url=url)
     s.check_unknown()
+    return storage
 
+
+def _intake(raw: Mapping[str, Any], path: str, env: Mapping[str, str],
+            origins: list[tuple[str, str]]) -> IntakeSettings:
     s = _Section(_table(raw, "intake", path), "intake.", path)
     d_in = IntakeSettings()
     intake = IntakeSettings(
@@ -261,7 +187,6 @@ def parse_settings(
         dedup_window=s.get("dedup_window", values.positive_duration, d_in.dedup_window),
     )
     s.check_unknown()
-    origins: list[tuple[str, str]] = []
     keys = _secret_with_origin(env, "NPSD_INTAKE_API_KEYS", "intake_api_keys")
     if keys is not None:
         intake = _replace(intake, api_keys=values.str_list(keys[0]))
@@ -270,7 +195,11 @@ def parse_settings(
         raise ConfigError(
             path, "intake.api_keys", "no API key and no shared secret: nothing could send events"
         )
+    return intake
 
+
+def _admin(raw: Mapping[str, Any], path: str, env: Mapping[str, str],
+           origins: list[tuple[str, str]]) -> AdminSettings:
     s = _Section(_table(raw, "admin", path), "admin.", path)
     admin = AdminSettings(token=s.get("token", values.string, AdminSettings().token))
     s.check_unknown()
@@ -280,7 +209,10 @@ def parse_settings(
         origins.append(("admin.token", token[1]))
     if not admin.token:
         raise ConfigError(path, "admin.token", "must not be empty")
+    return admin
 
+
+def _accounts(raw: Mapping[str, Any], path: str) -> AccountsSettings:
     s = _Section(_table(raw, "accounts", path), "accounts.", path)
     d_acc = AccountsSettings()
     accounts = AccountsSettings(
@@ -289,7 +221,10 @@ def parse_settings(
         session_timeout=s.get("session_timeout", values.positive_duration, d_acc.session_timeout),
     )
     s.check_unknown()
+    return accounts
 
+
+def _survey(raw: Mapping[str, Any], path: str) -> SurveySettings:
     s = _Section(_table(raw, "survey", path), "survey.", path)
     d_s = SurveySettings()
     survey = SurveySettings(
@@ -313,21 +248,17 @@ def parse_settings(
         raise ConfigError(
             path, "survey.max_delay", "is shorter than survey.min_delay (use 0 to survey always)"
         )
+    return survey
 
-    email = _email(raw, path, env)
-    segment = _segment(raw, path, env)
 
+def _log(raw: Mapping[str, Any], path: str) -> LogSettings:
     s = _Section(_table(raw, "log", path), "log.", path)
     log = LogSettings(
         format=s.get("format", values.choice("json", "console"), "json"),
         level=s.get("level", values.choice("debug", "info", "warning", "error"), "info"),
     )
     s.check_unknown()
-
-    console = parse_console(_Section(_table(raw, "console", path), "console.", path), env,
-                            _secret_with_origin, origins)
-    return Settings(server, storage, intake, admin, accounts, survey, email, segment, log, path,
-                    tuple(origins), console)
+    return log
 
 
 def _texts(raw: Mapping[str, Any], path: str) -> i18n.Overrides:

@@ -4,19 +4,11 @@ from daemon/config.py (which holds the other sections) so that file stays small.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from daemon import config_values as values
-
-
-@dataclass(frozen=True)
-class ConsoleSettings:
-    # Tokens that may read the console and the read API, never start a sync (admin.token may).
-    viewer_tokens: tuple[str, ...] = ()
-    session_ttl: timedelta = timedelta(hours=12)
-
+from settings import ConsoleSettings
 
 Secret = Callable[[Mapping[str, str], str, str], "tuple[str, str] | None"]
 

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from daemon.durations import format_duration, parse_duration
+from settings import SendWindow
+from settings.durations import format_duration, parse_duration
 
 Parser = Callable[[Any], Any]
-
-
-@dataclass(frozen=True)
-class SendWindow:
-    start: time
-    end: time
 
 
 def string(value: Any) -> str:

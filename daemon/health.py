@@ -8,9 +8,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.runtime import RUNTIME
-from storage import reads
 from storage.db import StoreUnavailable
-from storage.migrations import LATEST, current_version
+from storage.migrations import LATEST
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -22,7 +21,7 @@ async def readyz(request: web.Request) -> web.Response:
     if runtime.stopping:
         return web.json_response({"status": "stopping"}, status=503)
     try:
-        version = await current_version(runtime.db)
+        version = await runtime.store.schema_version()
     except (StoreUnavailable, OSError) as exc:
         return web.json_response({"status": "store unreachable", "reason": str(exc)},
                                  status=503)
@@ -35,7 +34,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
-        status = await reads.status(runtime.db, runtime.clock.now())
+        status = await runtime.store.status(runtime.clock.now())
     except StoreUnavailable:
         status = None
     if status is not None:

@@ -86,7 +86,7 @@ async def commit(
         log.info("intake.rejected", door=door, rejected=len(invalid),
                  first_reason=result.rejected[0]["message"])
     if valid:
-        flags = await runtime.committer.submit(valid, nbytes=nbytes)
+        flags = await runtime.store.record(valid, runtime.intake_policy(), nbytes=nbytes)
         result.accepted = sum(flags)
         result.duplicates = len(flags) - result.accepted
         if result.accepted and any(m.type == "identify" for m in valid):

@@ -58,12 +58,12 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
         return 1
     _tune_gc()
     log.info("server.started", host=settings.server.host, port=settings.server.port,
-             storage=runtime.db.dialect, database=describe_store(settings.storage.url),
+             storage=runtime.store.dialect, database=describe_store(settings.storage.url),
              email_backend=settings.email.backend,
              outbox=str(settings.email.file_dir) if settings.email.backend == "file" else None,
              sync="on" if settings.segment.enabled else "off")
     systemd.notify(systemd.READY, systemd.status("listening"))
-    stop = asyncio.Event()
+    stop = runtime.stop_requested
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -75,7 +75,7 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
     await runner.cleanup()
     await _settle_leftover_tasks(timeout_s=5.0)
     log.info("server.stopped")
-    return 0
+    return 1 if runtime.died else 0
 
 
 def _tune_gc() -> None:

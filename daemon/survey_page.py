@@ -16,8 +16,9 @@ from daemon.http_util import BodyError
 from daemon.pages import MAX_COMMENT
 from daemon.runtime import RUNTIME
 from jobs.i18n import Texts, from_accept_language, negotiate, texts_in
-from storage import answers
+from storage.answers import SurveyView
 from storage.db import StoreUnavailable
+from storage.states import AnswerResult, Openness, SurveyState
 
 log = structlog.get_logger("npsd.survey")
 
@@ -43,7 +44,7 @@ def _html(body: str, status: int = 200) -> web.Response:
                         headers=_HEADERS)
 
 
-def _texts(request: web.Request, survey: answers.SurveyView | None = None) -> Texts:
+def _texts(request: web.Request, survey: SurveyView | None = None) -> Texts:
     """The recipient's language; with no survey (unknown token), the browser's."""
     s = request.app[RUNTIME].settings.survey
     if survey is not None:
@@ -61,7 +62,7 @@ def _not_found(request: web.Request) -> web.Response:
                  404)
 
 
-def _closed(request: web.Request, survey: answers.SurveyView) -> web.Response:
+def _closed(request: web.Request, survey: SurveyView) -> web.Response:
     return _html(pages.render_text_error(410, "closed", _texts(request, survey),
                                          _product(request)), 410)
 
@@ -133,10 +134,10 @@ async def script(request: web.Request) -> web.Response:
                                  "X-Content-Type-Options": "nosniff"})
 
 
-def _page(request: web.Request, survey: answers.SurveyView, *, selected: int | None,
+def _page(request: web.Request, survey: SurveyView, *, selected: int | None,
           comment: str | None, errors: tuple[str, ...] = (), record: bool = False) -> str:
     """The survey page; once answered it shows the saved answer, whatever the link says."""
-    answered = survey.state == "answered"
+    answered = survey.state == SurveyState.ANSWERED
     return pages.render_survey(
         product_name=_product(request), token=request.match_info["token"],
         selected=survey.score if answered else selected, comment=comment,
@@ -147,12 +148,13 @@ def _page(request: web.Request, survey: answers.SurveyView, *, selected: int | N
 async def show_survey(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
-        survey = await answers.survey_by_token(runtime.db, request.match_info["token"])
+        survey = await runtime.store.survey(request.match_info["token"])
     except StoreUnavailable:
         return _unavailable(request)
-    if survey is None or survey.state in ("pending", "sending"):
+    shown = Openness.UNKNOWN if survey is None else survey.openness(runtime.clock.now())
+    if survey is None or shown is Openness.UNKNOWN:
         return _not_found(request)
-    if survey.expired(runtime.clock.now()):
+    if shown is Openness.CLOSED:
         return _closed(request, survey)
     given = request.query.get("score")
     selected = _score(given)
@@ -172,7 +174,7 @@ def _json(status: int, **body: object) -> web.Response:
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
 
-async def _record_click(request: web.Request, survey: answers.SurveyView,
+async def _record_click(request: web.Request, survey: SurveyView,
                         score: int | None) -> web.Response:
     """The script's POST on load (record_on_click): the score alone, the comment kept."""
     runtime = request.app[RUNTIME]
@@ -180,10 +182,11 @@ async def _record_click(request: web.Request, survey: answers.SurveyView,
         return _json(403, message="survey.record_on_click is off: press Send to answer")
     if score is None:
         return _json(400, message="score must be a whole number from 0 to 10")
-    if survey.state == "answered":
+    if survey.state == SurveyState.ANSWERED:
         return _json(409, message="already answered: the saved answer is kept")
-    if not await answers.record_answer(runtime.db, survey.id, score, survey.comment,
-                                       runtime.clock.now()):
+    token = request.match_info["token"]
+    if await runtime.store.answer(token, score, survey.comment, runtime.clock.now()
+                                  ) is not AnswerResult.RECORDED:
         return _json(410, message="this survey has closed")
     runtime.metrics.answers.inc()
     log.info("survey.answered", survey_id=survey.id, score=score,
@@ -195,12 +198,12 @@ async def answer_survey(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     token = request.match_info["token"]
     try:
-        survey = await answers.survey_by_token(runtime.db, token)
-        if survey is None or survey.state in ("pending", "sending"):
+        survey = await runtime.store.survey(token)
+        if survey is None or survey.openness(runtime.clock.now()) is Openness.UNKNOWN:
             return _not_found(request)
         check_declared_length(request, PAGE_BODY_LIMIT)
         now = runtime.clock.now()
-        if survey.expired(now):
+        if survey.openness(now) is Openness.CLOSED:
             return _closed(request, survey)
         form = await _read_form(request)  # read only for a known token
         score = _score(form.get("score"))
@@ -223,7 +226,8 @@ async def answer_survey(request: web.Request) -> web.Response:
                 errors=tuple(errors))
             return _html(page, 400)
         assert score is not None
-        if not await answers.record_answer(runtime.db, survey.id, score, comment or None, now):
+        result = await runtime.store.answer(token, score, comment or None, now)
+        if result is not AnswerResult.RECORDED:
             return _closed(request, survey)
     except StoreUnavailable:
         return _unavailable(request)
@@ -238,7 +242,7 @@ async def answer_survey(request: web.Request) -> web.Response:
 async def show_unsubscribe(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
-        survey = await answers.survey_by_token(runtime.db, request.match_info["token"])
+        survey = await runtime.store.survey(request.match_info["token"])
     except StoreUnavailable:
         return _unavailable(request)
     if survey is None:
@@ -253,13 +257,13 @@ async def unsubscribe(request: web.Request) -> web.Response:
     """RFC 8058 one-click: any POST to the link unsubscribes, whatever the body says."""
     runtime = request.app[RUNTIME]
     try:
-        survey = await answers.survey_by_token(runtime.db, request.match_info["token"])
+        survey = await runtime.store.survey(request.match_info["token"])
         if survey is None:
             return _not_found(request)
         check_declared_length(request, PAGE_BODY_LIMIT)
         await discard_body(request, PAGE_BODY_LIMIT,
                            runtime.settings.server.body_timeout.total_seconds())
-        changed = await answers.unsubscribe(runtime.db, survey.user_id, runtime.clock.now())
+        changed = await runtime.store.unsubscribe(survey.user_id, runtime.clock.now())
     except StoreUnavailable:
         return _unavailable(request)
     except BodyError as exc:

@@ -6,26 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 
-import sqlalchemy as sa
 import structlog
 
 from daemon import systemd
 from daemon.runtime import Runtime
-from storage.db import StoreUnavailable
 
 log = structlog.get_logger("npsd.watchdog")
 
 
 async def store_alive(runtime: Runtime, timeout_s: float) -> bool:
-    writer = runtime.committer.task
-    if writer is None or writer.done():
-        return False
-    try:
-        async with asyncio.timeout(timeout_s), runtime.db.read() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-    except (TimeoutError, StoreUnavailable, OSError):
-        return False
-    return True
+    store = runtime.store
+    return store.writer_alive() and await store.ping(timeout_s)
 
 
 async def watchdog_loop(runtime: Runtime) -> None:

@@ -15,8 +15,6 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from daemon.config import Settings
-from daemon.durations import format_duration
 from jobs.clock import Clock
 from jobs.email import EmailBackend
 from jobs.email_message import (
@@ -26,20 +24,18 @@ from jobs.email_message import (
     render_message,
 )
 from jobs.owners import owner_is_dead
-from jobs.planning import candidate_from
 from jobs.redact import redact
 from jobs.rules import (
     expires_at,
     format_instant,
-    next_send_time,
-    recheck_at_dispatch,
-    recipient_timezone,
     reminder_due,
-    sampled_in,
 )
 from jobs.segment_client import RetryPolicy, backoff_s
-from storage import surveys
-from storage.db import Database
+from jobs.send_checks import check_at_send
+from settings import Settings
+from settings.durations import format_duration
+from storage.states import SurveyState
+from storage.store import Store
 from storage.survey_plan import email_key
 from storage.surveys import Claimed, Outcome
 
@@ -54,10 +50,10 @@ SMTP_RETRY = RetryPolicy(max_attempts=8, base_s=30.0, cap_s=3600.0)
 
 
 class Dispatcher:
-    def __init__(self, db: Database, clock: Clock, owner: str,
+    def __init__(self, store: Store, clock: Clock, owner: str,
                  settings: Callable[[], Settings], backend: Callable[[], EmailBackend],
                  on_email: Callable[[str], None] | None = None) -> None:
-        self._db, self._clock, self._owner = db, clock, owner
+        self._store, self._clock, self._owner = store, clock, owner
         self._settings, self._backend = settings, backend
         self._lock = asyncio.Lock()
         self._on_email = on_email
@@ -72,7 +68,7 @@ class Dispatcher:
     async def release_claims(self) -> int:
         """After the last run: hand back what was claimed but never handed off."""
         async with self._lock:
-            return await surveys.release_unsent(self._db, self._owner)
+            return await self._store.release_unsent(self._owner)
 
     async def run_once(self) -> int:
         """Send everything that is due now; returns how many surveys were handled."""
@@ -80,10 +76,10 @@ class Dispatcher:
             return 0
         async with self._lock:
             now = self._clock.now()
-            back, lost = await surveys.release_expired_leases(self._db, now)
-            for owner in await surveys.lease_owners(self._db):
+            back, lost = await self._store.release(now=now)
+            for owner in await self._store.lease_owners():
                 if owner != self._owner and owner_is_dead(owner):
-                    dead_back, dead_lost = await surveys.release_owner(self._db, owner)
+                    dead_back, dead_lost = await self._store.release(owner)
                     back, lost = back + dead_back, lost + dead_lost
             if back or lost:
                 log.warning("survey.leases_taken_over", returned=back, interrupted=lost)
@@ -92,7 +88,7 @@ class Dispatcher:
             try:
                 while not self.stopping:
                     # Claimed while the last chunks are still being sent.
-                    claimed = await surveys.claim_due(self._db, self._clock.now(),
+                    claimed = await self._store.claim_due(self._clock.now(),
                                                       self._owner, CLAIM_BATCH, LEASE)
                     if not claimed:
                         break
@@ -115,7 +111,7 @@ class Dispatcher:
         done = await in_flight.popleft() if len(in_flight) >= MAX_IN_FLIGHT else []
         now = self._clock.now()
         renew = self._renewed is None or not timedelta(0) <= now - self._renewed < RENEW_EVERY
-        mine = await surveys.settle(self._db, done, now, owner=self._owner, lease=LEASE,
+        mine = await self._store.settle(done, now, owner=self._owner, lease=LEASE,
                                     handoff=[c.id for c in chunk if not c.reminder],
                                     renew=renew, interval=settings.survey.resurvey_interval)
         if renew:
@@ -129,7 +125,7 @@ class Dispatcher:
         while in_flight:
             outcomes += await in_flight.popleft()
         if outcomes:
-            await surveys.settle(self._db, outcomes, self._clock.now(), owner=self._owner,
+            await self._store.settle(outcomes, self._clock.now(), owner=self._owner,
                                  lease=LEASE)
 
     async def _send_chunk(self, chunk: list[Claimed], settings: Settings) -> list[Outcome]:
@@ -138,7 +134,7 @@ class Dispatcher:
         # One time for the chunk: its sent rows then share one UPDATE.
         done = self._clock.now()
         expires, reminder = expires_at(done, settings.survey), reminder_due(done, settings.survey)
-        return [failure or Outcome(c.id, c.user_id, "sent",
+        return [failure or Outcome(c.id, c.user_id, SurveyState.SENT,
                                    "reminder sent" if c.reminder else "sent",
                                    expires_at=expires, reminder_due_at=reminder,
                                    reminder=c.reminder)
@@ -151,17 +147,17 @@ class Dispatcher:
         sendable: list[Claimed] = []
         caps = await self._account_counts(claimed, settings, now)
         by_address = _AddressCheck(settings, now)
-        await by_address.load(self._db, claimed)
+        await by_address.load(self._store, claimed)
         for c in claimed:
-            outcome = self._check(c, settings, now, caps) or by_address.check(c)
+            outcome = check_at_send(c, settings.survey, now, caps) or by_address.check(c)
             if outcome is None:
                 sendable.append(c)
             else:
                 skipped.append(outcome)
-        await surveys.set_email_keys(self._db, by_address.changed)
-        await surveys.record_outcomes(self._db, skipped, now)
+        await self._store.set_email_keys(by_address.changed)
+        await self._store.record_outcomes(skipped, now)
         for o in skipped:
-            log.info("survey.deferred" if o.state == "pending" else "survey.skipped",
+            log.info("survey.deferred" if o.state == SurveyState.PENDING else "survey.skipped",
                      survey_id=o.survey_id, reason=o.reason)
         return sendable
 
@@ -171,41 +167,7 @@ class Dispatcher:
             return {}
         groups = sorted({g for c in claimed if not c.reminder for g in c.accounts})
         since = now - settings.survey.resurvey_interval
-        return await surveys.sent_per_account(self._db, groups, since) if groups else {}
-
-    def _check(self, c: Claimed, settings: Settings, now: datetime,
-               caps: dict[str, int]) -> Outcome | None:
-        """Eligibility again, at the moment of sending: None means send it."""
-        s = settings.survey
-        skip = Outcome(c.id, c.user_id, "skipped", "", reminder=c.reminder)
-        if c.user is None:
-            return _with(skip, "skipped: the user no longer exists")
-        candidate = candidate_from(c.user, has_pending=False, last_survey_at=None,
-                                   suppressed=c.suppressed)
-        reason = recheck_at_dispatch(candidate, now)
-        if reason is not None:
-            return _with(skip, f"skipped at dispatch: {reason}")
-        if c.reminder:
-            return None
-        if not sampled_in(c.user_id, s.sample_rate):
-            return _with(skip, f"skipped: not in the sample (sample_rate {s.sample_rate})")
-        zone = recipient_timezone(candidate, s)
-        opens = next_send_time(now, s.send_window, zone)
-        if opens > now + timedelta(seconds=1):
-            window = s.send_window
-            span = f"{window.start:%H:%M}-{window.end:%H:%M}" if window else ""
-            return Outcome(c.id, c.user_id, "pending",
-                           f"deferred to {format_instant(opens)}: outside the send window "
-                           f"{span} ({zone})", due_at=opens)
-        if s.max_per_account > 0 and c.accounts:
-            full = [g for g in c.accounts if caps.get(g, 0) >= s.max_per_account]
-            if full:
-                return _with(skip, f"skipped: account {full[0]} already had "
-                                   f"{caps.get(full[0], 0)} surveys in the interval "
-                                   f"(max_per_account {s.max_per_account})")
-            for g in c.accounts:
-                caps[g] = caps.get(g, 0) + 1
-        return None
+        return await self._store.sent_per_account(groups, since) if groups else {}
 
     async def _send(self, c: Claimed, settings: Settings, now: datetime) -> Outcome | None:
         """Email one survey; None means sent, else the outcome of the failure."""
@@ -224,14 +186,14 @@ class Dispatcher:
             self._count("failed")
             reply = redact(exc.reply[:300])  # "550 <address>: no such user" names the person
             log.warning("survey.failed", survey_id=c.id, code=exc.code, reason=reply[:200])
-            return Outcome(c.id, c.user_id, "failed",
+            return Outcome(c.id, c.user_id, SurveyState.FAILED,
                            f"failed: the mail server refused it ({exc.code} {reply})",
                            reminder=c.reminder)
         except Exception as exc:
             self._count("failed")
             log.exception("survey.failed", survey_id=c.id, error=exc.__class__.__name__)
-            return Outcome(c.id, c.user_id, "failed", f"failed: {exc.__class__.__name__}",
-                           reminder=c.reminder)
+            return Outcome(c.id, c.user_id, SurveyState.FAILED,
+                           f"failed: {exc.__class__.__name__}", reminder=c.reminder)
         self._count("sent")
         log.info("survey.sent", survey_id=c.id, reminder=c.reminder)
         return None
@@ -241,14 +203,14 @@ class Dispatcher:
         if c.reminder or c.attempts + 1 >= SMTP_RETRY.max_attempts:
             self._count("failed")
             log.warning("survey.failed", survey_id=c.id, code=exc.code, reason=detail)
-            return Outcome(c.id, c.user_id, "failed",
+            return Outcome(c.id, c.user_id, SurveyState.FAILED,
                            f"failed after {c.attempts + 1} attempts: {detail}",
                            reminder=c.reminder)
         delay = max(1.0, backoff_s(c.attempts, SMTP_RETRY))
         due = self._clock.now() + timedelta(seconds=delay)
         self._count("retry")
         log.info("survey.retry", survey_id=c.id, code=exc.code, delay_s=round(delay, 1))
-        return Outcome(c.id, c.user_id, "pending",
+        return Outcome(c.id, c.user_id, SurveyState.PENDING,
                        f"retry at {format_instant(due)}: the mail server said {detail}",
                        due_at=due)
 
@@ -269,11 +231,11 @@ class _AddressCheck:
         self._taken: set[str] = set()
         self.changed: list[tuple[int, str | None]] = []  # (survey, key) to store
 
-    async def load(self, db: Database, claimed: list[Claimed]) -> None:
+    async def load(self, store: Store, claimed: list[Claimed]) -> None:
         keys = [k for c in claimed if not c.reminder and c.user is not None
                 if (k := email_key(c.user.get("email"))) is not None]
         if keys:
-            self._last = await surveys.address_last_surveyed(db, keys,
+            self._last = await store.address_last_surveyed(keys,
                                                              self._now - self._interval)
 
     def check(self, c: Claimed) -> Outcome | None:
@@ -289,12 +251,8 @@ class _AddressCheck:
             self._taken.add(key)
             return None
         due = last + self._interval
-        return Outcome(c.id, c.user_id, "pending",
+        return Outcome(c.id, c.user_id, SurveyState.PENDING,
                        f"deferred to {format_instant(due)}: this address was surveyed on "
                        f"{format_instant(last)} under another user id (one survey per "
                        f"address per {format_duration(self._interval)})", due_at=due)
-
-
-def _with(o: Outcome, reason: str) -> Outcome:
-    return Outcome(o.survey_id, o.user_id, o.state, reason, reminder=o.reminder)
 

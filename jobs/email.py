@@ -3,8 +3,7 @@
 Backends only deliver. They turn every failure into TransientEmailError (retry later) or
 PermanentEmailError (record and stop), so the dispatcher's retry policy never sees aiosmtplib.
 Message building lives in jobs/email_message.py and is re-exported here. A backend sends a
-RenderedEmail (the envelope and the exact bytes) as it is; an EmailMessage is accepted too
-and flattened here.
+RenderedEmail (the envelope and the exact bytes) as it is: one path, the one npsd uses.
 """
 
 from __future__ import annotations
@@ -15,14 +14,11 @@ import os
 import re
 import ssl
 import time
-from email.message import EmailMessage
-from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
-from daemon.config import EmailSettings, SmtpSettings
 from jobs.clock import Clock, SystemClock
 from jobs.email_message import (
     EmailError,
@@ -30,10 +26,10 @@ from jobs.email_message import (
     RenderedEmail,
     SurveyEmail,
     TransientEmailError,
-    build_message,
     render_message,
 )
 from jobs.outbox import survey_stem
+from settings import EmailSettings, SmtpSettings
 
 __all__ = [
     "EmailBackend",
@@ -44,16 +40,14 @@ __all__ = [
     "SmtpBackend",
     "SurveyEmail",
     "TransientEmailError",
-    "build_message",
     "make_backend",
     "render_message",
 ]
 
-Outgoing = RenderedEmail | EmailMessage
 
 
 class EmailBackend(Protocol):
-    async def send(self, message: Outgoing) -> None: ...
+    async def send(self, message: RenderedEmail) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -77,12 +71,9 @@ class FileBackend:
         self.directory = Path(directory)
         self._clock = clock or SystemClock()
 
-    async def send(self, message: Outgoing) -> None:
-        if isinstance(message, RenderedEmail):
-            mid, data = message.message_id, message.data
-        else:
-            mid, data = str(message.get("Message-ID", "")), message.as_bytes()
-        if isinstance(message, RenderedEmail) and message.survey_id is not None:
+    async def send(self, message: RenderedEmail) -> None:
+        mid, data = message.message_id, message.data
+        if message.survey_id is not None:
             # Named by survey, so an erasure finds the person's files (jobs.outbox).
             name = survey_stem(message.survey_id, message.reminder)
         else:
@@ -150,19 +141,13 @@ class SmtpBackend:
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # (connection, last used)
         self._closed = False
 
-    async def send(self, message: Outgoing) -> None:
+    async def send(self, message: RenderedEmail) -> None:
         if self._closed:
             raise RuntimeError("SmtpBackend is closed")
         async with self._slots:
             smtp = await self._acquire()
             try:
-                if isinstance(message, RenderedEmail):
-                    await self._transaction(smtp, message)
-                else:
-                    sender, recipients = _envelope(message)
-                    await smtp.send_message(
-                        message, sender=sender, recipients=recipients, timeout=self._timeout_s
-                    )
+                await self._transaction(smtp, message)
             except _ANSWERED as exc:
                 # The server answered (and aiosmtplib sent RSET): the connection is still good.
                 self._release(smtp)
@@ -294,22 +279,6 @@ def _dot_stuffed(data: bytes) -> bytes:
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"
-
-
-def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
-    """MAIL FROM and RCPT TO from the raw headers: aiosmtplib's own extraction parses every
-    address header in full, which costs about as much as building the message."""
-    headers: dict[str, list[str]] = {}
-    for name, value in message.raw_items():
-        headers.setdefault(name.lower(), []).append(str(value))
-    sender = parseaddr(" ".join(headers.get("from", [])))[1]
-    if not sender:
-        raise PermanentEmailError(None, "the message has no From address")
-    found = getaddresses([v for key in ("to", "cc", "bcc") for v in headers.get(key, [])])
-    recipients = [address for _, address in found if address]
-    if not recipients:
-        raise PermanentEmailError(None, "the message has no recipient")
-    return sender, recipients
 
 
 def _classify(exc: Exception, *, connecting: bool = False) -> EmailError:

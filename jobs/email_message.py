@@ -126,17 +126,12 @@ class RenderedEmail:
     reminder: bool = False
 
     def as_message(self) -> EmailMessage:
-        """The message as a mail client parses it (tests, and senders that want one)."""
+        """The message as a mail client parses it (for tests and tools; npsd sends `data`)."""
         parsed = (email.message_from_string(self.data.decode(), policy=email.policy.default)
                   if self.smtputf8  # UTF-8 headers: the bytes parser would not decode them
                   else email.message_from_bytes(self.data, policy=email.policy.default))
         assert isinstance(parsed, EmailMessage)
         return parsed
-
-
-def build_message(e: SurveyEmail, *, now: datetime | None = None) -> EmailMessage:
-    """The survey email as an EmailMessage, parsed from exactly what render_message sends."""
-    return render_message(e, now=now).as_message()
 
 
 def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEmail:

@@ -6,35 +6,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
 import structlog
 
 from jobs import outbox
-from storage import surveys
-from storage.db import Database
-from storage.sqlutil import EVENTS
+from storage.store import Store
 
 log = structlog.get_logger("npsd.housekeeping")
 
 PRUNE_SLICE = 5000
 
 
-async def housekeeping(db: Database, now: datetime, dedup_window: timedelta,
+async def housekeeping(store: Store, now: datetime, dedup_window: timedelta,
                        outbox_dir: Path | None = None) -> dict[str, int]:
     """`outbox_dir`: email.file_dir when the file backend is on."""
-    expired = await surveys.expire_unanswered(db, now)
-    files = await outbox.prune(db, outbox_dir) if outbox_dir is not None else 0
-    pruned = 0
-    while True:
-        # In slices, so the intake writer never waits long behind a big delete.
-        async with db.write() as conn:
-            old = (sa.select(EVENTS.c.message_id)
-                   .where(EVENTS.c.received_at < now - dedup_window).limit(PRUNE_SLICE))
-            done = (await conn.execute(
-                sa.delete(EVENTS).where(EVENTS.c.message_id.in_(old.scalar_subquery())))).rowcount
-        pruned += done
-        if done < PRUNE_SLICE:
-            break
+    expired = await store.expire(now)
+    files = await outbox.prune(store, outbox_dir) if outbox_dir is not None else 0
+    pruned = await store.prune(now - dedup_window, PRUNE_SLICE)
     if expired or pruned or files:
         log.info("housekeeping.done", surveys_expired=expired, events_pruned=pruned,
                  outbox_files_removed=files)

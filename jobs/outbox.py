@@ -17,8 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from storage import sync_store
-from storage.db import Database
+from storage.store import Store
 
 log = structlog.get_logger("npsd.outbox")
 
@@ -64,11 +63,11 @@ def remove_files(directory: Path, survey_ids: Iterable[int]) -> int:
     return removed
 
 
-async def prune(db: Database, directory: Path) -> int:
+async def prune(store: Store, directory: Path) -> int:
     """Remove the .eml files of surveys that no longer exist (erased); returns how many."""
     files = await asyncio.to_thread(files_by_survey, directory)
     if not files:
         return 0
-    alive = await sync_store.existing_surveys(db, set(files))
+    alive = await store.existing_surveys(set(files))
     gone = [i for i in files if i not in alive]
     return await asyncio.to_thread(remove_files, directory, gone) if gone else 0

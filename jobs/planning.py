@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from daemon.config import SurveySettings
 from jobs.rules import Candidate, decide_on_event, decide_on_identify
+from settings import SurveySettings
 from storage.survey_plan import Plan, SurveyHistory, Trigger
 
 

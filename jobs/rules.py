@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from daemon.config import SendWindow, SurveySettings
-from daemon.durations import format_duration
 from jobs.timing import local_to_utc, require_aware
+from settings import SendWindow, SurveySettings
+from settings.durations import format_duration
+from storage.nps import category, nps
 
 __all__ = [
     "Candidate",
@@ -269,21 +270,3 @@ def reminder_due(sent_at: datetime, s: SurveySettings) -> datetime | None:
     if s.reminder_after <= timedelta(0):
         return None
     return require_aware(sent_at, "sent_at") + s.reminder_after
-
-
-def nps(promoters: int, passives: int, detractors: int) -> float | None:
-    """Net Promoter Score: % promoters − % detractors, one decimal; None without answers."""
-    total = promoters + passives + detractors
-    if total <= 0:
-        return None
-    return round(100.0 * (promoters - detractors) / total, 1)
-
-
-def category(score: int) -> Literal["promoter", "passive", "detractor"]:
-    if not 0 <= score <= 10:
-        raise ValueError(f"an NPS score is 0 to 10, got {score}")
-    if score >= 9:
-        return "promoter"
-    if score >= 7:
-        return "passive"
-    return "detractor"

@@ -12,13 +12,12 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon.config import SegmentSettings
 from jobs.clock import Clock
 from jobs.dispatch import Dispatcher
 from jobs.sync import Syncer
 from jobs.timing import missed_daily_run
-from storage import surveys, sync_store
-from storage.db import Database
+from settings import SegmentSettings
+from storage.store import Store
 
 log = structlog.get_logger("npsd.scheduler")
 
@@ -31,10 +30,10 @@ def sync_trigger(s: SegmentSettings) -> CronTrigger:
 
 
 class Schedule:
-    def __init__(self, db: Database, clock: Clock, dispatcher: Dispatcher,
+    def __init__(self, store: Store, clock: Clock, dispatcher: Dispatcher,
                  syncer: Syncer, segment: Callable[[], SegmentSettings],
                  housekeeping: Callable[[], Awaitable[Any]]) -> None:
-        self._db, self._clock = db, clock
+        self._store, self._clock = store, clock
         self._dispatcher, self._syncer = dispatcher, syncer
         self._segment, self._housekeeping = segment, housekeeping
         self.scheduler = AsyncIOScheduler(timezone=UTC)
@@ -70,7 +69,7 @@ class Schedule:
         await self._dispatcher.run_once()
         if self._dispatcher.stopping:
             return  # shutting down: nothing more to schedule
-        earliest = await surveys.earliest_due(self._db)
+        earliest = await self._store.earliest_due()
         if earliest is None:
             return
         wait = (earliest - self._clock.now()).total_seconds()
@@ -88,7 +87,7 @@ class Schedule:
         s = self._segment()
         if not s.enabled:
             return
-        started, _ = await sync_store.last_sync(self._db)
+        started, _ = await self._store.last_sync()
         if missed_daily_run(started, self._clock.now(), s.sync_at, s.timezone):
             log.info("sync.catch_up")
             await self._syncer.run("catch-up")

@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 
 from jobs.clock import Clock, SystemClock
-from jobs.sync_batching import Encoded, batch_body, dumps, encoded
+from jobs.sync_batching import Encoded, batch_body
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,7 @@ class SegmentSendAborted(Exception):
     ) -> None:
         super().__init__(f"segment {result.status}: {result.http_status} {result.message}")
         self.result = result
-        # Messages as given: dicts from send_isolating, Encoded from send_isolating_encoded.
+        # The Encoded messages as given to send_isolating.
         self.delivered = delivered
         self.rejected = rejected
         self.pending = pending
@@ -143,15 +143,10 @@ class SegmentClient:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._rand = rand
 
-    async def send_batch(
-        self, messages: list[dict[str, Any]], sent_at: str | None = None
-    ) -> BatchResult:
-        """Send one batch, retrying transient failures as the policy allows."""
-        return await self.send_encoded([dumps(m) for m in messages], sent_at)
-
-    async def send_encoded(self, parts: Sequence[bytes], sent_at: str | None = None
-                           ) -> BatchResult:
-        """``send_batch`` for messages already serialised: the body is joined, not re-encoded."""
+    async def send_batch(self, parts: Sequence[bytes], sent_at: str | None = None
+                         ) -> BatchResult:
+        """Send one batch of serialised messages (the body is joined, not re-encoded),
+        retrying transient failures as the policy allows."""
         data = batch_body(parts, sent_at)
         policy = self._policy
         answer = _Answer(None, "not sent")
@@ -167,7 +162,7 @@ class SegmentClient:
                 delay = max(delay, answer.retry_after_s)
             delay = min(delay, policy.cap_s)
             log.warning(
-                "segment_batch_retrying",
+                "sync.batch_retrying",
                 attempt=attempt,
                 http_status=status,
                 delay_s=round(delay, 3),
@@ -175,7 +170,7 @@ class SegmentClient:
             )
             await self._sleep(delay)
         log.error(
-            "segment_batch_gave_up",
+            "sync.batch_gave_up",
             attempts=policy.max_attempts,
             http_status=answer.http_status,
             messages=len(parts),
@@ -183,40 +178,27 @@ class SegmentClient:
         return BatchResult("gave_up", answer.http_status, policy.max_attempts, answer.reason)
 
     async def send_isolating(
-        self, messages: list[dict[str, Any]], sent_at: str | None = None
-    ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+        self, messages: list[Encoded], sent_at: str | None = None
+    ) -> tuple[list[Encoded], list[tuple[Encoded, str]]]:
         """Send ``messages``; split batches Segment refuses until each bad message is alone.
 
         Returns (delivered, rejected with Segment's reason). Raises SegmentSendAborted
-        when a failure is not about the messages, so nothing is wrongly marked rejected.
+        (carrying the messages as given) when a failure is not about the messages, so
+        nothing is wrongly marked rejected.
         """
-        try:
-            delivered, rejected = await self.send_isolating_encoded(
-                [encoded(m) for m in messages], sent_at)
-        except SegmentSendAborted as exc:
-            raise SegmentSendAborted(
-                exc.result, [e.tag for e in exc.delivered],
-                [(e.tag, r) for e, r in exc.rejected], [e.tag for e in exc.pending],
-            ) from None
-        return [e.tag for e in delivered], [(e.tag, r) for e, r in rejected]
-
-    async def send_isolating_encoded(
-        self, messages: list[Encoded], sent_at: str | None = None
-    ) -> tuple[list[Encoded], list[tuple[Encoded, str]]]:
-        """``send_isolating`` for serialised messages; SegmentSendAborted then carries them."""
         delivered: list[Encoded] = []
         rejected: list[tuple[Encoded, str]] = []
         # A stack of chunks still to send, the next on top, so order is kept.
         stack = [messages] if messages else []
         while stack:
             chunk = stack.pop()
-            result = await self.send_encoded([e.data for e in chunk], sent_at)
+            result = await self.send_batch([e.data for e in chunk], sent_at)
             if result.ok:
                 delivered.extend(chunk)
             elif result.status == "rejected" and result.http_status in SPLITTABLE_STATUSES:
                 if len(chunk) == 1:
                     log.warning(
-                        "segment_message_rejected",
+                        "sync.message_isolated",
                         message_id=chunk[0].message_id,
                         http_status=result.http_status,
                     )
@@ -234,9 +216,9 @@ class SegmentClient:
             return BatchResult("ok", status, attempts, "")
         if status in (401, 403):
             # A wrong write key fails every batch alike: neither retry nor split.
-            log.error("segment_unauthorized", http_status=status)
+            log.error("sync.unauthorized", http_status=status)
             return BatchResult("unauthorized", status, attempts, reason)
-        log.warning("segment_batch_rejected", http_status=status, messages=count)
+        log.warning("sync.batch_rejected", http_status=status, messages=count)
         return BatchResult("rejected", status, attempts, reason)
 
     async def _post(self, data: bytes) -> _Answer:

@@ -27,7 +27,6 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from daemon.config import SegmentSettings
 from jobs.clock import Clock
 from jobs.owners import owner_is_dead
 from jobs.redact import strings_in, without_quotes
@@ -43,8 +42,9 @@ from jobs.sync_batching import (
     message_id,
     pack,
 )
-from storage import reads, sync_store
-from storage.db import Database, StoreUnavailable
+from settings import SegmentSettings
+from storage.db import StoreUnavailable
+from storage.store import Store
 from storage.sync_store import PendingAnswer, PendingChunk
 from storage.timeparse import iso
 
@@ -162,12 +162,12 @@ class _Batch:
 
 
 class Syncer:
-    def __init__(self, db: Database, clock: Clock, owner: str,
+    def __init__(self, store: Store, clock: Clock, owner: str,
                  settings: Callable[[], SegmentSettings], session: aiohttp.ClientSession,
                  *, policy: RetryPolicy | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_batch: Callable[[str, int], None] | None = None) -> None:
-        self._db, self._clock, self._owner = db, clock, owner
+        self._store, self._clock, self._owner = store, clock, owner
         self._settings, self._session = settings, session
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
@@ -183,11 +183,11 @@ class Syncer:
             return {"result": "busy"}
         async with self._lock:
             now = self._clock.now()
-            current = await sync_store.holder(self._db)
+            current = await self._store.sync_lease_holder()
             if current is not None and current != self._owner and owner_is_dead(current):
                 log.warning("sync.lease_broken", reason="the previous holder died")
-                await sync_store.break_lease(self._db, current)
-            if not await sync_store.acquire_lease(self._db, self._owner, now, LEASE):
+                await self._store.break_sync_lease(current)
+            if not await self._store.acquire_sync_lease(self._owner, now, LEASE):
                 log.info("sync.busy", trigger=trigger)
                 return {"result": "busy"}
             self._renewed = now
@@ -207,7 +207,7 @@ class Syncer:
                 result = "store_unavailable"
                 log.warning("sync.failed", reason=str(exc), **counts)
             finally:
-                await sync_store.release_lease(self._db, self._owner, self._clock.now(),
+                await self._store.release_sync_lease(self._owner, self._clock.now(),
                                                result, counts["sent"], counts["failed"])
             if result == "ok":
                 log.info("sync.finished", trigger=trigger, **counts)
@@ -229,7 +229,8 @@ class Syncer:
 
         producer = asyncio.create_task(produce())
         # A sync allocates a great many small objects, which sets off full collections: they
-        # skip the heap that was there before it (here ~7 ms each instead of ~80 ms).
+        # skip the heap that was there before it (here ~7 ms each instead of ~80 ms). Never
+        # unfrozen: that would also thaw what the server froze at start (daemon/server.py).
         gc.freeze()
         try:
             while (item := await queue.get()) is not None:
@@ -237,7 +238,6 @@ class Syncer:
                     raise item
                 await self._settle(client, item, remaining, counts)
         finally:
-            gc.unfreeze()
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
@@ -250,8 +250,8 @@ class Syncer:
         free: list[Owner] = []  # answer revisions with no message: settled with a batch
 
         def read(after_id: int) -> asyncio.Task[PendingChunk]:
-            return asyncio.create_task(sync_store.pending_chunk(
-                self._db, CHUNK_ANSWERS, after_id, with_accounts=s.group_nps))
+            return asyncio.create_task(self._store.pending_chunk(
+                CHUNK_ANSWERS, after_id, with_accounts=s.group_nps))
 
         reading = read(0)
         try:
@@ -259,7 +259,7 @@ class Syncer:
                 reading = read(chunk.answers[-1].survey_id)
                 wanted = {g for gs in chunk.accounts.values() for g in gs} - figures.keys()
                 if wanted:
-                    figures.update(await reads.account_figures(self._db, sorted(wanted)))
+                    figures.update(await self._store.account_figures(sorted(wanted)))
                 newest, accounts, encode = chunk.newest, chunk.accounts, shaper.encode
                 for n, a in enumerate(chunk.answers, 1):
                     items, size = encode(a, newest.get(a.user_id, a.survey_id) == a.survey_id,
@@ -299,7 +299,7 @@ class Syncer:
                 done.append((e.tag[0], e.tag[1]))
         now = self._clock.now()
         renew = now - self._renewed >= LEASE_RENEWAL
-        await sync_store.checkpoint(self._db, done, failures, now,
+        await self._store.checkpoint(done, failures, now,
                                     (self._owner, LEASE) if renew else None)
         if renew:
             self._renewed = now
@@ -313,7 +313,7 @@ class Syncer:
         committed before the send leaves nothing of the person to go to Segment."""
         if not items:
             return items, []
-        alive = await sync_store.existing_surveys(self._db, {e.tag[0] for e in items})
+        alive = await self._store.existing_surveys({e.tag[0] for e in items})
         if len(alive) == len({e.tag[0] for e in items}):
             return items, []
         gone = {e.tag for e in items if e.tag[0] not in alive}
@@ -324,7 +324,7 @@ class Syncer:
     async def _unsubscribes(self, client: SegmentClient, s: SegmentSettings,
                             counts: dict[str, int]) -> None:
         while True:
-            pending = await sync_store.pending_unsubscribes(self._db, 2000)
+            pending = await self._store.pending_unsubscribes(2000)
             if not pending:
                 return
             messages = [{"type": "identify", "userId": user_id, "timestamp": iso(at),
@@ -337,13 +337,13 @@ class Syncer:
                 counts["failed"] += len(rejected)
                 counts["batches"] += 1
                 settled = [*delivered, *(e for e, _ in rejected)]
-                await sync_store.mark_unsubscribes_synced(
-                    self._db, [e.tag["userId"] for e in settled])
+                await self._store.mark_unsubscribes_synced(
+                    [e.tag["userId"] for e in settled])
 
     async def _send(self, client: SegmentClient, batch: list[Encoded]
                     ) -> tuple[list[Encoded], list[tuple[Encoded, str]]]:
         try:
-            delivered, rejected = await client.send_isolating_encoded(
+            delivered, rejected = await client.send_isolating(
                 batch, sent_at=iso(self._clock.now()))
         except SegmentSendAborted:
             if self._on_batch is not None:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from storage.db import Database, utc
 from storage.sqlutil import DECISIONS, SURVEYS, USERS
+from storage.states import ENDED, UNSENT, AnswerResult, Openness, SurveyState
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")  # survey_plan issues secrets.token_urlsafe tokens
 
@@ -18,7 +19,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]+")  # survey_plan issues secrets.token_urlsa
 class SurveyView:
     id: int
     user_id: str
-    state: str
+    state: SurveyState
     score: int | None
     comment: str | None
     expires_at: datetime | None
@@ -26,10 +27,13 @@ class SurveyView:
     locale: str | None = None  # the recipient's, for the page's language
     first_name: str | None = None
 
-    def expired(self, now: datetime) -> bool:
-        return self.state == "expired" or (
-            self.expires_at is not None and now >= self.expires_at
-        ) or self.state in ("cancelled", "skipped", "failed")
+    def openness(self, now: datetime) -> Openness:
+        """What its link shows at `now`: an unsent survey is unknown to the customer."""
+        if self.state in UNSENT:
+            return Openness.UNKNOWN
+        if self.state in ENDED or (self.expires_at is not None and now >= self.expires_at):
+            return Openness.CLOSED
+        return Openness.ANSWERED if self.state == SurveyState.ANSWERED else Openness.OPEN
 
 
 async def survey_by_token(db: Database, token: str) -> SurveyView | None:
@@ -44,31 +48,33 @@ async def survey_by_token(db: Database, token: str) -> SurveyView | None:
             .where(SURVEYS.c.token == token))).first()
     if row is None:
         return None
-    return SurveyView(row.id, row.user_id, row.state, row.score, row.comment,
+    return SurveyView(row.id, row.user_id, SurveyState(row.state), row.score, row.comment,
                       utc(row.expires_at), row.unsubscribed_at is not None, row.locale,
                       row.first_name)
 
 
 async def record_answer(
-    db: Database, survey_id: int, score: int, comment: str | None, now: datetime
-) -> bool:
-    """Record or revise an answer; every revision is synced back again."""
+    db: Database, token: str, score: int, comment: str | None, now: datetime
+) -> AnswerResult:
+    """Record or revise the answer to the survey `token` names while it is open at `now`;
+    every revision is synced back again."""
     async with db.write() as conn:
         result = await conn.execute(
             sa.update(SURVEYS)
-            .where(SURVEYS.c.id == survey_id, SURVEYS.c.state.in_(("sent", "answered")),
+            .where(SURVEYS.c.token == token,
+                   SURVEYS.c.state.in_((SurveyState.SENT, SurveyState.ANSWERED)),
                    sa.or_(SURVEYS.c.expires_at.is_(None), SURVEYS.c.expires_at > now))
-            .values(state="answered", score=score, comment=comment, answered_at=now,
+            .values(state=SurveyState.ANSWERED, score=score, comment=comment, answered_at=now,
                     answer_revision=SURVEYS.c.answer_revision + 1, needs_sync=True,
                     reminder_due_at=None)
-            .returning(SURVEYS.c.user_id, SURVEYS.c.answer_revision))
+            .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.answer_revision))
         row = result.first()
         if row is None:
-            return False
+            return AnswerResult.CLOSED
         await conn.execute(sa.insert(DECISIONS).values(
-            user_id=row[0], at=now, survey_id=survey_id, outcome="answered",
-            reason=f"answered {score}" + (" (revised)" if row[1] > 1 else "")))
-        return True
+            user_id=row.user_id, at=now, survey_id=row.id, outcome="answered",
+            reason=f"answered {score}" + (" (revised)" if row.answer_revision > 1 else "")))
+        return AnswerResult.RECORDED
 
 
 async def unsubscribe(db: Database, user_id: str, now: datetime) -> bool:
@@ -78,8 +84,9 @@ async def unsubscribe(db: Database, user_id: str, now: datetime) -> bool:
             sa.update(USERS).where(USERS.c.user_id == user_id, USERS.c.unsubscribed_at.is_(None))
             .values(unsubscribed_at=now, unsubscribe_synced=False, updated_at=now))
         await conn.execute(
-            sa.update(SURVEYS).where(SURVEYS.c.user_id == user_id, SURVEYS.c.state == "pending")
-            .values(state="cancelled"))
+            sa.update(SURVEYS)
+            .where(SURVEYS.c.user_id == user_id, SURVEYS.c.state == SurveyState.PENDING)
+            .values(state=SurveyState.CANCELLED))
         await conn.execute(
             sa.update(SURVEYS).where(SURVEYS.c.user_id == user_id)
             .values(reminder_due_at=None))

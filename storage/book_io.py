@@ -1,7 +1,7 @@
 """Loading the part of the customer book a batch touches, and writing it back.
 
 A batch costs a handful of statements whatever its size: the rows are read with IN lists,
-changed in memory (storage.book_rules) and written back with executemany. Written as plans
+changed in memory (jobs/book_rules.py) and written back with executemany. Written as plans
 of SQL steps (storage.sql_steps), so the same code runs on both backends.
 """
 
@@ -11,7 +11,7 @@ from itertools import compress
 from operator import itemgetter, ne
 from typing import Any
 
-from storage.book_rules import Book
+from storage.book import Book
 from storage.events import Message
 from storage.personal_data import erase_rows
 from storage.sql_steps import Fetch, Steps, Values, execute_in, fetch_in, many

@@ -42,6 +42,7 @@ def utc(value: datetime | None) -> datetime | None:
 
 
 def utc_required(value: datetime) -> datetime:
+    """`utc` for a column that is never NULL."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

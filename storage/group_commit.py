@@ -27,16 +27,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
 import structlog
 
-from jobs.clock import Clock
-from storage.book_rules import BookRules
 from storage.db import Database, StoreUnavailable, run_transaction
 from storage.events import Message
 from storage.intake_store import Recorded, record, record_messages
 from storage.sql_steps import Values
-from storage.survey_plan import Planner
+from storage.store import IntakePolicy
 
 log = structlog.get_logger("npsd.intake")
 
@@ -51,6 +51,13 @@ MAX_QUEUED_BYTES = 64 * 1024 * 1024
 # How long the writer thread waits for the next group before giving the connection back:
 # more than one round of a busy event loop, little enough not to hold up other writers.
 LINGER_S = 0.005
+
+
+class Clock(Protocol):
+    """What the writer needs of jobs.clock's clock, which the daemon passes in: storage
+    reads the time only through it and does not import jobs."""
+
+    def now(self) -> datetime: ...
 
 
 class CommitQueueFull(StoreUnavailable):
@@ -68,6 +75,7 @@ class CommitStats:
 @dataclass
 class _Job:
     messages: list[Message]
+    policy: IntakePolicy
     future: asyncio.Future[list[bool]] = field(repr=False)
     nbytes: int = 0
     done: bool = False  # answered or failed: no longer counted in the queue
@@ -75,14 +83,12 @@ class _Job:
 
 class GroupCommitter:
     def __init__(
-        self, db: Database, clock: Clock, rules: Callable[[], BookRules],
-        planner: Callable[[], Planner | None], *, max_messages: int = 2000,
+        self, db: Database, clock: Clock, *, max_messages: int = 2000,
         on_commit: Callable[[CommitStats], None] | None = None,
         max_queued_messages: int = MAX_QUEUED_MESSAGES,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
-        on_erased: Callable[[list[int]], None] | None = None,
     ) -> None:
-        self._db, self._clock, self._rules, self._planner = db, clock, rules, planner
+        self._db, self._clock = db, clock
         self._max = max_messages
         self.max_queued_messages, self.max_queued_bytes = max_queued_messages, max_queued_bytes
         self._queued_messages = 0  # submitted and not yet answered
@@ -96,7 +102,6 @@ class GroupCommitter:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._on_commit = on_commit
-        self._on_erased = on_erased  # the surveys an erasure deleted, once committed
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -114,15 +119,17 @@ class GroupCommitter:
         """(messages, body bytes) submitted and not yet answered."""
         return self._queued_messages, self._queued_bytes
 
-    async def submit(self, messages: list[Message], nbytes: int = 0) -> list[bool]:
+    async def submit(self, messages: list[Message], policy: IntakePolicy,
+                     nbytes: int = 0) -> list[bool]:
         """Commit `messages` (from a body of `nbytes`) with whatever else waits; their
-        new/duplicate flags once committed."""
+        new/duplicate flags once committed. A group applies its newest job's policy (they
+        differ only across a SIGHUP)."""
         if self._task is None or self._task.done() or self._closing:
             raise StoreUnavailable("the intake writer is not running")
         self._admit(len(messages), nbytes)
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         # Counted until committed or failed, even when its sender has gone meanwhile.
-        self._pending.append(_Job(messages, future, nbytes))
+        self._pending.append(_Job(messages, policy, future, nbytes))
         self._wake.set()
         if not self._hand_over_soon:
             # Called back once the handlers that are ready now have all run.
@@ -231,7 +238,8 @@ class GroupCommitter:
         messages = [m for j in jobs for m in j.messages]
         started = time.perf_counter()
         now = self._clock.now()
-        steps = record(Values("sqlite", now), messages, self._rules(), self._planner(), now)
+        policy = jobs[-1].policy
+        steps = record(Values("sqlite", now), messages, policy.book, policy.planner, now)
         try:
             recorded = run_transaction(conn, steps)
         except sqlite3.Error as exc:
@@ -269,8 +277,9 @@ class GroupCommitter:
     async def _commit_together(self, jobs: list[_Job]) -> None:
         messages = [m for j in jobs for m in j.messages]
         started = time.perf_counter()
+        policy = jobs[-1].policy
         recorded = await record_messages(
-            self._db, messages, self._rules(), self._planner(), self._clock.now()
+            self._db, messages, policy.book, policy.planner, self._clock.now()
         )
         self._deliver(jobs, recorded, time.perf_counter() - started)
 
@@ -279,11 +288,12 @@ class GroupCommitter:
         if recorded.erased_users:
             log.info("privacy.erased", users=recorded.erased_users,
                      surveys=len(recorded.erased_surveys))
-        if recorded.erased_surveys and self._on_erased is not None:
+        on_erased = jobs[-1].policy.on_erased
+        if recorded.erased_surveys and on_erased is not None:
             # Before the senders are answered: what the erasure left outside the database
             # (.eml files) is gone when the deletion request is acknowledged.
             try:
-                self._on_erased(recorded.erased_surveys)
+                on_erased(recorded.erased_surveys)
             except Exception as exc:  # housekeeping removes them later
                 log.warning("privacy.files_not_removed", error=exc.__class__.__name__)
         offset = 0

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from storage.book import Book, BookPolicy
 from storage.book_io import load_book, save_book
-from storage.book_rules import Book, BookRules, apply_message
 from storage.db import Database
 from storage.events import Message
 from storage.sql_run import run_async
@@ -28,7 +28,7 @@ class Recorded:
 
 
 async def record_messages(
-    db: Database, messages: list[Message], rules: BookRules, planner: Planner | None,
+    db: Database, messages: list[Message], rules: BookPolicy, planner: Planner | None,
     now: datetime,
 ) -> Recorded:
     """Commit the messages in one transaction, from the event loop. (On SQLite the group
@@ -44,7 +44,7 @@ async def record_messages(
 
 
 def record(
-    v: Values, messages: list[Message], rules: BookRules, planner: Planner | None,
+    v: Values, messages: list[Message], rules: BookPolicy, planner: Planner | None,
     now: datetime,
 ) -> Steps[Recorded]:
     first: dict[str, int] = {}
@@ -91,7 +91,7 @@ def triggered(book: Book, messages: list[Message], names: frozenset[str]
     return found
 
 
-def apply_all(book: Book, messages: list[Message], rules: BookRules) -> None:
+def apply_all(book: Book, messages: list[Message], rules: BookPolicy) -> None:
     # Segment does not guarantee order: apply in event time so state follows it.
     for m in sorted(messages, key=lambda m: m.timestamp):
-        apply_message(book, m, rules)
+        rules.apply(book, m)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, utc
+from storage.nps import count_columns, nps
 from storage.sqlutil import (
     ACCOUNTS,
     ALIASES,
@@ -20,15 +21,10 @@ from storage.sqlutil import (
     SYNC_STATE,
     USERS,
 )
+from storage.states import SurveyState
 from storage.timeparse import iso
 
-PUBLIC_STATES = ("pending", "sending", "sent", "answered", "failed", "skipped", "cancelled",
-                 "expired")
-
-
-def _nps(p: int, n: int, d: int) -> float | None:
-    total = p + n + d
-    return None if total == 0 else round(100.0 * (p - d) / total, 1)
+PUBLIC_STATES = tuple(SurveyState)
 
 
 async def _resolve(conn: AsyncConnection, some_id: str) -> str:
@@ -125,12 +121,8 @@ async def get_account(db: Database, group_id: str) -> dict[str, Any] | None:
 async def _summary(
     conn: AsyncConnection, *, group_id: str | None = None
 ) -> dict[str, Any]:
-    answered = sa.select(
-        sa.func.sum(sa.case((SURVEYS.c.score >= 9, 1), else_=0)),
-        sa.func.sum(sa.case((SURVEYS.c.score.between(7, 8), 1), else_=0)),
-        sa.func.sum(sa.case((SURVEYS.c.score <= 6, 1), else_=0)),
-        sa.func.sum(sa.case((SURVEYS.c.sent_at.is_not(None), 1), else_=0)),
-    ).where(SURVEYS.c.kind == "survey")
+    answered = (sa.select(*count_columns(SURVEYS.c.score, SURVEYS.c.sent_at))
+                .where(SURVEYS.c.kind == "survey"))
     if group_id is not None:
         answered = answered.join(MEMBERSHIPS, MEMBERSHIPS.c.user_id == SURVEYS.c.user_id).where(
             MEMBERSHIPS.c.group_id == group_id, MEMBERSHIPS.c.active.is_(True))
@@ -140,7 +132,7 @@ async def _summary(
 
 def _figures(p: int, n: int, d: int, sent: int) -> dict[str, Any]:
     responses = p + n + d
-    return {"nps": _nps(p, n, d), "promoters": p, "passives": n, "detractors": d,
+    return {"nps": nps(p, n, d), "promoters": p, "passives": n, "detractors": d,
             "responses": responses, "sent": sent,
             "response_rate": round(responses / sent, 4) if sent else None}
 
@@ -158,13 +150,9 @@ async def nps_report(db: Database, by: str | None = None) -> dict[str, Any]:
             key = (sa.func.strftime("%Y-%m", stamp) if conn.dialect.name == "sqlite"
                    else sa.func.to_char(sa.func.timezone("UTC", stamp), "YYYY-MM"))
             base = sa.select(key)
-        query = base.add_columns(
-            sa.func.sum(sa.case((SURVEYS.c.score >= 9, 1), else_=0)),
-            sa.func.sum(sa.case((SURVEYS.c.score.between(7, 8), 1), else_=0)),
-            sa.func.sum(sa.case((SURVEYS.c.score <= 6, 1), else_=0)),
-            sa.func.sum(sa.case((SURVEYS.c.sent_at.is_not(None), 1), else_=0)),
-        ).where(SURVEYS.c.kind == "survey", SURVEYS.c.sent_at.is_not(None)) \
-            .group_by(key).order_by(key)
+        query = (base.add_columns(*count_columns(SURVEYS.c.score, SURVEYS.c.sent_at))
+                 .where(SURVEYS.c.kind == "survey", SURVEYS.c.sent_at.is_not(None))
+                 .group_by(key).order_by(key))
         if by != "account":
             query = query.select_from(SURVEYS)
         rows = (await conn.execute(query)).all()
@@ -194,7 +182,7 @@ async def status(db: Database, now: datetime) -> dict[str, Any]:
             sa.select(SURVEYS.c.state, sa.func.count()).group_by(SURVEYS.c.state))}
         due = (await conn.execute(
             sa.select(sa.func.count(), sa.func.min(SURVEYS.c.due_at))
-            .where(SURVEYS.c.state == "pending", SURVEYS.c.due_at <= now))).one()
+            .where(SURVEYS.c.state == SurveyState.PENDING, SURVEYS.c.due_at <= now))).one()
         backlog = int((await conn.execute(
             sa.select(sa.func.count()).where(SURVEYS.c.needs_sync.is_(True)))).scalar() or 0)
         sync = (await conn.execute(sa.select(SYNC_STATE))).first()

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from storage.book_rules import Book
+from storage.book import Book
 from storage.sql_steps import Steps, Values, fetch_in, many
+from storage.states import SurveyState
 
-OPEN_STATES = ("pending", "sending")
+OPEN_STATES = (SurveyState.PENDING, SurveyState.SENDING)
 # States that count as "surveyed" for the re-survey interval.
-SURVEYED_STATES = ("pending", "sending", "sent", "answered", "expired")
+SURVEYED_STATES = (SurveyState.PENDING, SurveyState.SENDING, SurveyState.SENT,
+                   SurveyState.ANSWERED, SurveyState.EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def plan_surveys(v: Values, book: Book, planner: Planner, now: datetime,
         plan = planner(book.users[user_id], seen, now, identified=user_id in book.identified,
                        trigger=triggers.get(user_id))
         if plan.action == "schedule" and plan.due_at is not None:
-            surveys.append((user_id, new_token(), "survey", "pending", v.ts(plan.due_at),
+            surveys.append((user_id, new_token(), "survey", SurveyState.PENDING, v.ts(plan.due_at),
                             v.ts(now), 0, 0, 0, v.flag(False), key))
             decisions.append((user_id, v.ts(now), "scheduled", plan.reason))
             scheduled.append((user_id, plan.due_at))

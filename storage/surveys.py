@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, utc
 from storage.sqlutil import DECISIONS, MEMBERSHIPS, SUPPRESSIONS, SURVEYS, USERS, chunks
+from storage.states import SurveyState
 
 TZ = SURVEYS.c.due_at.type
 INTERRUPTED = "interrupted during the SMTP hand-off; not sent again (at most once)"
@@ -38,16 +39,16 @@ class Claimed:
 async def _release(db: Database, which: Any, *, fail_handed_off: bool = True) -> tuple[int, int]:
     """The one rule for taking claims back: a claim not yet handed off returns to pending;
     one whose SMTP hand-off had started fails and is never sent again (at most once)."""
-    claimed = sa.and_(SURVEYS.c.state == "sending", which)
+    claimed = sa.and_(SURVEYS.c.state == SurveyState.SENDING, which)
     async with db.write() as conn:
         back = await conn.execute(
             sa.update(SURVEYS).where(claimed, SURVEYS.c.handoff_at.is_(None))
-            .values(state="pending", lease_owner=None, lease_until=None))
+            .values(state=SurveyState.PENDING, lease_owner=None, lease_until=None))
         failed = 0
         if fail_handed_off:
             failed = (await conn.execute(
                 sa.update(SURVEYS).where(claimed, SURVEYS.c.handoff_at.is_not(None))
-                .values(state="failed", lease_owner=None, lease_until=None,
+                .values(state=SurveyState.FAILED, lease_owner=None, lease_until=None,
                         last_error=INTERRUPTED))).rowcount
     return back.rowcount, failed
 
@@ -60,7 +61,7 @@ async def release_expired_leases(db: Database, now: datetime) -> tuple[int, int]
 async def lease_owners(db: Database) -> list[str]:
     async with db.read() as conn:
         rows = await conn.execute(sa.select(SURVEYS.c.lease_owner).distinct()
-                                  .where(SURVEYS.c.state == "sending"))
+                                  .where(SURVEYS.c.state == SurveyState.SENDING))
         return [str(r[0]) for r in rows if r[0] is not None]
 
 
@@ -81,13 +82,13 @@ async def claim_due(
     """Atomically lease up to `limit` due surveys (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
     async with db.write() as conn:
         due = (sa.select(SURVEYS.c.id)
-               .where(SURVEYS.c.state == "pending", SURVEYS.c.due_at <= now)
+               .where(SURVEYS.c.state == SurveyState.PENDING, SURVEYS.c.due_at <= now)
                .order_by(SURVEYS.c.due_at).limit(limit))
         if conn.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
         rows = (await conn.execute(
             sa.update(SURVEYS).where(SURVEYS.c.id.in_(due.scalar_subquery()))
-            .values(state="sending", lease_owner=owner, lease_until=now + lease)
+            .values(state=SurveyState.SENDING, lease_owner=owner, lease_until=now + lease)
             .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts,
                        SURVEYS.c.email_key)
         )).all()
@@ -102,7 +103,7 @@ async def _claim_reminders(
     if limit <= 0:
         return []
     due = (sa.select(SURVEYS.c.id)
-           .where(SURVEYS.c.reminder_due_at <= now, SURVEYS.c.state == "sent")
+           .where(SURVEYS.c.reminder_due_at <= now, SURVEYS.c.state == SurveyState.SENT)
            .order_by(SURVEYS.c.reminder_due_at).limit(limit))
     if conn.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
@@ -156,15 +157,6 @@ async def sent_per_account(
     return counts
 
 
-async def mark_handoff(db: Database, ids: list[int], owner: str, now: datetime,
-                       lease: timedelta, interval: timedelta | None = None) -> set[int]:
-    """Commit the intent to send before sending; returns the ids still ours to send."""
-    if not ids:
-        return set()
-    async with db.write() as conn:
-        return await _handoff(conn, ids, owner, now, lease, interval)
-
-
 async def settle(db: Database, outcomes: list[Outcome], now: datetime, *, owner: str,
                  lease: timedelta, handoff: list[int] | None = None,
                  renew: bool = True, interval: timedelta | None = None) -> set[int]:
@@ -188,7 +180,7 @@ async def _handoff(conn: AsyncConnection, ids: list[int], owner: str, now: datet
     still ours (not deleted by an erasure that committed first), that its user still exists,
     is not suppressed nor unsubscribed, and that its address had no survey in the interval."""
     checks = [SURVEYS.c.id.in_(ids), SURVEYS.c.lease_owner == owner,
-              SURVEYS.c.state == "sending", SURVEYS.c.handoff_at.is_(None), _person_ok()]
+              SURVEYS.c.state == SurveyState.SENDING, SURVEYS.c.handoff_at.is_(None), _person_ok()]
     if interval is not None:
         checks.append(~_address_surveyed(now - interval))
     rows = await conn.execute(
@@ -212,7 +204,7 @@ def _address_surveyed(since: datetime) -> sa.ColumnElement[bool]:
         other.c.email_key == SURVEYS.c.email_key, other.c.id != SURVEYS.c.id,
         other.c.kind == "survey",
         sa.or_(other.c.sent_at >= since,
-               sa.and_(other.c.state == "sending", other.c.handoff_at.is_not(None))))
+               sa.and_(other.c.state == SurveyState.SENDING, other.c.handoff_at.is_not(None))))
 
 
 async def address_last_surveyed(db: Database, keys: list[str], since: datetime
@@ -220,7 +212,7 @@ async def address_last_surveyed(db: Database, keys: list[str], since: datetime
     """Per address key, when a survey last went to it (since `since`; one being handed to
     SMTP counts as now)."""
     out: dict[str, datetime] = {}
-    sending = sa.and_(SURVEYS.c.state == "sending", SURVEYS.c.handoff_at.is_not(None))
+    sending = sa.and_(SURVEYS.c.state == SurveyState.SENDING, SURVEYS.c.handoff_at.is_not(None))
     when = sa.case((sending, SURVEYS.c.handoff_at), else_=SURVEYS.c.sent_at)
     async with db.read() as conn:
         for part in chunks(sorted(set(keys))):
@@ -245,14 +237,9 @@ async def set_email_keys(db: Database, rows: list[tuple[int, str | None]]) -> No
                                [{"b_id": i, "b_key": k} for i, k in rows])
 
 
-async def renew_leases(db: Database, owner: str, now: datetime, lease: timedelta) -> None:
-    async with db.write() as conn:
-        await conn.execute(_RENEW, {"b_owner": owner, "b_until": now + lease})
-
-
 _RENEW = (sa.update(SURVEYS)
           .where(SURVEYS.c.lease_owner == sa.bindparam("b_owner"),
-                 SURVEYS.c.state == "sending")
+                 SURVEYS.c.state == SurveyState.SENDING)
           .values(lease_until=sa.bindparam("b_until", type_=TZ)))
 
 
@@ -260,7 +247,7 @@ _RENEW = (sa.update(SURVEYS)
 class Outcome:
     survey_id: int
     user_id: str
-    state: str  # sent, pending (retry or deferred), failed, skipped
+    state: SurveyState  # sent, pending (retry or deferred), failed, skipped
     reason: str
     due_at: datetime | None = None
     expires_at: datetime | None = None
@@ -284,7 +271,7 @@ def _param(name: str, type_: Any = None) -> Any:
     return sa.bindparam(name, type_=type_)
 
 
-_PENDING = _by_id(state="pending", due_at=_param("b_due", TZ), handoff_at=None,
+_PENDING = _by_id(state=SurveyState.PENDING, due_at=_param("b_due", TZ), handoff_at=None,
                   lease_owner=None, lease_until=None, last_error=_param("b_reason", sa.Text),
                   attempts=SURVEYS.c.attempts + _param("b_more", sa.Integer))
 _FINAL = _by_id(state=_param("b_state", sa.Text), lease_owner=None, lease_until=None,
@@ -303,21 +290,21 @@ async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime)
     reminders: list[dict[str, Any]] = []
     for o in outcomes:
         if o.reminder:
-            if o.state != "sent":
+            if o.state != SurveyState.SENT:
                 reminders.append({"b_id": o.survey_id, "b_reason": o.reason})
-        elif o.state == "sent":
+        elif o.state == SurveyState.SENT:
             sent.setdefault((o.expires_at, o.reminder_due_at), []).append(o.survey_id)
-        elif o.state == "pending":
+        elif o.state == SurveyState.PENDING:
             pending.append({"b_id": o.survey_id, "b_due": o.due_at, "b_reason": o.reason,
                             "b_more": 1 if "retry" in o.reason else 0})
         else:
             final.append({"b_id": o.survey_id, "b_state": o.state,
-                          "b_error": o.reason if o.state == "failed" else None})
+                          "b_error": o.reason if o.state == SurveyState.FAILED else None})
     for (expires, reminder), ids in sent.items():  # usually one group per chunk
         await conn.execute(
             sa.update(SURVEYS).where(SURVEYS.c.id.in_(ids))
-            .values(state="sent", sent_at=now, expires_at=expires, reminder_due_at=reminder,
-                    lease_owner=None, lease_until=None, last_error=None))
+            .values(state=SurveyState.SENT, sent_at=now, expires_at=expires,
+                    reminder_due_at=reminder, lease_owner=None, lease_until=None, last_error=None))
     for statement, rows in ((_PENDING, pending), (_FINAL, final),
                             (_REMINDER_FAILED, reminders)):
         if rows:
@@ -337,10 +324,11 @@ async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime)
 async def earliest_due(db: Database) -> datetime | None:
     async with db.read() as conn:
         value = (await conn.execute(
-            sa.select(sa.func.min(SURVEYS.c.due_at)).where(SURVEYS.c.state == "pending")
+            sa.select(sa.func.min(SURVEYS.c.due_at)).where(SURVEYS.c.state == SurveyState.PENDING)
         )).scalar()
         reminder = (await conn.execute(
-            sa.select(sa.func.min(SURVEYS.c.reminder_due_at)).where(SURVEYS.c.state == "sent")
+            sa.select(sa.func.min(SURVEYS.c.reminder_due_at))
+            .where(SURVEYS.c.state == SurveyState.SENT)
         )).scalar()
     candidates = [utc(v) for v in (value, reminder) if v is not None]
     return min(c for c in candidates if c is not None) if candidates else None
@@ -349,6 +337,7 @@ async def earliest_due(db: Database) -> datetime | None:
 async def expire_unanswered(db: Database, now: datetime) -> int:
     async with db.write() as conn:
         result = await conn.execute(
-            sa.update(SURVEYS).where(SURVEYS.c.state == "sent", SURVEYS.c.expires_at <= now)
-            .values(state="expired", reminder_due_at=None))
+            sa.update(SURVEYS)
+            .where(SURVEYS.c.state == SurveyState.SENT, SURVEYS.c.expires_at <= now)
+            .values(state=SurveyState.EXPIRED, reminder_due_at=None))
     return result.rowcount

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SB, BR = "jobs/sync_batching.py", "storage/book_rules.py"
+SB, BR = "jobs/sync_batching.py", "jobs/book_rules.py"
 # (file, text, replacement, which occurrence of text: 0 is the first)
 MUTATIONS: list[tuple[str, str, str, int]] = [
     (SB, "MAX_BATCH_MESSAGES = 2_500", "MAX_BATCH_MESSAGES = 2_501", 0),

@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-MODULES = ("jobs/rules.py", "jobs/timing.py", "jobs/sync_batching.py", "storage/book_rules.py")
+MODULES = ("jobs/rules.py", "jobs/timing.py", "jobs/sync_batching.py", "jobs/book_rules.py")
 KILLED = {1, 3, 36, -24, 24, 152, 255, -11, -9}  # failed, or timed out / crashed
 SURVIVED = {0}
 NOT_COVERED = {5, 33}

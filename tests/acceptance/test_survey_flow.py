@@ -114,6 +114,8 @@ async def test_survey_due_while_stopped_is_sent_once_at_start(tmp_path: Path) ->
                                  "traits": {"email": "probe@example.com"}})
         await wait_for(lambda: len(recipients_in(outbox)) >= 2, timeout=10, what="the probe")
         assert recipients_in(outbox) == ["Peter <late@example.com>", "probe@example.com"]
+        # The .eml is written a moment before the survey is recorded sent.
+        await npsd.wait_for_event("survey.sent", count=2, timeout=10)
         assert len(npsd.events("survey.sent")) == 2
 
 

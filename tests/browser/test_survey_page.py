@@ -51,7 +51,7 @@ class Site:
         self.client, self.clock = client, clock
         self.runtime: Runtime = client.server.app[RUNTIME]
         self.backend: EmailBackend = make_backend(self.runtime.settings.email)
-        self.dispatcher = Dispatcher(self.runtime.db, clock, self.runtime.owner,
+        self.dispatcher = Dispatcher(self.runtime.store, clock, self.runtime.owner,
                                      lambda: self.runtime.settings, lambda: self.backend)
         self.n = 0
 
@@ -68,7 +68,7 @@ class Site:
             "traits": {"email": f"{user}@example.com", "firstName": "Ana"}})
         assert response.status == 200
         assert await self.dispatcher.run_once() == 1
-        async with self.runtime.db.read() as conn:
+        async with self.runtime.store.db.read() as conn:
             token = (await conn.execute(sa.select(SURVEYS.c.token).where(
                 SURVEYS.c.user_id == user))).scalar_one()
         return user, str(token)

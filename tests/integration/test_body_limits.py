@@ -47,7 +47,7 @@ async def survey_token(client: Any, tmp_path: Path, user_id: str = "u1") -> str:
     assert response.status == 200, await response.text()
     runtime = client.server.app[RUNTIME]
     backend = make_backend(runtime.settings.email)
-    dispatcher = Dispatcher(runtime.db, runtime.clock, runtime.owner, lambda: runtime.settings,
+    dispatcher = Dispatcher(runtime.store, runtime.clock, runtime.owner, lambda: runtime.settings,
                             lambda: backend)
     assert await dispatcher.run_once() == 1
     await backend.close()

@@ -7,7 +7,6 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,14 @@ from jobs.email import (
     SmtpBackend,
     SurveyEmail,
     TransientEmailError,
-    build_message,
     make_backend,
     render_message,
 )
 from tests.fakes.smtp_sink import SmtpSink
 
 
-def message(survey_id: int = 1, to: str = "peter@example.com") -> EmailMessage:
-    return build_message(
+def message(survey_id: int = 1, to: str = "peter@example.com") -> RenderedEmail:
+    return render_message(
         SurveyEmail(
             survey_id=survey_id,
             token=f"tok{survey_id}",
@@ -193,7 +191,7 @@ def test_sink_works_from_sync_code() -> None:
     import smtplib
 
     with SmtpSink() as sink, smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
-        client.send_message(message(1))
+        client.send_message(message(1).as_message())
     assert sink.count == 1
 
 

@@ -37,11 +37,11 @@ class Book:
                  session: aiohttp.ClientSession, outbox: Path) -> None:
         self.client, self.clock, self.seg, self.outbox = client, clock, seg, outbox
         runtime = client.server.app[RUNTIME]
-        self.runtime, self.db = runtime, runtime.db
+        self.runtime, self.store, self.db = runtime, runtime.store, runtime.store.db
         backend = make_backend(runtime.settings.email, clock)
-        self.dispatcher = Dispatcher(runtime.db, clock, runtime.owner, lambda: runtime.settings,
+        self.dispatcher = Dispatcher(runtime.store, clock, runtime.owner, lambda: runtime.settings,
                                      lambda: backend)
-        self.syncer = Syncer(runtime.db, clock, "sync-test", lambda: runtime.settings.segment,
+        self.syncer = Syncer(runtime.store, clock, "sync-test", lambda: runtime.settings.segment,
                              session)
         self.n = 0
 
@@ -161,12 +161,12 @@ async def test_delete_user_needs_the_admin_token_and_a_known_id(book: Book) -> N
 async def test_an_erasure_committed_before_the_hand_off_stops_the_send(book: Book) -> None:
     b = book
     await b.post({"type": "identify", "userId": "gone-user", "traits": {"email": EMAIL}})
-    [claim] = await surveys.claim_due(b.db, b.clock.now(), "owner-1", 10, timedelta(seconds=25))
+    [claim] = await b.store.claim_due(b.clock.now(), "owner-1", 10, timedelta(seconds=25))
     await b.post({"type": "delete", "userId": "gone-user"})  # lands while it is claimed
-    assert await surveys.mark_handoff(b.db, [claim.id], "owner-1", b.clock.now(),
-                                      timedelta(seconds=25)) == set()
+    assert await b.store.settle([], b.clock.now(), owner="owner-1",
+                                 lease=timedelta(seconds=25), handoff=[claim.id]) == set()
     # What the dispatcher then records of that claim leaves no decision behind.
-    await surveys.record_outcomes(b.db, [surveys.Outcome(claim.id, "gone-user", "failed",
+    await b.store.record_outcomes([surveys.Outcome(claim.id, "gone-user", "failed",
                                                          f"failed: <{EMAIL}>")], b.clock.now())
     assert await find_everywhere(b.db, NEEDLES) == {("suppressions", "user_id", "gone-user")}
 
@@ -175,12 +175,12 @@ async def test_a_survey_handed_off_is_never_given_to_a_suppressed_user(book: Boo
     """The hand-off checks suppression itself, not only the survey row."""
     b = book
     await b.post({"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}})
-    [claim] = await surveys.claim_due(b.db, b.clock.now(), "owner-1", 10, timedelta(seconds=25))
+    [claim] = await b.store.claim_due(b.clock.now(), "owner-1", 10, timedelta(seconds=25))
     async with b.db.write() as conn:
         await conn.execute(sa.text("INSERT INTO suppressions (user_id, suppressed_at) "
                                    "VALUES ('u1', :at)"), {"at": NOW})
-    assert await surveys.mark_handoff(b.db, [claim.id], "owner-1", b.clock.now(),
-                                      timedelta(seconds=25)) == set()
+    assert await b.store.settle([], b.clock.now(), owner="owner-1",
+                                 lease=timedelta(seconds=25), handoff=[claim.id]) == set()
 
 
 async def test_housekeeping_removes_mail_files_of_surveys_that_are_gone(book: Book) -> None:
@@ -192,7 +192,7 @@ async def test_housekeeping_removes_mail_files_of_surveys_that_are_gone(book: Bo
     [kept] = list(b.outbox.glob("*.eml"))
     orphan = b.outbox / "20260302T100000.000000Z-survey-99999.eml"
     orphan.write_bytes(b"Subject: left behind\r\n\r\nhello")
-    result = await housekeeping(b.db, b.clock.now(), timedelta(days=7), b.outbox)
+    result = await housekeeping(b.store, b.clock.now(), timedelta(days=7), b.outbox)
     assert result["files"] == 1
     assert list(b.outbox.glob("*.eml")) == [kept]
 

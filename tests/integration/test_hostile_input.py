@@ -194,7 +194,7 @@ def raws_of(path: str, payload: Any) -> list[Any]:
 
 
 async def stored_ids(client: Any, wanted: set[str]) -> set[str]:
-    async with client.server.app[RUNTIME].db.read() as conn:
+    async with client.server.app[RUNTIME].store.db.read() as conn:
         rows = await conn.execute(
             sa.select(EVENTS.c.message_id).where(EVENTS.c.message_id.in_(sorted(wanted)))
         )

@@ -19,12 +19,12 @@ async def test_dedup_window_then_forgotten(make_client: Any, clock: MovableClock
     for _ in range(2):
         await client.post("/v1/segment", json=message, headers=basic())
     clock.advance(timedelta(days=6))
-    result = await housekeeping(runtime.db, clock.now(), timedelta(days=7))
+    result = await housekeeping(runtime.store, clock.now(), timedelta(days=7))
     assert result["pruned"] == 0
     response = await client.post("/v1/segment", json=message, headers=basic())
     assert (await response.json())["duplicates"] == 1
     clock.advance(timedelta(days=2))
-    result = await housekeeping(runtime.db, clock.now(), timedelta(days=7))
+    result = await housekeeping(runtime.store, clock.now(), timedelta(days=7))
     assert result["pruned"] == 1
     response = await client.post("/v1/segment", json=message, headers=basic())
     assert (await response.json())["accepted"] == 1

@@ -346,7 +346,7 @@ async def test_other_writers_get_their_turn_under_continuous_intake(make_client:
         # Starved, these would wait for the load to end, which it never does: the timeout.
         async with asyncio.timeout(30):
             for k in range(20):
-                async with runtime.db.write() as conn:
+                async with runtime.store.db.write() as conn:
                     await conn.execute(sa.text("UPDATE sync_state SET last_sent = :k"), {"k": k})
                 await asyncio.sleep(0.01)
         assert sent > before, "intake stood still while the other writer ran"

@@ -147,7 +147,7 @@ async def test_a_stalled_store_answers_503_instead_of_queueing(
         assert [r.status for r in refused_now] == [503] * 5
         assert all(r.headers["Retry-After"] for r in refused_now)
         assert "retry" in (await refused_now[0].json())["message"]
-        assert client.server.app[RUNTIME].committer.queued[0] == MAX_QUEUED_MESSAGES
+        assert client.server.app[RUNTIME].store.queued()[0] == MAX_QUEUED_MESSAGES
     finally:
         await blocker.release()
     async with asyncio.timeout(30):
@@ -156,10 +156,10 @@ async def test_a_stalled_store_answers_503_instead_of_queueing(
     assert len(accepted) == requests - 5
     assert sum(a["accepted"] for a in accepted) == MAX_QUEUED_MESSAGES
     runtime = client.server.app[RUNTIME]
-    async with runtime.db.read() as conn:
+    async with runtime.store.db.read() as conn:
         stored = (await conn.execute(sa.select(sa.func.count()).select_from(EVENTS))).scalar()
     assert stored == MAX_QUEUED_MESSAGES
-    assert runtime.committer.queued == (0, 0)
+    assert runtime.store.queued() == (0, 0)
 
 
 async def test_the_tracking_api_never_erases(make_client: Any) -> None:

@@ -24,7 +24,7 @@ from jobs.segment_client import (
     backoff_s,
     parse_retry_after,
 )
-from jobs.sync_batching import batches, dumps, fit_message, message_id
+from jobs.sync_batching import Encoded, batches, dumps, encoded, fit_message, message_id
 from tests.fakes.segment_api import FakeSegment
 
 WRITE_KEY = "wk-test"
@@ -137,12 +137,31 @@ def test_parse_retry_after(value: str, expected: float | None) -> None:
     assert parse_retry_after(value, NOW) == expected
 
 
+
+def wire(messages: list[dict[str, Any]]) -> list[bytes]:
+    """The messages as the syncer hands them to the client: serialised once."""
+    return [dumps(m) for m in messages]
+
+
+def enc(messages: list[dict[str, Any]]) -> list[Encoded]:
+    return [encoded(m) for m in messages]
+
+
+def tags(items: list[Encoded]) -> list[Any]:
+    return [e.tag for e in items]
+
+
+def untag(result: tuple[list[Encoded], list[tuple[Encoded, str]]]
+          ) -> tuple[list[Any], list[tuple[Any, str]]]:
+    delivered, rejected = result
+    return tags(delivered), [(e.tag, reason) for e, reason in rejected]
+
 # -- the client over HTTP -----------------------------------------------------------------
 
 
 async def test_happy_path(seg: FakeSegment, session: aiohttp.ClientSession, sleeps: Sleeps) -> None:
     messages = [identify(n) for n in range(3)]
-    result = await within(make_client(session, seg, sleeps).send_batch(messages, SENT_AT))
+    result = await within(make_client(session, seg, sleeps).send_batch(wire(messages), SENT_AT))
     assert (result.status, result.http_status, result.attempts) == ("ok", 200, 1)
     assert seg.batches == [messages]
     assert seg.requests == 1
@@ -154,13 +173,13 @@ async def test_wrong_write_key_is_unauthorized_and_not_retried(
 ) -> None:
     client = make_client(session, seg, sleeps, write_key="not-the-key")
     messages = [identify(n) for n in range(4)]
-    result = await within(client.send_batch(messages))
+    result = await within(client.send_batch(wire(messages)))
     assert (result.status, result.http_status, result.attempts) == ("unauthorized", 401, 1)
 
     with pytest.raises(SegmentSendAborted) as aborted:
-        await within(client.send_isolating(messages))
+        await within(client.send_isolating(enc(messages)))
     assert aborted.value.result.status == "unauthorized"
-    assert aborted.value.pending == messages
+    assert tags(aborted.value.pending) == messages
     assert seg.requests == 2  # one per call: no retry, no split
     assert seg.messages == []
     assert sleeps.delays == []
@@ -175,7 +194,7 @@ async def test_429_honours_retry_after_within_the_cap(
     expected_delay: float,
 ) -> None:
     seg.fail_next(429, retry_after=retry_after)
-    result = await within(make_client(session, seg, sleeps).send_batch([identify(1)]))
+    result = await within(make_client(session, seg, sleeps).send_batch(wire([identify(1)])))
     assert (result.status, result.attempts) == ("ok", 2)
     # Backoff alone would be 0.5 * 0.5 = 0.25 s; the server asked for longer.
     assert sleeps.delays == [expected_delay]
@@ -186,7 +205,7 @@ async def test_500_storm_then_success(
 ) -> None:
     seg.fail_next(500, count=5)
     messages = [identify(n) for n in range(5)]
-    result = await within(make_client(session, seg, sleeps).send_batch(messages))
+    result = await within(make_client(session, seg, sleeps).send_batch(wire(messages)))
     assert (result.status, result.attempts) == ("ok", 6)
     assert seg.requests == 6
     assert sleeps.delays == [0.5 * 0.5 * 2**i for i in range(5)]
@@ -198,7 +217,7 @@ async def test_dropped_connection_then_success(
 ) -> None:
     seg.drop_next()
     messages = [identify(n) for n in range(2)]
-    result = await within(make_client(session, seg, sleeps).send_batch(messages))
+    result = await within(make_client(session, seg, sleeps).send_batch(wire(messages)))
     assert (result.status, result.attempts) == ("ok", 2)
     assert seg.messages == messages  # the dropped request was never recorded
     assert len(sleeps.delays) == 1
@@ -210,7 +229,7 @@ async def test_slow_answer_times_out_then_success_and_ids_make_it_idempotent(
     seg.slow_next(1.0)
     messages = [identify(n) for n in range(3)]
     client = make_client(session, seg, sleeps, timeout_s=0.2)
-    result = await within(client.send_batch(messages))
+    result = await within(client.send_batch(wire(messages)))
     assert (result.status, result.attempts) == ("ok", 2)
     # Segment got the first copy before the client gave up on it; the same messageIds
     # are what let it drop the second.
@@ -221,7 +240,7 @@ async def test_slow_answer_times_out_then_success_and_ids_make_it_idempotent(
 async def test_server_down_then_back(seg: FakeSegment, session: aiohttp.ClientSession) -> None:
     await within(seg.down())
     sleeps = Sleeps(hook=seg.up)  # the outage ends during the first backoff
-    result = await within(make_client(session, seg, sleeps).send_batch([identify(1)]))
+    result = await within(make_client(session, seg, sleeps).send_batch(wire([identify(1)])))
     assert (result.status, result.attempts) == ("ok", 2)
     assert seg.requests == 1
 
@@ -232,12 +251,12 @@ async def test_gives_up_after_max_attempts(
     seg.fail_next(503, count=100)
     client = make_client(session, seg, sleeps, max_attempts=4)
     with capture_logs() as logs:
-        result = await within(client.send_batch([identify(1)]))
+        result = await within(client.send_batch(wire([identify(1)])))
     assert (result.status, result.http_status, result.attempts) == ("gave_up", 503, 4)
     assert seg.requests == 4
     assert len(sleeps.delays) == 3  # no sleep after the last attempt
     events = [entry["event"] for entry in logs]
-    assert events == ["segment_batch_retrying"] * 3 + ["segment_batch_gave_up"]
+    assert events == ["sync.batch_retrying"] * 3 + ["sync.batch_gave_up"]
 
 
 async def test_isolating_finds_the_one_bad_message(
@@ -247,7 +266,7 @@ async def test_isolating_finds_the_one_bad_message(
     bad = messages[6]
     seg.reject_message_ids = {bad["messageId"]}
     client = make_client(session, seg, sleeps)
-    delivered, rejected = await within(client.send_isolating(messages, SENT_AT))
+    delivered, rejected = untag(await within(client.send_isolating(enc(messages), SENT_AT)))
     assert delivered == [m for m in messages if m is not bad]  # in order
     assert [m for m, _ in rejected] == [bad]
     assert bad["messageId"] in rejected[0][1]  # Segment's reason comes through
@@ -261,7 +280,8 @@ async def test_isolating_several_bad_messages(
 ) -> None:
     messages = [identify(n) for n in range(16)]
     seg.reject_message_ids = {messages[0]["messageId"], messages[15]["messageId"]}
-    delivered, rejected = await within(make_client(session, seg, sleeps).send_isolating(messages))
+    client = make_client(session, seg, sleeps)
+    delivered, rejected = untag(await within(client.send_isolating(enc(messages))))
     assert ids(delivered) == ids(messages[1:15])
     assert [m for m, _ in rejected] == [messages[0], messages[15]]
 
@@ -275,11 +295,11 @@ async def test_isolating_stops_with_its_progress_when_segment_stays_down(
     seg.fail_next(503, count=10)  # then Segment is down for longer than the policy waits
     client = make_client(session, seg, sleeps, max_attempts=2)
     with pytest.raises(SegmentSendAborted) as aborted:
-        await within(client.send_isolating(messages))
+        await within(client.send_isolating(enc(messages)))
     assert aborted.value.result.status == "gave_up"
-    assert aborted.value.delivered == messages[:2]
+    assert tags(aborted.value.delivered) == messages[:2]
     assert aborted.value.rejected == []
-    assert aborted.value.pending == messages[2:]  # nothing wrongly marked as rejected
+    assert tags(aborted.value.pending) == messages[2:]  # nothing wrongly marked as rejected
     assert seg.requests == 4
 
 
@@ -388,7 +408,7 @@ async def test_fitted_and_packed_messages_all_pass_the_limits(
     ]
     client = make_client(session, seg, sleeps)
     for batch in batches(messages):
-        result = await within(client.send_batch(batch, SENT_AT))
+        result = await within(client.send_batch(wire(batch), SENT_AT))
         assert result.ok, result
     assert ids(seg.messages) == ids(messages)
     assert seg.duplicates() == []

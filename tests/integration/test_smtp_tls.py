@@ -14,7 +14,6 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,14 @@ from daemon.config import SmtpSettings
 from daemon.runtime import RUNTIME
 from jobs.clock import MovableClock
 from jobs.dispatch import Dispatcher
-from jobs.email import SmtpBackend, TransientEmailError, make_backend
+from jobs.email import (
+    RenderedEmail,
+    SmtpBackend,
+    SurveyEmail,
+    TransientEmailError,
+    make_backend,
+    render_message,
+)
 from tests.conftest import basic, bearer
 from tests.harness import free_port
 
@@ -94,11 +100,11 @@ def _settings(port: int, security: str, password: str = "pw") -> SmtpSettings:
                         password=password, timeout=timedelta(seconds=5))
 
 
-def _message() -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = "nps@acme.example", "ann@example.com", "Hi"
-    msg.set_content("hello")
-    return msg
+def _message() -> RenderedEmail:
+    return render_message(SurveyEmail(
+        survey_id=1, token="tok1", to="ann@example.com", first_name="Ann", name=None,
+        product_name="Acme", public_url="http://127.0.0.1:8787",
+        sender="Acme <nps@acme.example>"))
 
 
 async def _send(settings: SmtpSettings) -> None:
@@ -158,7 +164,7 @@ async def npsd_on_smtp(make_client: Any, clock: MovableClock) -> AsyncIterator[A
         runtime = client.server.app[RUNTIME]
         backend = make_backend(runtime.settings.email)
         backends.append(backend)
-        return client, Dispatcher(runtime.db, clock, runtime.owner, lambda: runtime.settings,
+        return client, Dispatcher(runtime.store, clock, runtime.owner, lambda: runtime.settings,
                                   lambda: backend)
 
     yield start

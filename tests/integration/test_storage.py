@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -82,8 +83,8 @@ async def test_expired_leases_return_or_fail_by_handoff(db_url: str) -> None:
         await migrate(db, NOW)
         await seed(db, 4, NOW - timedelta(minutes=1))
         claimed = await surveys.claim_due(db, NOW, "dead:1:x", 4, timedelta(seconds=30))
-        handed = await surveys.mark_handoff(db, [claimed[0].id], "dead:1:x", NOW,
-                                            timedelta(seconds=30))
+        handed = await surveys.settle(db, [], NOW, owner="dead:1:x", lease=timedelta(seconds=30),
+                                      handoff=[claimed[0].id], renew=False)
         assert handed == {claimed[0].id}
         assert await surveys.release_expired_leases(db, NOW + timedelta(seconds=10)) == (0, 0)
         back, failed = await surveys.release_expired_leases(db, NOW + timedelta(seconds=31))
@@ -92,8 +93,8 @@ async def test_expired_leases_return_or_fail_by_handoff(db_url: str) -> None:
                                         timedelta(seconds=30))
         assert sorted(c.id for c in again) == sorted(c.id for c in claimed[1:])
         # A late hand-off by the dead holder is refused: the claim is no longer its own.
-        assert await surveys.mark_handoff(db, [again[0].id], "dead:1:x", NOW,
-                                          timedelta(seconds=30)) == set()
+        assert await surveys.settle(db, [], NOW, owner="dead:1:x", lease=timedelta(seconds=30),
+                                    handoff=[again[0].id], renew=False) == set()
     finally:
         await db.close()
 
@@ -255,10 +256,13 @@ async def test_hand_off_refuses_an_address_surveyed_within_the_interval(db_url: 
         ids = sorted(c.id for c in claimed)
         assert len(ids) == 2
         week, lease = timedelta(days=7), timedelta(seconds=25)
-        assert await surveys.mark_handoff(db, ids, "me", NOW, lease, week) == set()
+        def hand_off(some: list[int], interval: timedelta) -> Awaitable[set[int]]:
+            return surveys.settle(db, [], NOW, owner="me", lease=lease, handoff=some,
+                                  renew=False, interval=interval)
+
+        assert await hand_off(ids, week) == set()
         # Outside the interval the address is free again, for one of them.
-        assert await surveys.mark_handoff(db, ids[:1], "me", NOW, lease, timedelta(days=1)) == {
-            ids[0]}
-        assert await surveys.mark_handoff(db, ids[1:], "me", NOW, lease, timedelta(days=1)) == set()
+        assert await hand_off(ids[:1], timedelta(days=1)) == {ids[0]}
+        assert await hand_off(ids[1:], timedelta(days=1)) == set()
     finally:
         await db.close()

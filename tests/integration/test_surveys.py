@@ -30,7 +30,7 @@ class Engine:
         runtime = client.server.app[RUNTIME]
         self.runtime = runtime
         self.backend: EmailBackend = make_backend(runtime.settings.email)
-        self.dispatcher = Dispatcher(runtime.db, clock, runtime.owner, lambda: runtime.settings,
+        self.dispatcher = Dispatcher(runtime.store, clock, runtime.owner, lambda: runtime.settings,
                                      lambda: self.backend)
         self.n = 0
 
@@ -232,7 +232,7 @@ async def test_unanswered_survey_expires_after_the_response_window(engine_factor
     token = e.token_of()
 
     async def tidy() -> dict[str, int]:  # the housekeeping job, as npsd runs it every minute
-        return await housekeeping(e.runtime.db, e.clock.now(), timedelta(days=7))
+        return await housekeeping(e.runtime.store, e.clock.now(), timedelta(days=7))
 
     e.clock.advance(timedelta(days=7) - timedelta(seconds=1))
     assert (await tidy())["expired"] == 0
@@ -327,7 +327,7 @@ async def test_max_per_account_caps_surveys_per_account(engine_factory: Any) -> 
 
 
 async def _tokens_of(e: Engine, user_id: str) -> list[str]:
-    async with e.runtime.db.read() as conn:
+    async with e.runtime.store.db.read() as conn:
         return [r[0] for r in await conn.execute(
             sa.select(SURVEYS.c.token).where(SURVEYS.c.user_id == user_id))]
 

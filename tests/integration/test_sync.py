@@ -19,27 +19,28 @@ from jobs.scheduler import sync_trigger
 from jobs.segment_client import RetryPolicy
 from jobs.sync import Syncer
 from jobs.sync_batching import message_id
-from storage import answers, reads
-from storage.db import Database
-from storage.migrations import migrate
+from storage.sql_store import SqlStore
 from storage.sqlutil import SURVEYS, SYNC_FAILURES, USERS
+from storage.states import AnswerResult
 from tests.fakes.segment_api import FakeSegment
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 class World:
-    def __init__(self, db: Database, seg: FakeSegment, session: aiohttp.ClientSession,
+    def __init__(self, store: SqlStore, seg: FakeSegment, session: aiohttp.ClientSession,
                  clock: MovableClock) -> None:
-        self.db, self.seg, self.session, self.clock = db, seg, session, clock
+        self.store, self.db = store, store.db
+        self.seg, self.session, self.clock = seg, session, clock
         self.settings = SegmentSettings(write_key="wk", endpoint=seg.url)
         self.sleeps: list[float] = []
+        self.tokens: dict[int, str] = {}  # survey id → its link's token
 
     def syncer(self, owner: str = "test-1") -> Syncer:
         async def sleep(seconds: float) -> None:
             self.sleeps.append(seconds)
 
-        return Syncer(self.db, self.clock, owner, lambda: self.settings, self.session,
+        return Syncer(self.store, self.clock, owner, lambda: self.settings, self.session,
                       policy=RetryPolicy(max_attempts=8, base_s=0.01, cap_s=0.05,
                                          timeout_s=2.0), sleep=sleep)
 
@@ -52,12 +53,14 @@ class World:
                 await conn.execute(sa.insert(USERS).values(
                     user_id=user_id, email=f"{user_id}@x.io", updated_at=now, traits="{}",
                     trait_times="{}"))
+            token = f"tok-{user_id}-{now.timestamp()}".replace(".", "_")
             result = await conn.execute(sa.insert(SURVEYS).values(
-                user_id=user_id, token=f"tok-{user_id}-{now.timestamp()}", state="sent",
+                user_id=user_id, token=token, state="sent",
                 due_at=now, created_at=now, sent_at=now,
                 expires_at=now + timedelta(days=30)).returning(SURVEYS.c.id))
             survey_id = int(result.scalar_one())
-        assert await answers.record_answer(self.db, survey_id, score, comment, now)
+        self.tokens[survey_id] = token
+        assert await self.store.answer(token, score, comment, now) == AnswerResult.RECORDED
         return survey_id
 
     @staticmethod
@@ -72,12 +75,10 @@ class World:
 
 @pytest.fixture
 async def world(db_url: str) -> AsyncIterator[World]:
-    db = Database(db_url)
     clock = MovableClock(T0)
-    await migrate(db, clock.now())
-    async with FakeSegment("wk") as seg, aiohttp.ClientSession() as session:
-        yield World(db, seg, session, clock)
-    await db.close()
+    async with (SqlStore(db_url, clock) as store, FakeSegment("wk") as seg,
+                aiohttp.ClientSession() as session):
+        yield World(store, seg, session, clock)
 
 
 async def test_every_answer_once_with_the_three_traits(world: World) -> None:
@@ -110,8 +111,8 @@ async def test_revised_answer_is_sent_again_with_new_values(world: World) -> Non
     survey_id = await world.answered("u1", 4)
     await world.syncer().run("test")
     world.clock.advance(timedelta(hours=1))
-    assert await answers.record_answer(world.db, survey_id, 10, "changed my mind",
-                                       world.clock.now())
+    assert await world.store.answer(world.tokens[survey_id], 10, "changed my mind",
+                                    world.clock.now()) == AnswerResult.RECORDED
     await world.syncer().run("test")
     identifies = world.of_type("identify")
     assert [m["traits"]["NPS_rating"] for m in identifies] == [4, 10]
@@ -144,7 +145,7 @@ async def test_backlog_read_in_chunks_newest_wins_across_them(world: World,
     assert sorted(m["userId"] for m in identifies) == ["u1"] + [f"v{i}" for i in range(7)]
     assert [m["traits"]["NPS_rating"] for m in identifies if m["userId"] == "u1"] == [9]
     # The answer that produced no message is settled too: nothing is left behind.
-    assert (await reads.status(world.db, world.clock.now()))["sync"]["backlog"] == 0
+    assert (await world.store.status(world.clock.now()))["sync"]["backlog"] == 0
     assert (await world.syncer().run("again"))["sent"] == 0
 
 
@@ -194,7 +195,7 @@ async def test_unsubscribe_and_group_nps_and_trait_names(world: World) -> None:
         await conn.execute(sa.text(
             "INSERT INTO accounts (group_id, traits, trait_times, updated_at) "
             "VALUES ('acme', '{}', '{}', :now)"), {"now": T0})
-    assert await answers.unsubscribe(world.db, "u1", world.clock.now())
+    assert await world.store.unsubscribe("u1", world.clock.now())
     await world.syncer().run("test")
     identifies = world.of_type("identify")
     assert {"score", "why", "when"} <= set(identifies[0]["traits"])
@@ -232,7 +233,7 @@ def test_daily_cron_fires_at_sync_at_across_dst(zone: str, after: str, expected_
 async def test_status_reports_the_last_sync(world: World) -> None:
     await world.answered("u1", 9)
     await world.syncer().run("test")
-    status = await reads.status(world.db, world.clock.now())
+    status = await world.store.status(world.clock.now())
     assert status["sync"]["last_result"] == "ok" and status["sync"]["backlog"] == 0
 
 
@@ -254,7 +255,7 @@ class _EraseWhileSyncing(Syncer):
     """An erasure that commits after the sync read the backlog, before the batch goes out."""
 
     async def _still_there(self, items: Any, remaining: Any) -> Any:
-        async with self._db.write() as conn:
+        async with self._store.db.write() as conn:
             await conn.execute(sa.delete(SURVEYS).where(SURVEYS.c.user_id == "gone"))
         return await super()._still_there(items, remaining)
 
@@ -262,7 +263,7 @@ class _EraseWhileSyncing(Syncer):
 async def test_an_answer_erased_during_a_sync_is_not_sent(world: World) -> None:
     await world.answered("gone", 2, "private words")
     await world.answered("stays", 9)
-    syncer = _EraseWhileSyncing(world.db, world.clock, "test-1", lambda: world.settings,
+    syncer = _EraseWhileSyncing(world.store, world.clock, "test-1", lambda: world.settings,
                                 world.session)
     report = await syncer.run("test")
     assert report["result"] == "ok"

@@ -35,7 +35,7 @@ async def post(client: Any, path: str, body: Any, headers: dict[str, str] | None
 
 
 async def event_count(client: Any) -> int:
-    async with client.server.app[RUNTIME].db.read() as conn:
+    async with client.server.app[RUNTIME].store.db.read() as conn:
         return int(
             (await conn.execute(sa.select(sa.func.count()).select_from(EVENTS))).scalar_one()
         )
@@ -202,7 +202,7 @@ async def test_single_endpoints_and_missing_message_ids(make_client: Any) -> Non
     }
     response = await post(client, "/v1/batch", body)
     assert response.status == 200 and await response.json() == {"success": True}
-    async with client.server.app[RUNTIME].db.read() as conn:
+    async with client.server.app[RUNTIME].store.db.read() as conn:
         ids = (await conn.execute(sa.select(EVENTS.c.message_id))).scalars().all()
     assert len(ids) == len(singles) + 2 and len(set(ids)) == len(ids) and all(ids)
     status, user = await get(client, "/v1/users/s1")
@@ -274,7 +274,7 @@ async def test_sent_at_skew_is_corrected(make_client: Any, clock: Any) -> None:
     assert _close_to(
         user["activity"]["first_seen"], server_now - timedelta(minutes=10), tolerance
     ), user["activity"]
-    async with client.server.app[RUNTIME].db.read() as conn:
+    async with client.server.app[RUNTIME].store.db.read() as conn:
         rows = (
             await conn.execute(
                 sa.select(EVENTS.c.message_id, EVENTS.c.timestamp).order_by(EVENTS.c.message_id)

@@ -204,7 +204,7 @@ async def test_segment_down_429_500_slow_drop(
                     await seg.down()
                     task = asyncio.create_task(sync())
                     # The sync met the outage and is backing off, waiting for Segment.
-                    await npsd.wait_for_event("segment_batch_retrying", timeout=15)
+                    await npsd.wait_for_event("sync.batch_retrying", timeout=15)
                     # Intake is not held up by a sync that is waiting for Segment.
                     t0 = time.monotonic()
                     status, _ = await npsd.post_segment([identify("bystander")])

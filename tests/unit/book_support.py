@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from daemon.messages import parse_message
-from storage.book_rules import Book, BookRules, apply_message
+from jobs.book_rules import BookRules, apply_message
+from storage.book import Book
 from storage.events import Message
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Table tests for the customer book's accounts (storage/book_rules.py): the B2B track
+"""Table tests for the customer book's accounts (jobs/book_rules.py): the B2B track
 events, both membership modes, stale links, and activity before the group call."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from storage.book_rules import new_account
+from storage.book import new_account
 from tests.unit.book_support import (
     MIN,
     ONE_ACCOUNT,

@@ -1,4 +1,4 @@
-"""Table tests for the customer book's identities (storage/book_rules.py): anonymous
+"""Table tests for the customer book's identities (jobs/book_rules.py): anonymous
 visitors folded into users, alias chains, deletion and suppression."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from storage.book_rules import new_account, new_user
+from storage.book import new_account, new_user
 from storage.events import Message
 from tests.unit.book_support import (
     MIN,

@@ -1,4 +1,4 @@
-"""Table tests for the customer-book rules (storage/book_rules.py), with no database:
+"""Table tests for the customer-book rules (jobs/book_rules.py), with no database:
 new rows, identify, trait times, context fields, group calls, activity and sessions.
 
 What is asserted is what the read API would then show (fields, traits, activity) and what
@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from storage.book_rules import BookRules, new_account, new_user
+from jobs.book_rules import BookRules
+from storage.book import new_account, new_user
 from storage.events import Message
 from tests.unit.book_support import (
     MIN,

@@ -16,8 +16,8 @@ from daemon.config import (
     load_settings,
     parse_settings,
 )
-from daemon.durations import format_duration, parse_duration
 from daemon.paths import resolve_paths
+from settings.durations import format_duration, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

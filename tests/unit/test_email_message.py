@@ -11,12 +11,17 @@ import pytest
 from jobs.email_message import (
     PermanentEmailError,
     SurveyEmail,
-    build_message,
     greeting,
     render_message,
 )
 
 NOW = datetime(2025, 3, 12, 14, 30, tzinfo=UTC)
+
+
+def build_message(e: SurveyEmail, *, now: datetime | None = None) -> EmailMessage:
+    """What render_message sends (the one path), parsed as a mail client would."""
+    return render_message(e, now=now).as_message()
+
 
 
 def survey(**changes: object) -> SurveyEmail:

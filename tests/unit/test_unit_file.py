@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ServerSettings
-from daemon.durations import parse_duration
+from settings.durations import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 UNIT = ROOT / "systemd" / "npsd.service"

@@ -1,4 +1,4 @@
-"""How one message changes the customer book, in memory. Pure: no I/O here.
+"""How one message changes the customer book (storage/book.py), in memory. Pure: no I/O.
 
 Rows are plain dicts shaped like the tables. State follows event time: every trait carries
 the time it was set, and an older message never overwrites a newer value.
@@ -7,10 +7,11 @@ the time it was set, and an older message never overwrites a newer value.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from storage.book import Book, new_account, new_user
 from storage.events import ACTIVITY_TYPES, Message
 from storage.timeparse import parse_timestamp, stamp
 
@@ -29,54 +30,14 @@ _SIGNUP_TRAITS = {"email": "email", "first_name": "firstName", "last_name": "las
 
 @dataclass(frozen=True)
 class BookRules:
+    """The customer-book rules as configured ([accounts]); the intake's book policy
+    (storage.book.BookPolicy), passed to the store with every record()."""
+
     one_account_per_user: bool = False
     session_timeout: timedelta = timedelta(minutes=30)
 
-
-@dataclass
-class Book:
-    """The part of the book a batch touches, loaded up front and written back at the end."""
-
-    users: dict[str, dict[str, Any]]
-    accounts: dict[str, dict[str, Any]]
-    memberships: dict[tuple[str, str], dict[str, Any]]
-    aliases: dict[str, str]
-    suppressed: set[str]
-    now: datetime
-    new_users: set[str] = field(default_factory=set)
-    dirty_users: set[str] = field(default_factory=set)
-    removed_users: set[str] = field(default_factory=set)  # merged away by alias
-    erased_users: set[str] = field(default_factory=set)  # deletion requests
-    erased_surveys: list[int] = field(default_factory=list)  # their surveys, once deleted
-    new_accounts: set[str] = field(default_factory=set)
-    dirty_accounts: set[str] = field(default_factory=set)
-    dirty_memberships: set[tuple[str, str]] = field(default_factory=set)
-    new_memberships: set[tuple[str, str]] = field(default_factory=set)
-    new_aliases: dict[str, str] = field(default_factory=dict)
-    merges: list[tuple[str, str]] = field(default_factory=list)  # (from, into)
-    identified: dict[str, datetime] = field(default_factory=dict)  # user → identify time
-    loaded: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # rows as read (storage)
-
-    def resolve(self, some_id: str) -> str:
-        seen = 0
-        while some_id in self.aliases and seen < 8:
-            some_id, seen = self.aliases[some_id], seen + 1
-        return some_id
-
-
-def new_user(user_id: str, now: datetime, anonymous: bool = False) -> dict[str, Any]:
-    return {
-        "user_id": user_id, "anonymous": anonymous, "email": None, "first_name": None,
-        "last_name": None, "name": None, "gender": None, "timezone": None, "locale": None,
-        "created_at": None, "traits": "{}", "trait_times": "{}", "first_seen": None,
-        "last_seen": None, "event_count": 0, "session_count": 0, "unsubscribed_at": None,
-        "unsubscribe_synced": True, "updated_at": now,
-    }
-
-
-def new_account(group_id: str, now: datetime) -> dict[str, Any]:
-    return {"group_id": group_id, "traits": "{}", "trait_times": "{}", "created_at": None,
-            "deleted_at": None, "updated_at": now}
+    def apply(self, book: Book, message: Message) -> None:
+        apply_message(book, message, self)
 
 
 def apply_message(book: Book, m: Message, rules: BookRules) -> None:

@@ -1,0 +1,228 @@
+"""The Store contract (storage/store.py): one suite over a `store` fixture, run on a SQLite
+file and on PostgreSQL, through the Store's methods only (as APScheduler 4's
+tests/test_datastores.py holds every data store to one contract). Every method is called
+here; what each returns when there is nothing is asserted too."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.book_rules import BookRules
+from jobs.clock import MovableClock
+from jobs.planning import make_planner
+from settings import SurveySettings
+from storage.events import Message
+from storage.migrations import LATEST
+from storage.sql_store import SqlStore
+from storage.store import AnswerResult, IntakePolicy, Openness, Store, SurveyState
+from storage.surveys import Outcome
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+AT = NOW + timedelta(hours=1)  # surveys planned at NOW are due by then
+POLICY = IntakePolicy(BookRules(), make_planner(SurveySettings()))
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[SqlStore]:
+    async with SqlStore(db_url, MovableClock(NOW)) as opened:
+        yield opened
+
+
+def identify(n: int, user_id: str, **traits: Any) -> Message:
+    traits = {"email": f"{user_id}@example.com",
+              "createdAt": (NOW - timedelta(days=3)).isoformat(), **traits}
+    return Message(message_id=f"m-{user_id}-{n}", type="identify", user_id=user_id,
+                   anonymous_id=None, timestamp=NOW, traits=traits)
+
+
+async def sent_survey(store: Store, user_id: str, n: int = 0) -> str:
+    """A user identified, their survey claimed and recorded sent; its token."""
+    await store.record([identify(n, user_id)], POLICY)
+    [claim] = [c for c in await store.claim_due(AT, "me", 50, LEASE) if c.user_id == user_id]
+    assert await store.settle([], NOW, owner="me", lease=LEASE, handoff=[claim.id]) == {claim.id}
+    await store.settle([Outcome(claim.id, user_id, SurveyState.SENT, "sent",
+                                expires_at=NOW + timedelta(days=30))], NOW, owner="me",
+                       lease=LEASE)
+    return claim.token
+
+
+async def test_an_empty_store_answers_with_nothing(store: SqlStore) -> None:
+    assert await store.record([], POLICY) == []
+    assert store.writer_alive() and store.queued() == (0, 0)
+    assert await store.claim_due(AT, "me", 10, LEASE) == []
+    assert await store.earliest_due() is None
+    assert await store.lease_owners() == []
+    assert await store.release("me") == (0, 0)
+    assert await store.release(now=NOW) == (0, 0)
+    assert await store.release_unsent("me") == 0
+    assert await store.expire(NOW) == 0
+    assert await store.existing_surveys({1, 2}) == set()
+    assert await store.sent_per_account(["acme"], NOW - timedelta(days=1)) == {}
+    assert await store.address_last_surveyed(["k"], NOW - timedelta(days=1)) == {}
+    assert await store.survey("no-such-token") is None
+    assert await store.survey("bad token\x00") is None
+    assert await store.answer("no-such-token", 9, None, NOW) is AnswerResult.CLOSED
+    assert await store.user("nobody") is None and not await store.user_exists("nobody")
+    assert await store.account("nothing") is None
+    assert await store.decisions("nobody") is None
+    assert (await store.nps())["responses"] == 0
+    assert (await store.nps("account"))["groups"] == []
+    assert await store.sync_lease_holder() is None
+    assert await store.last_sync() == (None, None)
+    chunk = await store.pending_chunk(100, 0, with_accounts=True)
+    assert chunk.answers == [] and chunk.newest == {}
+    assert await store.pending_unsubscribes(10) == []
+    assert await store.ping(5.0)
+    assert await store.schema_version() == LATEST
+    assert await store.prune(NOW, 100) == 0
+    assert (await store.status(NOW))["users"] == 0
+
+
+async def test_record_flags_duplicates_and_plans_a_survey(store: SqlStore) -> None:
+    assert await store.record([identify(1, "u1")], POLICY) == [True]
+    assert await store.record([identify(1, "u1"), identify(2, "u1")], POLICY) == [False, True]
+    assert await store.user_exists("u1")
+    user = await store.user("u1")
+    assert user is not None and user["surveys"][0]["state"] == SurveyState.PENDING
+    due = await store.earliest_due()
+    assert due is not None and NOW <= due < AT
+    decisions = await store.decisions("u1")
+    assert decisions and decisions[0]["outcome"] == "scheduled"
+    # Forgetting messageIds: they are new again afterwards.
+    assert await store.prune(NOW + timedelta(days=8), 1) == 2
+    assert await store.record([identify(1, "u1")], POLICY) == [True]
+
+
+async def test_claims_are_exclusive_and_released_by_owner_or_lease(store: SqlStore) -> None:
+    await store.record([identify(0, f"u{i}") for i in range(3)], POLICY)
+    mine = await store.claim_due(AT, "me", 2, LEASE)
+    assert len(mine) == 2 and await store.lease_owners() == ["me"]
+    theirs = await store.claim_due(AT, "other", 10, LEASE)
+    assert len(theirs) == 1 and not {c.id for c in mine} & {c.id for c in theirs}
+    # A hand-off by someone who does not hold the claim is refused.
+    assert await store.settle([], NOW, owner="other", lease=LEASE,
+                              handoff=[mine[0].id]) == set()
+    assert await store.settle([], NOW, owner="me", lease=LEASE,
+                              handoff=[mine[0].id]) == {mine[0].id}
+    assert await store.release_unsent("me") == 1  # the one not handed off
+    assert await store.release("me") == (0, 1)  # the handed-off one fails, never resent
+    assert await store.release(now=AT + LEASE + timedelta(seconds=1)) == (1, 0)
+    assert await store.lease_owners() == []
+
+
+async def test_skipped_and_deferred_outcomes_and_email_keys(store: SqlStore) -> None:
+    await store.record([identify(0, "u1"), identify(0, "u2")], POLICY)
+    a, b = await store.claim_due(AT, "me", 10, LEASE)
+    await store.set_email_keys([(a.id, "key-a"), (b.id, None)])
+    later = NOW + timedelta(hours=2)
+    await store.record_outcomes([Outcome(a.id, a.user_id, SurveyState.PENDING, "deferred",
+                                         due_at=later),
+                                 Outcome(b.id, b.user_id, SurveyState.SKIPPED, "skipped: x")],
+                                NOW)
+    assert await store.earliest_due() == later
+    user = await store.user(b.user_id)
+    assert user is not None and user["surveys"][0]["state"] == SurveyState.SKIPPED
+
+
+async def test_a_sent_survey_is_answered_revised_and_expires(store: SqlStore) -> None:
+    token = await sent_survey(store, "u1")
+    survey = await store.survey(token)
+    assert survey is not None and survey.openness(NOW) is Openness.OPEN
+    assert await store.existing_surveys({survey.id, survey.id + 99}) == {survey.id}
+    assert await store.sent_per_account(["none"], NOW - timedelta(days=1)) == {}
+    assert await store.answer(token, 9, "great", NOW) is AnswerResult.RECORDED
+    assert await store.answer(token, 10, None, NOW) is AnswerResult.RECORDED  # revised
+    survey = await store.survey(token)
+    assert survey is not None and survey.openness(NOW) is Openness.ANSWERED
+    assert (survey.score, survey.state) == (10, SurveyState.ANSWERED)
+    report = await store.nps()
+    assert (report["responses"], report["promoters"], report["nps"]) == (1, 1, 100.0)
+    later = NOW + timedelta(days=31)
+    assert await store.answer(token, 3, None, later) is AnswerResult.CLOSED
+    assert survey.openness(later) is Openness.CLOSED
+
+
+async def test_unanswered_surveys_expire(store: SqlStore) -> None:
+    token = await sent_survey(store, "u1")
+    assert await store.expire(NOW + timedelta(days=29)) == 0
+    assert await store.expire(NOW + timedelta(days=31)) == 1
+    survey = await store.survey(token)
+    assert survey is not None and survey.state == SurveyState.EXPIRED
+    assert survey.openness(NOW) is Openness.CLOSED
+
+
+async def test_unsubscribe_is_idempotent_and_pending_for_sync(store: SqlStore) -> None:
+    await store.record([identify(0, "u1")], POLICY)
+    assert await store.unsubscribe("u1", NOW)
+    assert not await store.unsubscribe("u1", NOW)
+    assert await store.claim_due(AT, "me", 10, LEASE) == []  # its survey was cancelled
+    assert await store.pending_unsubscribes(10) == [("u1", NOW)]
+    await store.mark_unsubscribes_synced(["u1"])
+    assert await store.pending_unsubscribes(10) == []
+
+
+async def test_erase_leaves_nothing_readable(store: SqlStore) -> None:
+    token = await sent_survey(store, "gone")
+    erased: list[list[int]] = []
+    await store.erase("gone", IntakePolicy(BookRules(), None, on_erased=erased.append))
+    assert len(erased) == 1 and len(erased[0]) == 1
+    assert await store.user("gone") is None and await store.survey(token) is None
+    assert not await store.user_exists("gone")
+
+
+async def test_the_sync_lease_and_checkpoints(store: SqlStore) -> None:
+    token = await sent_survey(store, "u1")
+    assert await store.answer(token, 2, "meh", NOW) is AnswerResult.RECORDED
+    assert await store.acquire_sync_lease("a", NOW, LEASE)
+    assert not await store.acquire_sync_lease("b", NOW, LEASE)
+    assert await store.sync_lease_holder() == "a"
+    assert await store.renew_sync_lease("a", NOW, LEASE)
+    assert not await store.renew_sync_lease("b", NOW, LEASE)
+    chunk = await store.pending_chunk(100, 0, with_accounts=False)
+    [pending] = chunk.answers
+    assert (await store.pending_chunk(100, pending.survey_id, with_accounts=False)).answers == []
+    await store.checkpoint([(pending.survey_id, pending.revision)], [], NOW,
+                           renew=("a", LEASE))
+    assert (await store.pending_chunk(100, 0, with_accounts=False)).answers == []
+    await store.release_sync_lease("a", NOW, "ok", 1, 0)
+    assert await store.sync_lease_holder() is None
+    assert await store.last_sync() == (NOW, NOW)  # started, succeeded
+    # A dead holder's lease is broken for the next run.
+    assert await store.acquire_sync_lease("dead", NOW, LEASE)
+    await store.break_sync_lease("dead")
+    assert await store.sync_lease_holder() is None
+
+
+async def test_accounts_and_their_figures(store: SqlStore) -> None:
+    token = await sent_survey(store, "u1")
+    await store.record([Message(message_id="g-1", type="group", user_id="u1",
+                                anonymous_id=None, timestamp=NOW, group_id="acme",
+                                traits={"name": "Acme"})], POLICY)
+    assert await store.answer(token, 0, None, NOW) is AnswerResult.RECORDED
+    account = await store.account("acme")
+    assert account is not None
+    figures = await store.account_figures(["acme", "none"])
+    assert set(figures) == {"acme", "none"}
+    assert figures["none"]["responses"] == 0
+    assert (await store.nps("month"))["groups"]
+    assert (await store.status(NOW))["users"] == 1
+
+
+async def test_the_writer_stops_with_the_store(db_url: str) -> None:
+    store = SqlStore(db_url, MovableClock(NOW))
+    async with store:
+        assert store.writer_alive()
+    assert not store.writer_alive()
+
+
+def test_this_suite_calls_every_store_method() -> None:
+    """A method added to the Store without a contract test here fails this."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    methods = {n for n, v in vars(Store).items() if callable(v) and not n.startswith("_")}
+    assert methods and not {m for m in methods if f"store.{m}(" not in source}
