@@ -43,12 +43,16 @@ async def survey_by_token(db: Database, token: str) -> SurveyView | None:
         row = (await conn.execute(
             sa.select(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.state, SURVEYS.c.score,
                       SURVEYS.c.comment, SURVEYS.c.expires_at, USERS.c.unsubscribed_at,
-                      USERS.c.locale, USERS.c.first_name)
+                      USERS.c.locale, USERS.c.first_name, SURVEYS.c.handoff_at)
             .outerjoin(USERS, USERS.c.user_id == SURVEYS.c.user_id)
             .where(SURVEYS.c.token == token))).first()
     if row is None:
         return None
-    return SurveyView(row.id, row.user_id, SurveyState(row.state), row.score, row.comment,
+    state = SurveyState(row.state)
+    if state == SurveyState.SENDING and row.handoff_at is not None:
+        # Given to SMTP and not yet recorded sent: the customer may already hold the email.
+        state = SurveyState.SENT
+    return SurveyView(row.id, row.user_id, state, row.score, row.comment,
                       utc(row.expires_at), row.unsubscribed_at is not None, row.locale,
                       row.first_name)
 
@@ -62,7 +66,9 @@ async def record_answer(
         result = await conn.execute(
             sa.update(SURVEYS)
             .where(SURVEYS.c.token == token,
-                   SURVEYS.c.state.in_((SurveyState.SENT, SurveyState.ANSWERED)),
+                   sa.or_(SURVEYS.c.state.in_((SurveyState.SENT, SurveyState.ANSWERED)),
+                          sa.and_(SURVEYS.c.state == SurveyState.SENDING,
+                                  SURVEYS.c.handoff_at.is_not(None))),
                    sa.or_(SURVEYS.c.expires_at.is_(None), SURVEYS.c.expires_at > now))
             .values(state=SurveyState.ANSWERED, score=score, comment=comment, answered_at=now,
                     answer_revision=SURVEYS.c.answer_revision + 1, needs_sync=True,

@@ -300,11 +300,16 @@ async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime)
         else:
             final.append({"b_id": o.survey_id, "b_state": o.state,
                           "b_error": o.reason if o.state == SurveyState.FAILED else None})
+    answered = SURVEYS.c.state == SurveyState.ANSWERED
     for (expires, reminder), ids in sent.items():  # usually one group per chunk
+        done = {"sent_at": now, "expires_at": expires, "lease_owner": None, "lease_until": None,
+                "last_error": None}
         await conn.execute(
-            sa.update(SURVEYS).where(SURVEYS.c.id.in_(ids))
-            .values(state=SurveyState.SENT, sent_at=now, expires_at=expires,
-                    reminder_due_at=reminder, lease_owner=None, lease_until=None, last_error=None))
+            sa.update(SURVEYS).where(SURVEYS.c.id.in_(ids), ~answered)
+            .values(state=SurveyState.SENT, reminder_due_at=reminder, **done))
+        # Answered between its hand-off and now (a quick customer): it stays answered.
+        await conn.execute(sa.update(SURVEYS).where(SURVEYS.c.id.in_(ids), answered)
+                           .values(**done))
     for statement, rows in ((_PENDING, pending), (_FINAL, final),
                             (_REMINDER_FAILED, reminders)):
         if rows:

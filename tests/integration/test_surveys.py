@@ -3,6 +3,7 @@ the survey page, answers, unsubscribe, reminders, expiry — and never a second 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -410,3 +411,45 @@ async def test_a_refusal_quoting_the_address_is_stored_without_it(engine_factory
     assert "bounce.me@example.com" not in survey["last_error"].casefold()
     assert "[email]" in survey["last_error"]
     assert not [r for r in await e.decisions("bounce") if "@example.com" in r.casefold()]
+
+
+class _HeldBackend:
+    """An email backend whose send waits until the test lets it finish: the moment between
+    the SMTP server taking the message and npsd recording it sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def send(self, message: Any) -> None:
+        self.sent.append(message.data)
+        self.holding.set()
+        await asyncio.wait_for(self.release.wait(), timeout=30)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_customer_who_answers_before_the_send_is_recorded_is_heard(
+        engine_factory: Any) -> None:
+    """The email is in the customer's hands as soon as the server took it; npsd records
+    "sent" a moment later. A click in between shows the survey and records the answer, and
+    recording the send afterwards keeps the answer."""
+    e = await engine_factory(survey={"max_delay": 0})
+    held = _HeldBackend()
+    e.backend = held  # type: ignore[assignment]
+    await e.identify("quick", email="quick@x.io")
+    dispatch = asyncio.create_task(e.dispatch())
+    await asyncio.wait_for(held.holding.wait(), timeout=30)
+    match = re.search(rb"/s/([A-Za-z0-9_-]+)\?score=", held.sent[0])
+    assert match is not None
+    token = match.group(1).decode()
+    assert (await e.client.get(f"/s/{token}?score=9")).status == 200
+    answer = await e.client.post(f"/s/{token}", data={"score": "9", "comment": "fast"})
+    assert answer.status == 200, await answer.text()
+    held.release.set()
+    assert await asyncio.wait_for(dispatch, timeout=30) == 1
+    [survey] = (await e.user("quick"))["surveys"]
+    assert survey["state"] == "answered" and survey["score"] == 9
+    assert survey["comment"] == "fast" and survey["sent_at"] is not None
