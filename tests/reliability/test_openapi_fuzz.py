@@ -68,7 +68,12 @@ def npsd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             raise RuntimeError("npsd did not start")
         time.sleep(0.05)
-    _seed(url, workdir / "outbox")
+    try:
+        _seed(url, workdir / "outbox")
+    except BaseException:
+        proc.kill()  # a failed seed must not leave npsd running after the test session
+        proc.wait(timeout=10)
+        raise
     yield url
     proc.send_signal(signal.SIGTERM)
     try:
