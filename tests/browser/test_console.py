@@ -26,22 +26,15 @@ from daemon.app import create_app
 from daemon.request_counts import server_options
 from daemon.runtime import RUNTIME
 from jobs.clock import MovableClock
+from tests.browser.chromium import ARGS, CHROMIUM, playwright_or_skip
 from tests.conftest import ROOT, bearer, make_settings
 from tests.console_seed import SCRIPT_COMMENT, VIEWER, seed_book, seed_history
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 WIDTHS = [390, 1440]
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing under CI (apt-get install -y chromium)")
-    pytest.skip(f"browser tests need {CHROMIUM} (apt-get install -y chromium)",
-                allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.async_api")
+playwright_api = playwright_or_skip()
 
 
 class Site:

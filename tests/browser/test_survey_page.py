@@ -27,21 +27,14 @@ from jobs.clock import MovableClock
 from jobs.dispatch import Dispatcher
 from jobs.email import EmailBackend, make_backend
 from storage.sqlutil import SURVEYS
+from tests.browser.chromium import ARGS, CHROMIUM, playwright_or_skip
 from tests.conftest import ROOT, basic, bearer, make_settings
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 WIDTHS = [320, 390, 1280]
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing under CI (apt-get install -y chromium)")
-    pytest.skip(f"browser tests need {CHROMIUM} (apt-get install -y chromium)",
-                allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.async_api")
+playwright_api = playwright_or_skip()
 
 
 class Site:
