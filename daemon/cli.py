@@ -1,4 +1,4 @@
-"""The `npsd` command: run, check-config, migrate, sync-now, report, why, status.
+"""The `npsd` command: run, check-config, migrate, sync-now, report, why, status, import.
 
 Only `run` and `migrate` may create a database; the others read one that exists and say
 where they looked when it does not (SQLite would otherwise create an empty file)."""
@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from daemon import import_cli
 from daemon.config import ConfigError, Settings, config_path, load_settings
 from daemon.logging import configure_logging
 from daemon.paths import sqlite_file
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     why.add_argument("--json", action="store_true", help="print JSON")
     status = command("status", "pending surveys, last sync, backlog")
     status.add_argument("--json", action="store_true", help="print JSON")
+    import_cli.add_parser(command)
     return parser
 
 
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(serve(settings, path))
     commands: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "migrate": _migrate, "sync-now": _sync_now, "report": _report, "why": _why,
-        "status": _status,
+        "status": _status, "import": _import,
     }
     try:
         return asyncio.run(commands[args.command](settings, args))
@@ -237,6 +239,13 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
               f"success {sync['last_success_at'] or 'never'}; backlog {sync['backlog']} "
               f"answers; refused messages {sync['failed_messages']}")
         return 0
+
+    return await _with_db(settings, work)
+
+
+async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: SqlStore) -> int:
+        return await import_cli.run(settings, args, store)
 
     return await _with_db(settings, work)
 

@@ -32,6 +32,7 @@ EVENTS: dict[str, frozenset[str]] = {
                           "privacy.files_not_removed"}),
     "admin": frozenset({"admin.user_erased"}),
     "outbox": frozenset({"outbox.remove_failed"}),
+    "import": frozenset({"import.finished", "import.aborted"}),
     "console": frozenset({"console.login", "console.login_refused", "console.logout",
                           "console.sync_started", "console.sync_refused", "console.exported"}),
 }

@@ -16,6 +16,7 @@ from storage.events import Message
 from storage.personal_data import erase_rows
 from storage.sql_steps import Fetch, Steps, Values, execute_in, fetch_in, many
 from storage.sqlutil import ACCOUNTS, MEMBERSHIPS, USERS
+from storage.survey_plan import email_key
 
 _USER_TIMES = ("created_at", "first_seen", "last_seen", "unsubscribed_at", "updated_at")
 _USER_FLAGS = ("anonymous", "unsubscribe_synced")
@@ -228,4 +229,13 @@ def _erase(v: Values, book: Book, user_ids: list[str]) -> Steps[None]:
     keep only the suppression of the id."""
     yield from many("INSERT INTO suppressions (user_id, suppressed_at) VALUES (?, ?) "
                     "ON CONFLICT DO NOTHING", [(u, v.ts(book.now)) for u in user_ids])
+    # Their addresses, as keys (hashes), so an import's email-only row cannot bring them back.
+    keys = {email_key(str(r[0])) for r in (yield from fetch_in(
+        "SELECT email FROM users WHERE email IS NOT NULL AND user_id IN ({})", user_ids))}
+    keys.update(str(r[0]) for r in (yield from fetch_in(
+        "SELECT email_key FROM surveys WHERE email_key IS NOT NULL AND user_id IN ({})",
+        user_ids)))
+    yield from many("INSERT INTO suppressed_addresses (email_key, suppressed_at) VALUES (?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    [(k, v.ts(book.now)) for k in sorted(k for k in keys if k)])
     book.erased_surveys += yield from erase_rows(user_ids)

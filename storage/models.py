@@ -90,6 +90,15 @@ class Suppression(SQLModel, table=True):
     suppressed_at: datetime = Field(sa_type=TZ)
 
 
+class SuppressedAddress(SQLModel, table=True):
+    """The address key (storage.survey_plan.email_key: a hash, not the address) of an erased
+    person, kept so an import cannot bring them back under an email-only row (schema 5)."""
+
+    __tablename__ = "suppressed_addresses"
+    email_key: str = Field(primary_key=True)
+    suppressed_at: datetime = Field(sa_type=TZ)
+
+
 class Survey(SQLModel, table=True):
     """A survey and its answer. Ids are never reused (AUTOINCREMENT on SQLite, a sequence on
     PostgreSQL): an erasure deletes rows, and a reused id would give a new survey the
@@ -123,6 +132,8 @@ class Survey(SQLModel, table=True):
     synced_revision: int = 0
     needs_sync: bool = Field(default=False, index=True)
     email_key: str | None = Field(default=None, index=True)
+    # An imported answer's identity (jobs/import_rows.py): a second import finds it here.
+    import_key: str | None = None  # unique: storage/import_schema.py
 
 
 class Decision(SQLModel, table=True):

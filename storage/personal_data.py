@@ -33,7 +33,7 @@ PERSONAL: tuple[Place, ...] = (
     Place("aliases", "user_id", ("alias_id", "user_id")),
     Place("aliases", "alias_id", ("alias_id", "user_id")),
     Place("surveys", "user_id", ("user_id", "token", "email_key", "score", "comment",
-                                 "last_error")),
+                                 "last_error", "import_key")),
     Place("users", "user_id", ("user_id", "email", "first_name", "last_name", "name", "gender",
                                "timezone", "locale", "created_at", "traits", "first_seen",
                                "last_seen")),
@@ -41,7 +41,11 @@ PERSONAL: tuple[Place, ...] = (
 
 # Kept on purpose after an erasure: the suppressed id, so later events of that id are
 # dropped instead of bringing the person back (and they are never surveyed again).
-KEPT: dict[str, str] = {"suppressions": "the erased user id, so it is never surveyed again"}
+KEPT: dict[str, str] = {
+    "suppressions": "the erased user id, so it is never surveyed again",
+    "suppressed_addresses": "a hash of the erased person's address (never the address), so an "
+                            "import's email-only row does not bring them back",
+}
 
 # Tables with nothing of a person in them.
 NO_PERSONAL_DATA: dict[str, str] = {

@@ -25,7 +25,10 @@ from storage.db import Database, StoreUnavailable
 from storage.events import Message
 from storage.group_commit import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES, Clock, CommitStats
 from storage.group_commit import GroupCommitter as _Writer
+from storage.import_store import ImportRow, RowOutcome, import_rows
 from storage.migrations import current_version, migrate
+from storage.sql_run import run_async
+from storage.sql_steps import Values
 from storage.sqlutil import EVENTS
 from storage.states import AnswerResult
 from storage.store import IntakePolicy
@@ -159,6 +162,18 @@ class SqlStore:
         message = Message(message_id=f"npsd-erase-{uuid.uuid4()}", type="delete",
                           user_id=user_id, anonymous_id=None, timestamp=self._clock.now())
         await self._writer.submit([message], policy)
+
+    async def import_answers(self, rows: list[ImportRow], source: str, now: datetime, *,
+                             sync: bool, write: bool = True) -> list[RowOutcome]:
+        if not rows:
+            return []
+        steps = import_rows(Values(self.db.dialect, now), rows, source, now, sync=sync,
+                            write=write)
+        if not write:
+            async with self.db.read() as conn:
+                return await run_async(steps, conn)
+        async with self.db.write() as conn:
+            return await run_async(steps, conn)
 
     # --- sync -----------------------------------------------------------------------------
     async def acquire_sync_lease(self, owner: str, now: datetime, lease: timedelta) -> bool:

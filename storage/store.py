@@ -19,6 +19,7 @@ from typing import Any, Protocol, Self
 from storage.answers import SurveyView
 from storage.book import BookPolicy
 from storage.events import Message
+from storage.import_store import ImportRow, RowOutcome
 from storage.states import ENDED, UNSENT, AnswerResult, Openness, SurveyState
 from storage.survey_plan import Planner
 from storage.surveys import Claimed, Outcome
@@ -148,6 +149,17 @@ class Store(Protocol):
     async def erase(self, user_id: str, policy: IntakePolicy) -> None:
         """Delete everything npsd holds about `user_id` (and the ids aliased to them),
         through the intake writer so it is ordered with their events."""
+        ...
+
+    async def import_answers(self, rows: list[ImportRow], source: str, now: datetime, *,
+                             sync: bool, write: bool = True) -> list[RowOutcome]:
+        """Record `rows` of an export from `source` as answered surveys at their dates, in
+        one transaction (under the book lock on PostgreSQL): a row whose `key` is stored is
+        "present"; one whose user id or address key is suppressed is "suppressed"; else
+        "imported", for the user named (an alias resolved), else the user holding the
+        address (the one seen last), else a new email-only user. Answers are pending for
+        sync-back only with `sync` (never an email-only user's). `write` false decides the
+        same and writes nothing. One outcome per row, in order; `[]` for no rows."""
         ...
 
     # --- sync -----------------------------------------------------------------------------

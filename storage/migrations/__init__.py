@@ -14,6 +14,7 @@ from sqlmodel import SQLModel
 from storage import models
 from storage.console_schema import CONSOLE_INDEXES
 from storage.db import Database
+from storage.import_schema import IMPORT_INDEXES
 
 Step = Callable[[AsyncConnection], Awaitable[None]]
 
@@ -57,13 +58,31 @@ async def _console(conn: AsyncConnection) -> None:
         await conn.run_sync(_create_index, index)
 
 
+async def _imports(conn: AsyncConnection) -> None:
+    """4 → 5: imported answers carry their identity (surveys.import_key, unique), users are
+    found by address through an index, and erased people's address keys are kept
+    (suppressed_addresses) so an import cannot bring them back."""
+    # Step 2 → 3 rebuilds surveys on SQLite from today's model, which has the column.
+    if conn.dialect.name != "sqlite":
+        await conn.execute(sa.text(
+            "ALTER TABLE surveys ADD COLUMN IF NOT EXISTS import_key VARCHAR"))
+    elif "import_key" not in [r[1] for r in (await conn.execute(
+            sa.text("PRAGMA table_info(surveys)"))).all()]:
+        await conn.execute(sa.text("ALTER TABLE surveys ADD COLUMN import_key VARCHAR"))
+    kept = models.SuppressedAddress.__table__  # type: ignore[attr-defined]
+    await conn.run_sync(lambda c: kept.create(c, checkfirst=True))
+    for index in IMPORT_INDEXES:
+        await conn.run_sync(_create_index, index)
+
+
 def _create_index(sync_conn: sa.Connection, index: sa.Index) -> None:
     index.create(sync_conn, checkfirst=True)
 
 
 # STEPS[n] upgrades version n to n + 1. Append, never edit.
-STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address, 3: _console}
-LATEST = 4
+STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address, 3: _console,
+                          4: _imports}
+LATEST = 5
 _SCHEMA = models.SchemaVersion.__table__  # type: ignore[attr-defined]
 _SYNC = models.SyncState.__table__  # type: ignore[attr-defined]
 _PG_LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes

@@ -1,0 +1,235 @@
+"""Reading an export of another NPS tool into answers to import: the columns of each format,
+the checks of a row, and the identity of an imported answer. Pure (no database), streaming
+(one row at a time from a binary file: a million rows cost the memory of one).
+
+The column names: Delighted's and SatisMeter's public docs describe their APIs, not the
+CSV their dashboards export (tests/fixtures/import/README.md says what was found where), so
+each format accepts the documented API field names and the dashboard's spelled-out labels,
+compared trimmed and case-insensitively; other columns are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import BinaryIO
+
+from storage.import_store import ImportRow
+
+MAX_COMMENT = 5000  # as the survey page takes (daemon/pages.py); a longer one is refused, never cut
+FUTURE_SLACK = timedelta(days=1)
+
+# field → the header names that carry it, per format (lower case).
+COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "csv": {
+        "email": ("email",), "score": ("score",), "comment": ("comment",),
+        "answered_at": ("answered_at",), "user_id": ("user_id",),
+    },
+    "delighted": {
+        # API: survey_responses id, score, comment, created_at (Unix time), survey_type;
+        # people: email; person_properties as columns (a user id, if you sent one).
+        "response_id": ("response id", "id", "response_id"),
+        "email": ("email", "person email", "person_email"),
+        "score": ("score",),
+        "comment": ("comment",),
+        "answered_at": ("response timestamp", "created at", "created_at", "date"),
+        "user_id": ("user id", "user_id", "userid", "customer id", "customer_id"),
+        "survey_type": ("survey type", "survey_type"),
+    },
+    "satismeter": {
+        # API: responses id, created, rating, feedback, userId, traits.email.
+        "response_id": ("id", "response id", "response_id", "_id"),
+        "email": ("email", "user email", "traits.email"),
+        "score": ("rating", "score", "nps"),
+        "comment": ("feedback", "comment"),
+        "answered_at": ("created", "date", "created at", "created_at"),
+        "user_id": ("user id", "userid", "user_id"),
+    },
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "csv": ("email", "score", "answered_at"),
+    "delighted": ("score", "answered_at"),
+    "satismeter": ("score", "answered_at"),
+}
+FORMATS = tuple(COLUMNS)
+_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S %Z", "%m/%d/%Y %H:%M:%S",
+                 "%m/%d/%Y %H:%M", "%m/%d/%Y")
+
+
+class ImportFileError(Exception):
+    """The file cannot be imported at all (unreadable, no header, a required column
+    missing): the message names the file's line and the column."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    column: str  # the header as written in the file, or "" for the whole row
+    reason: str
+
+    def message(self, path: str) -> str:
+        where = f"column {self.column!r}: " if self.column else ""
+        return f"{path}:{self.line}: {where}{self.reason}"
+
+
+class Reader:
+    """The rows of one export, in file order; `bytes_read` follows for a progress bar."""
+
+    def __init__(self, stream: BinaryIO, fmt: str, *, zone: tzinfo, now: datetime) -> None:
+        self.fmt, self.zone, self.now = fmt, zone, now
+        self.bytes_read = 0
+        self._stream = stream
+
+    def _lines(self) -> Iterator[str]:
+        first = True
+        for raw in self._stream:
+            self.bytes_read += len(raw)
+            # A byte that is not UTF-8 becomes U+FFFD, and its row is refused below.
+            text = raw.decode("utf-8-sig" if first else "utf-8", errors="replace")
+            first = False
+            yield text
+
+    def __iter__(self) -> Iterator[ImportRow | BadRow]:
+        reader = csv.reader(self._lines())
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ImportFileError("1: the file is empty (expected a header line)") from None
+        except csv.Error as exc:
+            raise ImportFileError(f"1: the header is not CSV ({exc})") from None
+        where = self._header(header)
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield BadRow(reader.line_num, "", f"not a CSV row ({exc})")
+                continue
+            if not any(c.strip() for c in cells):
+                continue  # a blank line
+            yield self.row(reader.line_num, cells, where, header)
+
+    def _header(self, header: list[str]) -> dict[str, int]:
+        names = [h.strip().lower() for h in header]
+        where: dict[str, int] = {}
+        for field, spellings in COLUMNS[self.fmt].items():
+            for spelling in spellings:
+                if spelling in names:
+                    where[field] = names.index(spelling)
+                    break
+        for field in REQUIRED[self.fmt]:
+            if field not in where:
+                wanted = " or ".join(repr(s) for s in COLUMNS[self.fmt][field][:3])
+                raise ImportFileError(f"1: no {wanted} column: a {self.fmt} export has "
+                                      f"{_expected(self.fmt)}")
+        if "email" not in where and "user_id" not in where:
+            raise ImportFileError(f"1: neither an email nor a user id column: a {self.fmt} "
+                                  f"export has {_expected(self.fmt)}")
+        return where
+
+    def row(self, line: int, cells: list[str], where: dict[str, int],
+            header: list[str]) -> ImportRow | BadRow:
+        def cell(field: str) -> str:
+            i = where.get(field)
+            return cells[i].strip() if i is not None and i < len(cells) else ""
+
+        def bad(field: str, reason: str) -> BadRow:
+            return BadRow(line, header[where[field]].strip() if field in where else field,
+                          reason)
+
+        if any("\ufffd" in c for c in cells):
+            return BadRow(line, "", "not UTF-8 text")
+        kind = cell("survey_type").lower()
+        if kind and kind != "nps":
+            return bad("survey_type", f"a {kind} survey, not NPS")
+        score = parse_score(cell("score"))
+        if isinstance(score, str):
+            return bad("score", score)
+        at = parse_time(cell("answered_at"), self.zone, self.now)
+        if isinstance(at, str):
+            return bad("answered_at", at)
+        user_id, email = cell("user_id") or None, cell("email") or None
+        if user_id is None and email is None:
+            return BadRow(line, "", "neither a user id nor an email")
+        if email is not None and ("@" not in email or any(c.isspace() for c in email)):
+            return bad("email", "not an email address")
+        comment = cell("comment") or None
+        if comment is not None and len(comment) > MAX_COMMENT:
+            return bad("comment", f"longer than {MAX_COMMENT:,} characters")
+        return ImportRow(line, user_id, email, score, comment, at,
+                         identity(self.fmt, cell("response_id"), user_id, email, at))
+
+
+def _expected(fmt: str) -> str:
+    return ", ".join(repr(spellings[0]) for spellings in COLUMNS[fmt].values())
+
+
+def parse_score(text: str) -> int | str:
+    """A 0-10 integer, or why not."""
+    if not text:
+        return "no score"
+    try:
+        value = float(text)
+    except ValueError:
+        return f"{text[:20]!r} is not a score from 0 to 10"
+    if not value.is_integer() or not 0 <= value <= 10:
+        return f"{text[:20]!r} is not a score from 0 to 10"
+    return int(value)
+
+
+def parse_time(text: str, zone: tzinfo, now: datetime) -> datetime | str:
+    """When the answer was given, in UTC, or why not. Unix seconds (Delighted's API
+    `created_at`; milliseconds too), ISO 8601 with or without an offset, or a few
+    spreadsheet forms; a time without an offset is wall-clock time in `zone`."""
+    if not text:
+        return "no date"
+    at = _parse(text)
+    if at is None:
+        return f"{text[:40]!r} is not a date (use ISO 8601, e.g. 2026-03-02T10:00:00Z)"
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=zone)
+    at = at.astimezone(UTC)
+    if at > now + FUTURE_SLACK:
+        return f"{text[:40]!r} is in the future"
+    return at
+
+
+def _parse(text: str) -> datetime | None:
+    if text.isdigit():
+        seconds = int(text)
+        if seconds > 100_000_000_000:  # milliseconds
+            seconds //= 1000
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    for form in _TIME_FORMATS:
+        try:
+            parsed = datetime.strptime(text, form)
+        except ValueError:
+            continue
+        return parsed.replace(tzinfo=UTC) if form.endswith("%Z") else parsed
+    return None
+
+
+def identity(fmt: str, response_id: str, user_id: str | None, email: str | None,
+             at: datetime) -> str:
+    """The imported answer's identity, stored with it (surveys.import_key) so a second
+    import finds it: the source's response id when the export has one; else who answered
+    (user id, else the address trimmed and case-folded) and when, to the second. The score
+    and comment are left out on purpose: a re-export with a corrected comment is the same
+    answer, not a second one."""
+    if response_id:
+        basis = f"{fmt}\x1fid\x1f{response_id}"
+    else:
+        who = user_id or (email or "").strip().casefold()
+        basis = f"answer\x1f{who}\x1f{at.replace(microsecond=0).isoformat()}"
+    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:32]
