@@ -72,7 +72,21 @@ async def _imports(conn: AsyncConnection) -> None:
     kept = models.SuppressedAddress.__table__  # type: ignore[attr-defined]
     await conn.run_sync(lambda c: kept.create(c, checkfirst=True))
     for index in IMPORT_INDEXES:
-        await conn.run_sync(_create_index, index)
+        # IF NOT EXISTS, not checkfirst: SQLAlchemy cannot reflect an expression index on
+        # SQLite (it warns), and checkfirst reflects the table's indexes.
+        await conn.run_sync(lambda c, ix=index: ix.create(c, checkfirst=False)
+                            if not _has_index(c, ix) else None)
+
+
+def _has_index(sync_conn: sa.Connection, index: sa.Index) -> bool:
+    if sync_conn.dialect.name == "sqlite":
+        found = sync_conn.execute(sa.text(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = :n"),
+            {"n": index.name}).first()
+    else:
+        found = sync_conn.execute(sa.text("SELECT 1 FROM pg_indexes WHERE indexname = :n"),
+                                  {"n": index.name}).first()
+    return found is not None
 
 
 def _create_index(sync_conn: sa.Connection, index: sa.Index) -> None:

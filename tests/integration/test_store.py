@@ -6,6 +6,7 @@ here; what each returns when there is nothing is asserted too."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from jobs.clock import MovableClock
 from jobs.planning import make_planner
 from settings import SurveySettings
 from storage.events import Message
+from storage.import_store import ImportRow
 from storage.migrations import LATEST
 from storage.sql_store import SqlStore
 from storage.store import AnswerResult, IntakePolicy, Openness, Store, SurveyState
@@ -174,6 +176,26 @@ async def test_erase_leaves_nothing_readable(store: SqlStore) -> None:
     assert len(erased) == 1 and len(erased[0]) == 1
     assert await store.user("gone") is None and await store.survey(token) is None
     assert not await store.user_exists("gone")
+
+
+async def test_imported_answers_are_present_the_second_time(store: SqlStore) -> None:
+    assert await store.import_answers([], "csv", NOW, sync=False) == []
+    rows = [ImportRow(2, "u1", "u1@example.com", 9, None, NOW - timedelta(days=1), "k1"),
+            ImportRow(3, None, "new@example.com", 3, "no", NOW - timedelta(days=2), "k2"),
+            ImportRow(4, "u1", None, 9, None, NOW - timedelta(days=1), "k1")]
+    dry = await store.import_answers(rows, "csv", NOW, sync=True, write=False)
+    assert [o.outcome for o in dry] == ["imported", "imported", "present"]
+    assert (await store.nps())["responses"] == 0
+    done = await store.import_answers(rows, "csv", NOW, sync=True)
+    assert [(o.outcome, o.new_user) for o in done] == [
+        ("imported", "u1"), ("imported", done[1].new_user), ("present", None)]
+    assert str(done[1].new_user).startswith("npsd-email-")
+    assert [o.outcome for o in await store.import_answers(rows, "csv", NOW, sync=True)] == \
+        ["present"] * 3
+    assert (await store.nps())["responses"] == 2
+    await store.erase("u1", POLICY)
+    assert [o.outcome for o in await store.import_answers(
+        [replace(rows[0], key="k3")], "csv", NOW, sync=True)] == ["suppressed"]
 
 
 async def test_the_sync_lease_and_checkpoints(store: SqlStore) -> None:
