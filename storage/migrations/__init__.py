@@ -74,8 +74,12 @@ async def _imports(conn: AsyncConnection) -> None:
     for index in IMPORT_INDEXES:
         # IF NOT EXISTS, not checkfirst: SQLAlchemy cannot reflect an expression index on
         # SQLite (it warns), and checkfirst reflects the table's indexes.
-        await conn.run_sync(lambda c, ix=index: ix.create(c, checkfirst=False)
-                            if not _has_index(c, ix) else None)
+        await conn.run_sync(_create_if_missing, index)
+
+
+def _create_if_missing(sync_conn: sa.Connection, index: sa.Index) -> None:
+    if not _has_index(sync_conn, index):
+        index.create(sync_conn, checkfirst=False)
 
 
 def _has_index(sync_conn: sa.Connection, index: sa.Index) -> bool:
