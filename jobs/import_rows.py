@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -55,6 +56,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "satismeter": ("score", "answered_at"),
 }
 FORMATS = tuple(COLUMNS)
+_ADDRESS = re.compile(r"[^\s@]+@[^\s@]+")
 _TIME_FORMATS = ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S %Z", "%m/%d/%Y %H:%M:%S",
                  "%m/%d/%Y %H:%M", "%m/%d/%Y")
 
@@ -155,7 +157,7 @@ class Reader:
         user_id, email = cell("user_id") or None, cell("email") or None
         if user_id is None and email is None:
             return BadRow(line, "", "neither a user id nor an email")
-        if email is not None and ("@" not in email or any(c.isspace() for c in email)):
+        if email is not None and _ADDRESS.fullmatch(email) is None:
             return bad("email", "not an email address")
         comment = cell("comment") or None
         if comment is not None and len(comment) > MAX_COMMENT:
