@@ -2,7 +2,8 @@
 
 A batch costs a handful of statements whatever its size: the rows are read with IN lists,
 changed in memory (jobs/book_rules.py) and written back with executemany. Written as plans
-of SQL steps (storage.sql_steps), so the same code runs on both backends.
+of SQL steps for the intake's fast path (storage/fast_path.py), so the same code runs on
+both backends.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 
 from storage.book import Book
 from storage.events import Message
+from storage.fast_path import Fetch, Steps, Values, execute_in, fetch_in, many
 from storage.personal_data import erase_rows
-from storage.sql_steps import Fetch, Steps, Values, execute_in, fetch_in, many
 from storage.sqlutil import ACCOUNTS, MEMBERSHIPS, USERS
 from storage.survey_plan import email_key
 

@@ -2,14 +2,15 @@
 after that transaction has committed. Throughput comes from amortising the fsync, not from
 acknowledging early.
 
-On SQLite the groups are taken by the writer connection's own thread: once a group has
-committed, the thread hands the answers to the event loop and starts on the requests that
-arrived meanwhile at once, instead of waiting for the loop to come round and send it the
-next group (under load that round trip was longer than the commit itself). When none has
-arrived yet it lingers a moment, holding the connection, for the loop to hand over the next
-group: a threading.Event set once the loop has run every request handler that was ready,
-so the group is whole. It gives the connection back after DRAIN_BUDGET_S so the other
-writers (dispatch, answers) get their turn.
+On SQLite the groups are taken by the intake writer's own thread, on its own connection
+(storage/sqlite_writer.py): once a group has committed, the thread hands the answers to the
+event loop and starts on the requests that arrived meanwhile at once, instead of waiting
+for the loop to come round and send it the next group (under load that round trip was
+longer than the commit itself). When none has arrived yet it lingers a moment, keeping the
+writing turn, for the loop to hand over the next group: a threading.Event set once the loop
+has run every request handler that was ready, so the group is whole. It gives this
+process's writing turn back after DRAIN_BUDGET_S so the other writers (dispatch, answers)
+get theirs.
 On PostgreSQL the event loop forms the groups and runs them through asyncpg.
 
 What waits for a commit is bounded (MAX_QUEUED_MESSAGES, MAX_QUEUED_BYTES of request
@@ -32,10 +33,11 @@ from typing import Protocol
 
 import structlog
 
-from storage.db import Database, StoreUnavailable, run_transaction
+from storage.db import Database, StoreUnavailable
 from storage.events import Message
+from storage.fast_path import Values
 from storage.intake_store import Recorded, record, record_messages
-from storage.sql_steps import Values
+from storage.sqlite_writer import run_transaction
 from storage.store import IntakePolicy
 
 log = structlog.get_logger("npsd.intake")
@@ -48,7 +50,7 @@ DRAIN_BUDGET_S = 0.05
 MAX_QUEUED_MESSAGES = 20_000
 # Request bodies behind the queued messages: four default-sized Segment batches.
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
-# How long the writer thread waits for the next group before giving the connection back:
+# How long the writer thread waits for the next group before giving the writing turn back:
 # more than one round of a busy event loop, little enough not to hold up other writers.
 LINGER_S = 0.005
 
@@ -175,7 +177,7 @@ class GroupCommitter:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                if self._db.is_sqlite:
+                if self._db.dialect.writer_thread:
                     await self._drain_in_thread()
                     await asyncio.sleep(0)  # let a waiting writer have the connection
                 else:
@@ -239,7 +241,8 @@ class GroupCommitter:
         started = time.perf_counter()
         now = self._clock.now()
         policy = jobs[-1].policy
-        steps = record(Values("sqlite", now), messages, policy.book, policy.planner, now)
+        steps = record(Values(self._db.dialect, now), messages, policy.book, policy.planner,
+                       now)
         try:
             recorded = run_transaction(conn, steps)
         except sqlite3.Error as exc:

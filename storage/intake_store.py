@@ -12,8 +12,7 @@ from storage.book import Book, BookPolicy
 from storage.book_io import load_book, save_book
 from storage.db import Database
 from storage.events import Message
-from storage.sql_run import run_async
-from storage.sql_steps import Steps, Values, insert_returning
+from storage.fast_path import Steps, Values, insert_returning, run_async
 from storage.survey_plan import Planner, Trigger, plan_surveys
 
 _BOOK_LOCK_KEY = 0x6E707365  # PostgreSQL: one book writer at a time across processes

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.sql_steps import Steps, execute_in, fetch_in
+from storage.fast_path import Steps, execute_in, fetch_in
 
 
 @dataclass(frozen=True)

@@ -147,8 +147,7 @@ async def nps_report(db: Database, by: str | None = None) -> dict[str, Any]:
                 .where(MEMBERSHIPS.c.active.is_(True))
         else:
             stamp = sa.func.coalesce(SURVEYS.c.answered_at, SURVEYS.c.sent_at)
-            key = (sa.func.strftime("%Y-%m", stamp) if conn.dialect.name == "sqlite"
-                   else sa.func.to_char(sa.func.timezone("UTC", stamp), "YYYY-MM"))
+            key = db.dialect.month_key(stamp)
             base = sa.select(key)
         query = (base.add_columns(*count_columns(SURVEYS.c.score, SURVEYS.c.sent_at))
                  .where(SURVEYS.c.kind == "survey", SURVEYS.c.sent_at.is_not(None))

@@ -56,7 +56,7 @@ class SqlStore:
 
     @property
     def dialect(self) -> str:
-        return self.db.dialect
+        return self.db.dialect.name
 
     async def __aenter__(self) -> Self:
         if self._migrate:
@@ -237,7 +237,7 @@ class SqlStore:
     async def ping(self, timeout_s: float) -> bool:
         try:
             async with asyncio.timeout(timeout_s), self.db.read() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+                await conn.execute(sa.select(sa.literal(1)))
         except (TimeoutError, StoreUnavailable, OSError):
             return False
         return True

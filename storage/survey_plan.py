@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from storage.book import Book
-from storage.sql_steps import Steps, Values, fetch_in, many
+from storage.fast_path import Steps, Values, fetch_in, many
 from storage.states import SurveyState
 
 OPEN_STATES = (SurveyState.PENDING, SurveyState.SENDING)

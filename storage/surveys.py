@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, utc
+from storage.dialect import Dialect
 from storage.sqlutil import DECISIONS, MEMBERSHIPS, SUPPRESSIONS, SURVEYS, USERS, chunks
 from storage.states import SurveyState
 
@@ -84,29 +85,27 @@ async def claim_due(
         due = (sa.select(SURVEYS.c.id)
                .where(SURVEYS.c.state == SurveyState.PENDING, SURVEYS.c.due_at <= now)
                .order_by(SURVEYS.c.due_at).limit(limit))
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
+        due = db.dialect.claimable(due)
         rows = (await conn.execute(
             sa.update(SURVEYS).where(SURVEYS.c.id.in_(due.scalar_subquery()))
             .values(state=SurveyState.SENDING, lease_owner=owner, lease_until=now + lease)
             .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts,
                        SURVEYS.c.email_key)
         )).all()
-        reminders = await _claim_reminders(conn, now, max(0, limit - len(rows)))
+        reminders = await _claim_reminders(conn, db.dialect, now, max(0, limit - len(rows)))
         claimed = [(r[0], r[1], r[2], r[3], False, r[4]) for r in rows] + reminders
         return await _with_users(conn, claimed)
 
 
 async def _claim_reminders(
-    conn: AsyncConnection, now: datetime, limit: int
+    conn: AsyncConnection, dialect: Dialect, now: datetime, limit: int
 ) -> list[tuple[int, str, str, int, bool, str | None]]:
     if limit <= 0:
         return []
     due = (sa.select(SURVEYS.c.id)
            .where(SURVEYS.c.reminder_due_at <= now, SURVEYS.c.state == SurveyState.SENT)
            .order_by(SURVEYS.c.reminder_due_at).limit(limit))
-    if conn.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
+    due = dialect.claimable(due)
     # A reminder is claimed and handed off in one step: it is sent at most once (and never
     # to a user erased or unsubscribed by then: the same check as a survey's hand-off).
     rows = (await conn.execute(

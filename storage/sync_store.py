@@ -162,6 +162,13 @@ async def checkpoint(db: Database, revisions: list[tuple[int, int]],
                 .values(lease_until=now + lease))
 
 
+def _ids_in(ids: list[int]) -> sa.ColumnElement[bool]:
+    """surveys.id IN (…), the integers written into the statement: binding a thousand
+    parameters one by one costs more than the update itself."""
+    return SURVEYS.c.id.in_(sa.bindparam("b_ids", [int(i) for i in ids], expanding=True,
+                                         literal_execute=True))
+
+
 async def _mark_synced(conn: AsyncConnection, revisions: list[tuple[int, int]]) -> None:
     # One statement per revision number (nearly always just 1) and chunk of ids.
     by_revision: dict[int, list[int]] = {}
@@ -169,11 +176,8 @@ async def _mark_synced(conn: AsyncConnection, revisions: list[tuple[int, int]]) 
         by_revision.setdefault(revision, []).append(survey_id)
     for revision, ids in sorted(by_revision.items()):
         for part in chunks(ids):
-            # Integers written into the statement: binding a thousand parameters one by one
-            # costs more than the update itself.
-            listed = ",".join(str(int(i)) for i in part)
             await conn.execute(
-                sa.update(SURVEYS).where(sa.text(f"surveys.id IN ({listed})"))
+                sa.update(SURVEYS).where(_ids_in(part))
                 .values(synced_revision=revision,
                         needs_sync=SURVEYS.c.answer_revision > revision))
 
@@ -192,9 +196,8 @@ async def _record_failures(conn: AsyncConnection, now: datetime,
 async def _existing(conn: AsyncConnection, ids: set[int]) -> set[int]:
     found: set[int] = set()
     for part in chunks(sorted(ids)):
-        listed = ",".join(str(int(i)) for i in part)
         found.update(int(r[0]) for r in await conn.execute(
-            sa.select(SURVEYS.c.id).where(sa.text(f"surveys.id IN ({listed})"))))
+            sa.select(SURVEYS.c.id).where(_ids_in(part))))
     return found
 
 

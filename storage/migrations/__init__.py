@@ -103,7 +103,7 @@ STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address, 3
 LATEST = 5
 _SCHEMA = models.SchemaVersion.__table__  # type: ignore[attr-defined]
 _SYNC = models.SyncState.__table__  # type: ignore[attr-defined]
-_PG_LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes
+_LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes
 
 
 class SchemaTooNew(Exception):
@@ -128,8 +128,7 @@ async def current_version(db: Database) -> int | None:
 async def migrate(db: Database, now: datetime) -> tuple[int | None, int]:
     """Bring the schema to LATEST; returns (version before, version after)."""
     async with db.write() as conn:
-        if not db.is_sqlite:
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        await db.dialect.exclusive(conn, _LOCK_KEY)
         has_table = await conn.run_sync(lambda c: sa.inspect(c).has_table("npsd_schema"))
         found: int | None = None
         if has_table:

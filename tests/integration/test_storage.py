@@ -190,7 +190,7 @@ async def _make_schema_2(db: Database) -> None:
     """Turn a fresh database into a schema-2 one: surveys without email_key (and, on SQLite,
     without AUTOINCREMENT), with an answered survey in it."""
     async with db.write() as conn:
-        if db.is_sqlite:
+        if db.dialect.name == "sqlite":  # one-off DDL of schema 2
             await conn.execute(sa.text("DROP TABLE surveys"))
             await conn.execute(sa.text(_V2_SURVEYS_SQLITE))
             for name, columns in (("user_id", "user_id"), ("state_due", "state, due_at"),
@@ -236,7 +236,7 @@ async def test_upgrade_from_schema_2_adds_the_address_key_and_keeps_surveys(db_u
                 user_id="u3", token="tok-b", state="pending", due_at=NOW, created_at=NOW)
                 .returning(SURVEYS.c.id))).scalar_one()
         assert again > new  # (PostgreSQL: a sequence, which never went back anyway)
-        assert not db.is_sqlite or (new, again) == (6, 7)
+        assert db.dialect.name != "sqlite" or (new, again) == (6, 7)
     finally:
         await db.close()
 

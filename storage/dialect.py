@@ -1,0 +1,173 @@
+"""Every difference between the two backends, in one value per backend.
+
+npsd speaks the SQL both SQLite and PostgreSQL understand (ON CONFLICT … DO NOTHING / DO
+UPDATE SET … = excluded.…, RETURNING, the same on both, so the upsert form is not a
+difference). What is left differs here, and nowhere else in storage/: how the engines are
+built, the cross-process lock of a migration, whether writes in this process take turns
+with a group-commit writer thread, the claim's skip-locked clause, row locks for a
+read-modify-write, the month key of a report, and how the intake's fast path
+(storage/fast_path.py) encodes times and flags. A caller asks `db.dialect` instead of
+testing the backend's name.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from storage.checkpointer import WRITER_AUTOCHECKPOINT
+
+S = TypeVar("S", bound=sa.Select[Any])
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One backend's differences (the instances are SQLITE and POSTGRESQL below)."""
+
+    name: str  # "sqlite" or "postgresql": for logs and the status page, not for `if`s
+    # The intake commits in a writer thread with its own sqlite3 connection
+    # (storage/sqlite_writer.py), and every write in this process takes turns with it.
+    writer_thread: bool
+    # Row locks a read-modify-write takes in the fast path's SQL (SQLite's BEGIN IMMEDIATE
+    # already excludes every other writer).
+    row_locks: str
+
+    def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
+        """(writer, reader) engines for `url`."""
+        raise NotImplementedError
+
+    async def exclusive(self, conn: AsyncConnection, key: int) -> None:
+        """Hold lock `key` until `conn`'s transaction ends, across processes."""
+        raise NotImplementedError
+
+    def claimable(self, due: S) -> S:
+        """The SELECT of rows to claim, so that concurrent claimers take different rows."""
+        raise NotImplementedError
+
+    def month_key(self, at: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        """'YYYY-MM' of a stored time, in UTC."""
+        raise NotImplementedError
+
+    def time_value(self, value: datetime) -> Any:
+        """A time as the fast path binds it: what SQLAlchemy's DateTime would store."""
+        raise NotImplementedError
+
+    def time_reader(self) -> Callable[[Any], datetime]:
+        """A stored time (never NULL) back to an aware UTC datetime, without checks: the
+        fast path calls it for rows × columns."""
+        raise NotImplementedError
+
+    def flag_value(self, value: bool) -> Any:
+        """A boolean as the fast path binds it."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Sqlite(Dialect):
+    def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
+        # Every use of the writer ends its transaction itself (engine.begin()), so the
+        # pool's rollback-on-return, one more thread hop per write, is left out. Reads use
+        # their own connections, so they never queue behind the writer.
+        writer = create_async_engine(url, poolclass=sa.pool.AsyncAdaptedQueuePool,
+                                     pool_size=1, max_overflow=0, pool_timeout=60,
+                                     pool_reset_on_return=None)
+        reader = create_async_engine(url, poolclass=NullPool)
+        _on_connect(writer, writer=True)
+        _on_connect(reader, writer=False)
+        return writer, reader
+
+    async def exclusive(self, conn: AsyncConnection, key: int) -> None:
+        pass  # the write transaction's BEGIN IMMEDIATE already excludes every other writer
+
+    def claimable(self, due: S) -> S:
+        return due  # BEGIN IMMEDIATE: one writer at a time, so no two claimers meet
+
+    def month_key(self, at: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        return sa.func.strftime("%Y-%m", at)  # stored as naive UTC text
+
+    def time_value(self, value: datetime) -> Any:
+        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+        # Naive UTC text of fixed width, as SQLAlchemy's DateTime writes it (so it sorts and
+        # compares with the rest): the text of strftime("%Y-%m-%d %H:%M:%S.%f"), faster.
+        return utc.isoformat(" ", "microseconds")[:26]
+
+    def time_reader(self) -> Callable[[Any], datetime]:
+        parse = datetime.fromisoformat
+        # Appending the offset is several times cheaper than .replace(tzinfo=UTC).
+        return lambda text: parse(text + "+00:00")
+
+    def flag_value(self, value: bool) -> Any:
+        return int(value)
+
+
+@dataclass(frozen=True)
+class _Postgresql(Dialect):
+    def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                                     pool_pre_ping=True)
+        return engine, engine
+
+    async def exclusive(self, conn: AsyncConnection, key: int) -> None:
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+    def claimable(self, due: S) -> S:
+        return due.with_for_update(skip_locked=True)
+
+    def month_key(self, at: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        return sa.func.to_char(sa.func.timezone("UTC", at), "YYYY-MM")
+
+    def time_value(self, value: datetime) -> Any:
+        return value  # asyncpg takes aware datetimes
+
+    def time_reader(self) -> Callable[[Any], datetime]:
+        return lambda value: value.astimezone(UTC)
+
+    def flag_value(self, value: bool) -> Any:
+        return value
+
+
+SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="")
+POSTGRESQL: Dialect = _Postgresql("postgresql", writer_thread=False, row_locks=" FOR UPDATE")
+
+
+def dialect_for(url: str) -> Dialect:
+    return SQLITE if make_url(url).get_backend_name() == "sqlite" else POSTGRESQL
+
+
+def sqlite_pragmas(conn: sqlite3.Connection | Any, *, writer: bool) -> None:
+    """WAL with synchronous=FULL (an acknowledged event survives power loss) and a busy
+    timeout, on every SQLite connection npsd writes or reads through; for a writer also
+    secure_delete and the automatic checkpoint (storage/checkpointer.py)."""
+    conn.isolation_level = None  # autocommit: every transaction issues its own BEGIN
+    pragmas = ["journal_mode=WAL", "synchronous=FULL", "busy_timeout=10000", "foreign_keys=OFF"]
+    if writer:
+        # Deleted rows (an erasure) are zeroed where their pages are written anyway: no
+        # fragment of the person lingers in the b-tree pages, at no extra I/O.
+        pragmas.append("secure_delete=FAST")
+    # storage.checkpointer copies the log in the background; this finishes the job.
+    pragmas.append(f"wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
+    cursor = conn.cursor()  # (SQLAlchemy's aiosqlite adapter has no execute of its own)
+    for pragma in pragmas:
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _on_connect(engine: AsyncEngine, *, writer: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        sqlite_pragmas(dbapi_connection, writer=writer)
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        # A deferred BEGIN that reads then writes fails with "database is locked" instead
+        # of waiting: a writer takes the lock at BEGIN.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")

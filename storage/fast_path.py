@@ -1,0 +1,168 @@
+"""The intake's raw-driver fast path: the one place npsd writes `?` SQL by hand.
+
+Why: the intake transaction (storage/intake_store.record → book_io, survey_plan,
+personal_data.erase_rows) writes many small rows per group commit, and at bench/intake.py's
+target (25,000 events/s in 100-message batches, i.e. 40 µs per event for everything from
+parsing to fsync on one core) SQLAlchemy's per-statement compilation and per-row type
+processing cost more than SQLite's own work: the writer spends 15–20 µs per event this way
+(README, Benchmarks). Everything else in storage/ is SQLAlchemy Core.
+
+How: the book's load/apply/save is written once, as generators that yield `Fetch` and
+`Many` steps and receive rows back. `run_sync` runs them on the SQLite writer thread's
+plain sqlite3 connection (storage/sqlite_writer.py: a whole group commit is one thread
+hop); `run_async` on asyncpg under an open SQLAlchemy transaction, with `?` turned into
+`$n`. The SQL is the subset both backends speak (ON CONFLICT, RETURNING); `Values`
+converts by hand what SQLAlchemy's types would (the backend's encoding is the Dialect's).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Generator, Iterable, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, NamedTuple, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.dialect import Dialect
+from storage.sqlutil import chunks
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+
+
+class Fetch(NamedTuple):
+    """One statement; the rows it returns (none for a plain write) are sent back."""
+
+    sql: str
+    params: Sequence[Any] = ()
+
+
+class Many(NamedTuple):
+    """One statement run for each parameter row (executemany); sends back no rows."""
+
+    sql: str
+    rows: Sequence[Sequence[Any]]
+
+
+Step = Fetch | Many
+Steps = Generator[Step, Rows, T]
+
+IN_CHUNK = 2000  # bound parameters per statement: under SQLite's and asyncpg's limits
+
+
+class Values:
+    """Python values to and from one backend's column values, for one transaction."""
+
+    def __init__(self, dialect: Dialect, now: datetime | None = None) -> None:
+        self._dialect = dialect
+        self.flag = dialect.flag_value
+        self.time_reader = dialect.time_reader
+        # The transaction's own time recurs on every row it writes (updated_at, received_at).
+        self._now = now
+        self._now_value = dialect.time_value(now) if now is not None else None
+        # An event's time is written twice (its events row, the user's last_seen).
+        self._times: dict[datetime, Any] = {}
+
+    def ts(self, value: datetime | None) -> Any:
+        """A time as SQLAlchemy's DateTime would store it on this backend."""
+        if value is None:
+            return None
+        if value is self._now:
+            return self._now_value
+        found = self._times.get(value)
+        if found is None:
+            found = self._times[value] = self._dialect.time_value(value)
+        return found
+
+    @staticmethod
+    def dt(value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # Appending the offset is several times cheaper than .replace(tzinfo=UTC).
+        return datetime.fromisoformat(value + "+00:00")
+
+    def for_update(self) -> str:
+        """Row locks for a read-modify-write (none needed on SQLite: BEGIN IMMEDIATE)."""
+        return self._dialect.row_locks
+
+
+def marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def fetch_in(sql: str, values: Iterable[Any]) -> Steps[Rows]:
+    """`sql` holds `{0}` (once or more) where the same IN list goes."""
+    rows: Rows = []
+    uses = sql.count("{0}") or sql.count("{}")
+    for part in chunks(sorted(set(values)), IN_CHUNK // max(1, uses)):
+        rows += yield Fetch(sql.format(marks(len(part))), part * uses)
+    return rows
+
+
+def execute_in(sql: str, values: Iterable[Any], *params: Any) -> Steps[None]:
+    """`sql` holds `{}` for the IN list, after any `params`."""
+    for part in chunks(sorted(set(values)), IN_CHUNK - len(params)):
+        yield Fetch(sql.format(marks(len(part))), [*params, *part])
+
+
+def insert_returning(sql: str, rows: Sequence[Sequence[Any]], returning: str) -> Steps[Rows]:
+    """A multi-row INSERT per slice (one round trip each), with RETURNING; `sql` holds `{}`
+    where the VALUES rows go."""
+    out: Rows = []
+    if not rows:
+        return out
+    group = "(" + marks(len(rows[0])) + ")"
+    per = max(1, min(1000, 30_000 // len(rows[0])))  # both backends take 32,766 parameters
+    for start in range(0, len(rows), per):
+        part = rows[start:start + per]
+        flat = [v for row in part for v in row]
+        out += yield Fetch(sql.format(",".join([group] * len(part))) + " RETURNING " + returning,
+                           flat)
+    return out
+
+
+def many(sql: str, rows: Sequence[Sequence[Any]]) -> Steps[None]:
+    if rows:
+        yield Many(sql, rows)
+
+
+def run_sync(plan: Steps[T], conn: sqlite3.Connection) -> T:
+    """The plan on a plain sqlite3 connection, from that connection's own thread."""
+    try:
+        step = next(plan)
+        while True:
+            if isinstance(step, Fetch):
+                rows: Rows = conn.execute(step.sql, step.params).fetchall()
+            else:
+                conn.executemany(step.sql, step.rows)
+                rows = []
+            step = plan.send(rows)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=512)
+def _dollar(sql: str) -> str:
+    counter = iter(range(1, 100_000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+async def run_async(plan: Steps[T], conn: AsyncConnection) -> T:
+    """The plan on asyncpg (PostgreSQL), under `conn`'s open transaction."""
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    try:
+        step = next(plan)
+        while True:
+            rows: Rows = []
+            if isinstance(step, Fetch):
+                rows = [tuple(r) for r in await driver.fetch(_dollar(step.sql), *step.params)]
+            else:
+                await driver.executemany(_dollar(step.sql), step.rows)
+            step = plan.send(rows)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
