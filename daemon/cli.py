@@ -135,7 +135,7 @@ def _missing_database(settings: Settings) -> str | None:
     if path is None or (path.exists() and path.stat().st_size > 0):
         return None
     what = "an empty file" if path.exists() else "no database"
-    return (f"npsd: {what} at {path.absolute()} (storage.url in {settings.source}): "
+    return (f"npsd: {what} at {path.absolute()} (storage.url in {settings.origin('storage.url')}): "
             "start npsd (`npsd run`) or run `npsd migrate` to create it, or point "
             "storage.url at the existing one")
 

@@ -21,7 +21,6 @@ import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from html import escape
 from urllib.parse import quote
@@ -124,14 +123,6 @@ class RenderedEmail:
     smtputf8: bool = False  # an address is not ASCII: the server must offer SMTPUTF8
     survey_id: int | None = None  # whose it is (the file backend names files by it)
     reminder: bool = False
-
-    def as_message(self) -> EmailMessage:
-        """The message as a mail client parses it (for tests and tools; npsd sends `data`)."""
-        parsed = (email.message_from_string(self.data.decode(), policy=email.policy.default)
-                  if self.smtputf8  # UTF-8 headers: the bytes parser would not decode them
-                  else email.message_from_bytes(self.data, policy=email.policy.default))
-        assert isinstance(parsed, EmailMessage)
-        return parsed
 
 
 def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEmail:

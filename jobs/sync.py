@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,36 +58,6 @@ BATCHES_AHEAD = 2
 LIBRARY = {"name": "npsd", "version": "0.1.0"}
 
 
-def answer_messages(
-    a: PendingAnswer, s: SegmentSettings, newest: bool, accounts: list[str],
-    figures: dict[str, dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """The messages one answer revision produces; ids are deterministic per revision.
-
-    Not yet fitted to the size limit. The syncer sends what ``_Shaper`` makes, the same
-    messages serialised without building these dicts."""
-    when = _iso(a.answered_at)
-    base = {"userId": a.user_id, "timestamp": when, "context": {"library": LIBRARY}}
-    rev = (str(a.survey_id), str(a.revision))
-    out: list[dict[str, Any]] = []
-    if newest:
-        out.append({**base, "type": "identify", "messageId": message_id("identify", *rev),
-                    "traits": {s.rating_trait: a.score, s.comment_trait: a.comment,
-                               s.date_trait: when}})
-    if s.track_answers:
-        out.append({**base, "type": "track", "event": "NPS Survey Answered",
-                    "messageId": message_id("track", *rev),
-                    "properties": {"rating": a.score, "comment": a.comment,
-                                   "survey_id": a.survey_id, "revision": a.revision}})
-    if s.group_nps:
-        for group_id in accounts:
-            f = figures.get(group_id, {})
-            out.append({**base, "type": "group", "groupId": group_id,
-                        "messageId": message_id("group", group_id, *rev),
-                        "traits": {"NPS": f.get("nps"), "NPS_responses": f.get("responses")}})
-    return out
-
-
 Owner = tuple[int, int, str]  # (survey id, answer revision, user id): each message's tag
 
 
@@ -104,13 +75,15 @@ _IDENTIFY, _TRACK = id_parts("identify"), id_parts("track")
 class _Shaper:
     """An answer's messages straight in their wire form, tagged with their owner.
 
-    Byte for byte what ``dumps`` makes of ``answer_messages`` (a test holds them equal),
-    without building and walking dicts: identify and track are formatted from pieces
-    serialised once per run. Group calls, and a message over the size limit (which is
-    truncated), take the dict path."""
+    An identify with the NPS traits when this is the user's newest answer, a track event
+    when `track_answers`, and a group call per account when `group_nps`, all with ids
+    deterministic per revision. Formatted from pieces serialised once per run, byte for byte
+    what ``dumps`` makes of the same messages as dicts (tests/unit/test_sync_fitting.py), so
+    no dict is built and walked; a message over the size limit is parsed back and its
+    comment truncated (``fit_encoded``)."""
 
     def __init__(self, s: SegmentSettings) -> None:
-        self._s, self._track = s, s.track_answers
+        self._track, self._groups = s.track_answers, s.group_nps
         self._truncatable = (("traits", s.comment_trait), ("properties", "comment"))
         self._context = dumps({"library": LIBRARY}).decode()
         self._names = tuple(encode_basestring(n)
@@ -128,30 +101,39 @@ class _Shaper:
         survey, rev = str(survey_id), str(revision)  # ASCII: as many bytes as characters
         ids = f"{len(survey)}:{survey}{len(rev)}:{rev}".encode()  # id_parts(survey, rev)
         out: list[Encoded] = []
-        size = longest = 0
+        size = 0
         if newest:
             mid = "npsd-" + sha256(_IDENTIFY + ids).hexdigest()[:32]  # digest_id
             rating, comment_name, date = self._names
             data = (f'{head}"type":"identify","messageId":"{mid}","traits":{{{rating}:{score},'
                     f'{comment_name}:{text},{date}:"{when}"}}}}').encode()
+            if len(data) > MAX_MESSAGE_BYTES:
+                data = self._fit(data)
             out.append(Encoded(data, mid, owner))
-            size = longest = len(data)
+            size = len(data)
         if self._track:
             mid = "npsd-" + sha256(_TRACK + ids).hexdigest()[:32]
             data = (f'{head}"type":"track","event":"NPS Survey Answered","messageId":"{mid}",'
                     f'"properties":{{"rating":{score},"comment":{text},"survey_id":{survey},'
                     f'"revision":{rev}}}}}').encode()
+            if len(data) > MAX_MESSAGE_BYTES:
+                data = self._fit(data)
             out.append(Encoded(data, mid, owner))
             size += len(data)
-            longest = max(longest, len(data))
-        if longest > MAX_MESSAGE_BYTES or (accounts and self._s.group_nps):
-            fast = {e.message_id: e for e in out if len(e.data) <= MAX_MESSAGE_BYTES}
-            out = [fast.get(m["messageId"])
-                   or Encoded(fit_encoded(m, truncatable=self._truncatable)[1], m["messageId"],
-                              owner)
-                   for m in answer_messages(a, self._s, newest, accounts, figures)]
-            size = sum(len(e.data) for e in out)
+        if accounts and self._groups:
+            for group_id in accounts:
+                mid = message_id("group", group_id, survey, rev)
+                f = figures.get(group_id, {})
+                traits = dumps({"NPS": f.get("nps"), "NPS_responses": f.get("responses")})
+                data = (f'{head}"type":"group","groupId":{encode_basestring(group_id)},'
+                        f'"messageId":"{mid}","traits":').encode() + traits + b"}"
+                out.append(Encoded(data, mid, owner))
+                size += len(data)
         return out, size
+
+    def _fit(self, data: bytes) -> bytes:
+        """A message over the size limit, its comment truncated until it fits."""
+        return fit_encoded(json.loads(data), truncatable=self._truncatable)[1]
 
 
 @dataclass

@@ -141,5 +141,6 @@ class Settings:
                 self.segment.write_key, self.email.smtp.password, *self.console.viewer_tokens)
 
     def origin(self, key: str) -> str:
-        """Where the value of a secret key was read: the file, a variable or a credential."""
+        """Where the value of `key` was read: the file, or for a secret a variable or a
+        credential."""
         return dict(self.secret_origins).get(key, self.source)

@@ -24,6 +24,7 @@ from jobs.email import (
     render_message,
 )
 from tests.fakes.smtp_sink import SmtpSink
+from tests.mail import read_mail
 
 
 def message(survey_id: int = 1, to: str = "peter@example.com") -> RenderedEmail:
@@ -191,7 +192,7 @@ def test_sink_works_from_sync_code() -> None:
     import smtplib
 
     with SmtpSink() as sink, smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
-        client.send_message(message(1).as_message())
+        client.send_message(read_mail(message(1)))
     assert sink.count == 1
 
 
@@ -217,7 +218,7 @@ async def test_smtp_sends_the_rendered_bytes(sink: SmtpSink, backend: SmtpBacken
     [received] = await sink.wait_for(1, timeout=5)
     assert received.mail_from == "nps@acme.example"  # type: ignore[attr-defined]
     assert received.rcpt_tos == ["peter@example.com"]  # type: ignore[attr-defined]
-    assert received.as_bytes() == m.as_message().as_bytes()
+    assert received.as_bytes() == read_mail(m).as_bytes()
     assert received["Message-ID"] == m.message_id
 
 

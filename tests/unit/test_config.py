@@ -223,7 +223,7 @@ def test_load_settings_file_errors(tmp_path: Path) -> None:
     good.write_text('[survey]\nmin_delay = "90s"\n')
     settings = load_settings(good, environ={})
     assert settings.survey.min_delay == timedelta(seconds=90)
-    assert settings.source == str(good)
+    assert settings.origin("storage.url") == str(good)
 
 
 # --- secrets from the environment and systemd credentials -------------------------------

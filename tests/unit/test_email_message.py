@@ -14,13 +14,14 @@ from jobs.email_message import (
     greeting,
     render_message,
 )
+from tests.mail import read_mail
 
 NOW = datetime(2025, 3, 12, 14, 30, tzinfo=UTC)
 
 
 def build_message(e: SurveyEmail, *, now: datetime | None = None) -> EmailMessage:
     """What render_message sends (the one path), parsed as a mail client would."""
-    return render_message(e, now=now).as_message()
+    return read_mail(render_message(e, now=now))
 
 
 
@@ -172,8 +173,8 @@ def test_rendered_bytes_are_what_build_message_parses() -> None:
         again.data.replace(again.message_id.encode(), b"")
     built = build_message(survey(), now=NOW)
     assert built.as_bytes().replace(str(built["Message-ID"]).encode(), b"") == \
-        rendered.as_message().as_bytes().replace(rendered.message_id.encode(), b"")
-    parsed = rendered.as_message()
+        read_mail(rendered).as_bytes().replace(rendered.message_id.encode(), b"")
+    parsed = read_mail(rendered)
     assert parsed["Date"].datetime == NOW
     assert not parsed.defects
     assert all(not part.defects for part in parsed.walk())
@@ -200,7 +201,7 @@ def test_rendered_bytes_are_valid_smtp_content(changes: dict[str, object]) -> No
     assert max(len(line) for line in lines) <= 998
     head = rendered.data.split(b"\r\n\r\n", 1)[0]
     assert head.isascii()  # non-ASCII headers are RFC 2047 encoded
-    parsed = roundtrip(rendered.as_message())
+    parsed = roundtrip(read_mail(rendered))
     plain, html = bodies(parsed)
     e = survey(**changes)
     assert plain.startswith(greeting(e.first_name, e.name))
@@ -212,9 +213,9 @@ def test_rendered_bytes_are_valid_smtp_content(changes: dict[str, object]) -> No
 
 def test_bodies_are_7bit_when_ascii_and_quoted_printable_otherwise() -> None:
     ascii_parts = [p["Content-Transfer-Encoding"]
-                   for p in render_message(survey()).as_message().iter_parts()]
+                   for p in read_mail(render_message(survey())).iter_parts()]
     assert ascii_parts == ["7bit", "7bit"]
-    accented = render_message(survey(first_name="Zoë")).as_message()
+    accented = read_mail(render_message(survey(first_name="Zoë")))
     assert [p["Content-Transfer-Encoding"] for p in accented.iter_parts()] == [
         "quoted-printable", "quoted-printable"]
     assert render_message(survey(first_name="Zoë")).data.isascii()  # 7-bit clean on the wire
@@ -224,7 +225,7 @@ def test_non_ascii_address_asks_for_smtputf8() -> None:
     rendered = render_message(survey(to="zoë@exämple.com", name="Zoë"))
     assert rendered.smtputf8
     assert rendered.recipients == ("zoë@exämple.com",)
-    assert rendered.as_message()["To"].addresses[0].addr_spec == "zoë@exämple.com"
+    assert read_mail(rendered)["To"].addresses[0].addr_spec == "zoë@exämple.com"
 
 
 def test_invalid_sender_is_a_permanent_error() -> None:

@@ -14,6 +14,7 @@ from babel.messages.pofile import read_po
 from daemon.pages import render_survey, render_thanks, render_unsubscribe
 from jobs.email_message import SurveyEmail, render_message
 from jobs.i18n import SHIPPED, TEXTS, from_accept_language, negotiate, override_problem, texts_in
+from tests.mail import read_mail
 
 QUESTIONS = {
     "en": "How likely are you to recommend Acme to a friend or colleague?",
@@ -66,7 +67,7 @@ def test_each_language_renders_email_and_page(lang: str) -> None:
     e = SurveyEmail(survey_id=1, token="tok", to="ana@example.com", first_name="Ana", name=None,
                     product_name="Acme", public_url="https://nps.example", sender="a@b.example",
                     locale=f"{lang}-XX" if lang != "en" else "en-GB")
-    mail = render_message(e).as_message()
+    mail = read_mail(render_message(e))
     subject = texts_in(lang)("subject", product="Acme")
     assert mail["Subject"] == subject
     plain = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]

@@ -222,6 +222,33 @@ def test_message_id_shape() -> None:
 # -- the syncer's wire form is exactly the dicts' -------------------------------------------
 
 
+def answer_messages(a: Any, s: Any, newest: bool, accounts: list[str],
+                    figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What Segment is to receive for one answer revision, as dicts (README, Sync-back)."""
+    from jobs.sync import LIBRARY
+    from storage.timeparse import iso
+
+    when = iso(a.answered_at if a.answered_at.tzinfo else a.answered_at.replace(tzinfo=UTC))
+    base = {"userId": a.user_id, "timestamp": when, "context": {"library": LIBRARY}}
+    rev = (str(a.survey_id), str(a.revision))
+    out: list[dict[str, Any]] = []
+    if newest:
+        out.append({**base, "type": "identify", "messageId": message_id("identify", *rev),
+                    "traits": {s.rating_trait: a.score, s.comment_trait: a.comment,
+                               s.date_trait: when}})
+    if s.track_answers:
+        out.append({**base, "type": "track", "event": "NPS Survey Answered",
+                    "messageId": message_id("track", *rev),
+                    "properties": {"rating": a.score, "comment": a.comment,
+                                   "survey_id": a.survey_id, "revision": a.revision}})
+    for group_id in accounts if s.group_nps else []:
+        f = figures.get(group_id, {})
+        out.append({**base, "type": "group", "groupId": group_id,
+                    "messageId": message_id("group", group_id, *rev),
+                    "traits": {"NPS": f.get("nps"), "NPS_responses": f.get("responses")}})
+    return out
+
+
 @pytest.mark.parametrize(
     ("user_id", "comment", "traits"),
     [
@@ -233,25 +260,26 @@ def test_message_id_shape() -> None:
 )
 @pytest.mark.parametrize("newest", [True, False])
 @pytest.mark.parametrize("track", [True, False])
-@pytest.mark.parametrize("accounts", [[], ["acme", "b%s\"c"]])
+@pytest.mark.parametrize("accounts", [[], ["acme", "b%s\"c é"]])
 @pytest.mark.parametrize("at", [
     datetime(2026, 3, 2, 10, 0, 1, 123456, tzinfo=UTC),
     datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC),  # no fraction of a second
     datetime(2026, 3, 2, 11, 0, 1, 999, tzinfo=timezone(timedelta(hours=1))),
     datetime(2026, 3, 2, 10, 0, 1, 5000),  # naive, as SQLite gives it back: UTC
 ])
+@pytest.mark.parametrize("groups", [True, False])
 def test_shaper_bytes_equal_the_fitted_dicts(
     user_id: str, comment: str, traits: tuple[str, str, str], newest: bool, track: bool,
-    accounts: list[str], at: datetime,
+    accounts: list[str], groups: bool, at: datetime,
 ) -> None:
 
     from daemon.config import SegmentSettings
-    from jobs.sync import _Shaper, answer_messages
+    from jobs.sync import _Shaper
     from storage.sync_store import PendingAnswer
     from storage.timeparse import iso
 
     s = SegmentSettings(write_key="k", rating_trait=traits[0], comment_trait=traits[1],
-                        date_trait=traits[2], track_answers=track)
+                        date_trait=traits[2], track_answers=track, group_nps=groups)
     a = PendingAnswer(4242, user_id, 7, comment, at, 3)
     figures = {"acme": {"nps": 42.5, "responses": 7}}
     expected = [fit_message(m, truncatable=(("traits", traits[1]), ("properties", "comment")))
