@@ -2,10 +2,12 @@
 
 Why: the intake transaction (storage/intake_store.record → book_io, survey_plan,
 personal_data.erase_rows) writes many small rows per group commit, and at bench/intake.py's
-target (25,000 events/s in 100-message batches, i.e. 40 µs per event for everything from
-parsing to fsync on one core) SQLAlchemy's per-statement compilation and per-row type
-processing cost more than SQLite's own work: the writer spends 15–20 µs per event this way
-(README, Benchmarks). Everything else in storage/ is SQLAlchemy Core.
+target (25,000 events/s in 100-message batches: 40 µs per event for everything from parsing
+to fsync, on one core) SQLAlchemy's per-statement work and per-row type processing cost more
+than SQLite's own. Measured by bench/fast_path.py (the events INSERT … RETURNING and the
+users' UPDATE of one 100-message group, both ways): Core, cached and executemany, took 2.9×
+the fast path's time (116 against 40 µs per event, 2026-12-02, load average 5.5–5.9). Everything
+else in storage/ is SQLAlchemy Core.
 
 How: the book's load/apply/save is written once, as generators that yield `Fetch` and
 `Many` steps and receive rows back. `run_sync` runs them on the SQLite writer thread's
