@@ -40,6 +40,8 @@ class Dialect:
     # Row locks a read-modify-write takes in the fast path's SQL (SQLite's BEGIN IMMEDIATE
     # already excludes every other writer).
     row_locks: str
+    # The fast path's form of `exclusive` ("" where the write transaction already excludes).
+    exclusive_sql: str
 
     def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
         """(writer, reader) engines for `url`."""
@@ -135,8 +137,9 @@ class _Postgresql(Dialect):
         return value
 
 
-SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="")
-POSTGRESQL: Dialect = _Postgresql("postgresql", writer_thread=False, row_locks=" FOR UPDATE")
+SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="", exclusive_sql="")
+POSTGRESQL: Dialect = _Postgresql("postgresql", writer_thread=False, row_locks=" FOR UPDATE",
+                                  exclusive_sql="SELECT pg_advisory_xact_lock(?)")
 
 
 def dialect_for(url: str) -> Dialect:

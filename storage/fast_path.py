@@ -7,14 +7,16 @@ to fsync, on one core) SQLAlchemy's per-statement work and per-row type processi
 than SQLite's own. Measured by bench/fast_path.py (the events INSERT … RETURNING and the
 users' UPDATE of one 100-message group, both ways): Core, cached and executemany, took 2.9×
 the fast path's time (116 against 40 µs per event, 2026-12-02, load average 5.5–5.9). Everything
-else in storage/ is SQLAlchemy Core.
+else in storage/ is SQLAlchemy Core, but for the import (storage/import_store.py),
+which writes its batches of answers through the same steps.
 
 How: the book's load/apply/save is written once, as generators that yield `Fetch` and
 `Many` steps and receive rows back. `run_sync` runs them on the SQLite writer thread's
 plain sqlite3 connection (storage/sqlite_writer.py: a whole group commit is one thread
-hop); `run_async` on asyncpg under an open SQLAlchemy transaction, with `?` turned into
-`$n`. The SQL is the subset both backends speak (ON CONFLICT, RETURNING); `Values`
-converts by hand what SQLAlchemy's types would (the backend's encoding is the Dialect's).
+hop); `run_async` on the driver under an open SQLAlchemy transaction (asyncpg, with `?`
+turned into `$n`; or aiosqlite, for an import on SQLite). The SQL is the subset both
+backends speak (ON CONFLICT, RETURNING); `Values` converts by hand what SQLAlchemy's types
+would (the backend's encoding is the Dialect's).
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ class Values:
         """Row locks for a read-modify-write (none needed on SQLite: BEGIN IMMEDIATE)."""
         return self._dialect.row_locks
 
+    def exclusive(self, key: int) -> Steps[None]:
+        """Hold lock `key` until the transaction ends, across processes (Dialect.exclusive)."""
+        if self._dialect.exclusive_sql:
+            yield Fetch(self._dialect.exclusive_sql, [key])
+
 
 def marks(n: int) -> str:
     return ",".join("?" * n)
@@ -154,17 +161,34 @@ def _dollar(sql: str) -> str:
     return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
 
 
+async def _on_asyncpg(driver: Any, step: Step) -> Rows:
+    if isinstance(step, Fetch):
+        return [tuple(r) for r in await driver.fetch(_dollar(step.sql), *step.params)]
+    await driver.executemany(_dollar(step.sql), step.rows)
+    return []
+
+
+async def _on_aiosqlite(driver: Any, step: Step) -> Rows:
+    if isinstance(step, Fetch):
+        cursor = await driver.execute(step.sql, step.params)
+        rows = [tuple(r) for r in await cursor.fetchall()]
+        await cursor.close()
+        return rows
+    await driver.executemany(step.sql, step.rows)
+    return []
+
+
+_DRIVERS = {"postgresql": _on_asyncpg, "sqlite": _on_aiosqlite}
+
+
 async def run_async(plan: Steps[T], conn: AsyncConnection) -> T:
-    """The plan on asyncpg (PostgreSQL), under `conn`'s open transaction."""
+    """The plan on the driver under `conn`'s open transaction, from the event loop: asyncpg
+    (PostgreSQL's intake) or aiosqlite (an import on SQLite, off the intake's path)."""
     driver: Any = (await conn.get_raw_connection()).driver_connection
+    run = _DRIVERS[conn.dialect.name]
     try:
         step = next(plan)
         while True:
-            rows: Rows = []
-            if isinstance(step, Fetch):
-                rows = [tuple(r) for r in await driver.fetch(_dollar(step.sql), *step.params)]
-            else:
-                await driver.executemany(_dollar(step.sql), step.rows)
-            step = plan.send(rows)
+            step = plan.send(await run(driver, step))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage.sql_steps import Fetch, Steps, Values, fetch_in, insert_returning, many
+from storage.fast_path import Steps, Values, fetch_in, insert_returning, many
 from storage.states import SurveyState
 from storage.survey_plan import email_key, new_token
 
@@ -62,8 +62,8 @@ def import_rows(v: Values, rows: Sequence[ImportRow], source: str, now: datetime
                 sync: bool, write: bool) -> Steps[list[RowOutcome]]:
     """Decide each row (in order; a key twice in the batch is present the second time) and,
     with `write`, insert the new users, the answered surveys and a decision each."""
-    if write and not v.sqlite:
-        yield Fetch("SELECT pg_advisory_xact_lock(?)", [BOOK_LOCK_KEY])
+    if write:
+        yield from v.exclusive(BOOK_LOCK_KEY)
     known = yield from _lookup(rows)
     outcomes: list[RowOutcome] = []
     surveys: list[tuple[Any, ...]] = []

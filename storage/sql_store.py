@@ -23,12 +23,11 @@ from storage.answers import SurveyView
 from storage.checkpointer import Checkpointer
 from storage.db import Database, StoreUnavailable
 from storage.events import Message
+from storage.fast_path import Values, run_async
 from storage.group_commit import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES, Clock, CommitStats
 from storage.group_commit import GroupCommitter as _Writer
 from storage.import_store import ImportRow, RowOutcome, import_rows
 from storage.migrations import current_version, migrate
-from storage.sql_run import run_async
-from storage.sql_steps import Values
 from storage.sqlutil import EVENTS
 from storage.states import AnswerResult
 from storage.store import IntakePolicy

@@ -18,7 +18,7 @@ NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 async def _schema(db: Database) -> tuple[set[str], set[str], set[str]]:
     # Index names from the catalogue: SQLAlchemy does not reflect SQLite expression indexes.
-    listing = ("SELECT name FROM sqlite_master WHERE type = 'index'" if db.is_sqlite
+    listing = ("SELECT name FROM sqlite_master WHERE type = 'index'" if db.dialect.name == "sqlite"
                else "SELECT indexname FROM pg_indexes")
     async with db.read() as conn:
         columns, tables = await conn.run_sync(lambda c: (
