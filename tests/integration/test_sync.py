@@ -82,8 +82,9 @@ async def world(db_url: str) -> AsyncIterator[World]:
 
 
 async def test_every_answer_once_with_the_three_traits(world: World) -> None:
-    await world.answered("u1", 9, "love it")
-    await world.answered("u2", 3)
+    # Answered at T0 itself: the clock runs on from T0 while the fixture sets up.
+    await world.answered("u1", 9, "love it", at=T0)
+    await world.answered("u2", 3, at=T0)
     start = world.clock.now()
     report = await world.syncer().run("test")
     assert report["result"] == "ok"
