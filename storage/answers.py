@@ -9,6 +9,8 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from storage.db import Database, utc
+from storage.fast_path import Values, run_async
+from storage.nps_totals import Counted, record_change
 from storage.sqlutil import DECISIONS, SURVEYS, USERS
 from storage.states import ENDED, UNSENT, AnswerResult, Openness, SurveyState
 
@@ -62,21 +64,29 @@ async def record_answer(
 ) -> AnswerResult:
     """Record or revise the answer to the survey `token` names while it is open at `now`;
     every revision is synced back again."""
+    is_open = (SURVEYS.c.token == token,
+               sa.or_(SURVEYS.c.state.in_((SurveyState.SENT, SurveyState.ANSWERED)),
+                      sa.and_(SURVEYS.c.state == SurveyState.SENDING,
+                              SURVEYS.c.handoff_at.is_not(None))),
+               sa.or_(SURVEYS.c.expires_at.is_(None), SURVEYS.c.expires_at > now))
     async with db.write() as conn:
-        result = await conn.execute(
-            sa.update(SURVEYS)
-            .where(SURVEYS.c.token == token,
-                   sa.or_(SURVEYS.c.state.in_((SurveyState.SENT, SurveyState.ANSWERED)),
-                          sa.and_(SURVEYS.c.state == SurveyState.SENDING,
-                                  SURVEYS.c.handoff_at.is_not(None))),
-                   sa.or_(SURVEYS.c.expires_at.is_(None), SURVEYS.c.expires_at > now))
+        # The row as it was (locked on PostgreSQL): the running totals move from it.
+        old = (await conn.execute(
+            sa.select(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.kind, SURVEYS.c.sent_at,
+                      SURVEYS.c.score, SURVEYS.c.answered_at).where(*is_open)
+            .with_for_update())).first()
+        if old is None:
+            return AnswerResult.CLOSED
+        row = (await conn.execute(
+            sa.update(SURVEYS).where(SURVEYS.c.id == old.id)
             .values(state=SurveyState.ANSWERED, score=score, comment=comment, answered_at=now,
                     answer_revision=SURVEYS.c.answer_revision + 1, needs_sync=True,
                     reminder_due_at=None)
-            .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.answer_revision))
-        row = result.first()
-        if row is None:
-            return AnswerResult.CLOSED
+            .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.answer_revision))).one()
+        if old.kind == "survey":
+            before = Counted(old.user_id, utc(old.sent_at), old.score, utc(old.answered_at))
+            await run_async(record_change(Values(db.dialect), [before],
+                                          [before.answered(score, now)]), conn)
         await conn.execute(sa.insert(DECISIONS).values(
             user_id=row.user_id, at=now, survey_id=row.id, outcome="answered",
             reason=f"answered {score}" + (" (revised)" if row.answer_revision > 1 else "")))

@@ -40,6 +40,8 @@ class Book:
     merges: list[tuple[str, str]] = field(default_factory=list)  # (from, into)
     identified: dict[str, datetime] = field(default_factory=dict)  # user → identify time
     loaded: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # rows as read (storage)
+    # Whether each loaded membership was active as read (storage: the member counts).
+    memberships_loaded: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def resolve(self, some_id: str) -> str:
         seen = 0

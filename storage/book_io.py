@@ -15,6 +15,13 @@ from typing import Any
 from storage.book import Book
 from storage.events import Message
 from storage.fast_path import Fetch, Steps, Values, execute_in, fetch_in, many
+from storage.nps_totals import (
+    active_groups,
+    active_groups_each,
+    count_members,
+    refresh_accounts,
+    users_with_answers,
+)
 from storage.personal_data import erase_rows
 from storage.sqlutil import ACCOUNTS, MEMBERSHIPS, USERS
 from storage.survey_plan import email_key
@@ -81,6 +88,7 @@ def load_book(v: Values, messages: list[Message], now: Any) -> Steps[Book]:
     book = Book(users=users, accounts=accounts, memberships=memberships, aliases=aliases,
                 suppressed=suppressed, now=now)
     book.loaded = {u: _user_compared(row) for u, row in users.items()}
+    book.memberships_loaded = {k: bool(r["active"]) for k, r in memberships.items()}
     return book
 
 
@@ -176,12 +184,31 @@ def save_book(v: Values, book: Book) -> Steps[None]:
     yield from _save_aliases(v, book)
     yield from _save_accounts(v, book)
     yield from _save_memberships(v, book)
+    # Accounts whose members (with answers) change here are recounted once it is done.
+    changed = book.new_memberships | book.dirty_memberships
+    merged = {u for pair in book.merges for u in pair}
+    members: dict[str, int] = {}
+    for key in changed:
+        now_active = key in book.memberships and bool(book.memberships[key]["active"])
+        delta = now_active - book.memberships_loaded.get(key, False)
+        members[key[1]] = members.get(key[1], 0) + delta
+    recount: set[str] = set()
+    if merged:  # the merged-away ids' memberships are deleted below
+        for group_id in (yield from active_groups_each({s for s, _ in book.merges})):
+            members[group_id] = members.get(group_id, 0) - 1
+    yield from count_members(members)
+    if changed or merged:
+        answered = yield from users_with_answers(merged | {u for u, _ in changed})
+        recount = {g for u, g in changed if u in answered}
+        recount |= yield from active_groups(
+            u for pair in book.merges if answered.intersection(pair) for u in pair)
     for source, target in book.merges:
         yield Fetch("UPDATE surveys SET user_id = ? WHERE user_id = ?", (target, source))
         yield Fetch("UPDATE decisions SET user_id = ? WHERE user_id = ?", (target, source))
         yield Fetch("DELETE FROM memberships WHERE user_id = ?", (source,))
     if book.erased_users:
         yield from _erase(v, book, sorted(book.erased_users))
+    yield from refresh_accounts(v, recount)
 
 
 def _save_aliases(v: Values, book: Book) -> Steps[None]:
@@ -239,4 +266,4 @@ def _erase(v: Values, book: Book, user_ids: list[str]) -> Steps[None]:
     yield from many("INSERT INTO suppressed_addresses (email_key, suppressed_at) VALUES (?, ?) "
                     "ON CONFLICT DO NOTHING",
                     [(k, v.ts(book.now)) for k in sorted(k for k in keys if k)])
-    book.erased_surveys += yield from erase_rows(user_ids)
+    book.erased_surveys += yield from erase_rows(v, user_ids)

@@ -13,41 +13,31 @@ import sqlalchemy as sa
 from storage.console_reads import account_name
 from storage.db import Database, utc, utc_required
 from storage.reads import _figures
-from storage.sqlutil import ACCOUNTS, DECISIONS, MEMBERSHIPS, SURVEYS, USERS
+from storage.sqlutil import ACCOUNT_TOTALS, ACCOUNTS, DECISIONS, MEMBERSHIPS, SURVEYS, USERS
 from storage.timeparse import iso
 
 ACCOUNT_SORTS = ("name", "members", "nps", "responses", "last_answer")
 
 
 async def all_accounts(db: Database) -> list[dict[str, Any]]:
-    """Every account with its name, members and NPS (three grouped scans; the console keeps
-    the result for a short while, see daemon/console/book_views.py)."""
-    active = MEMBERSHIPS.c.active.is_(True)
+    """Every account with its name, members and NPS: the accounts joined to their running
+    totals (storage/nps_totals.py), one row each."""
+    t = ACCOUNT_TOTALS
     async with db.read() as conn:
-        rows = (await conn.execute(sa.select(ACCOUNTS.c.group_id, ACCOUNTS.c.traits)
-                                   .where(ACCOUNTS.c.deleted_at.is_(None)))).all()
-        members: dict[str, int] = dict((await conn.execute(
-            sa.select(MEMBERSHIPS.c.group_id, sa.func.count()).where(active)
-            .group_by(MEMBERSHIPS.c.group_id))).all())
-        answers = {r[0]: r[1:] for r in await conn.execute(
-            sa.select(MEMBERSHIPS.c.group_id,
-                      sa.func.sum(sa.case((SURVEYS.c.score >= 9, 1), else_=0)),
-                      sa.func.sum(sa.case((SURVEYS.c.score.between(7, 8), 1), else_=0)),
-                      sa.func.sum(sa.case((SURVEYS.c.score <= 6, 1), else_=0)),
-                      sa.func.max(SURVEYS.c.answered_at))
-            .join(MEMBERSHIPS, MEMBERSHIPS.c.user_id == SURVEYS.c.user_id)
-            .where(active, SURVEYS.c.kind == "survey", SURVEYS.c.score.is_not(None))
-            .group_by(MEMBERSHIPS.c.group_id))}
+        rows = (await conn.execute(
+            sa.select(ACCOUNTS.c.group_id, ACCOUNTS.c.traits, t.c.members, t.c.promoters,
+                      t.c.passives, t.c.detractors, t.c.last_answer_at)
+            .outerjoin(t, t.c.group_id == ACCOUNTS.c.group_id)
+            .where(ACCOUNTS.c.deleted_at.is_(None)))).all()
     out = []
-    for gid, traits in rows:
-        p, n, d, last = answers.get(gid, (0, 0, 0, None))
-        last = utc(last)
+    for r in rows:
+        gid, traits, members, p, n, d, last = tuple[Any, ...](r)
         f = _figures(int(p or 0), int(n or 0), int(d or 0), 0)
         out.append({"groupId": gid, "name": account_name(str(traits)),
-                    "members": int(members.get(str(gid), 0)), "nps": f["nps"],
+                    "members": int(members or 0), "nps": f["nps"],
                     "promoters": f["promoters"], "passives": f["passives"],
                     "detractors": f["detractors"], "responses": f["responses"],
-                    "last_answer": iso(last)})
+                    "last_answer": iso(utc(last))})
     return out
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, utc, utc_required
 from storage.reads import _figures
-from storage.sqlutil import ACCOUNTS, MEMBERSHIPS, SURVEYS, USERS
+from storage.sqlutil import ACCOUNTS, DAYS, MEMBERSHIPS, SURVEYS, USERS
 from storage.timeparse import iso
 
 CATEGORIES = {"promoter": (9, 10), "passive": (7, 8), "detractor": (0, 6)}
@@ -61,42 +61,28 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 async def dashboard(db: Database, now: datetime, by: str = "week") -> dict[str, Any]:
     """NPS overall and over the last 30 / 90 days (by answer time; `sent` by send time), and
-    the trend: one point per week (Monday) or month of answers, oldest first. Two grouped
-    scans of covering indexes (answers per day and score, sends per day); the windows and
-    the trend are summed here from those few hundred rows."""
+    the trend: one point per week (Monday) or month of answers, oldest first. Read from the
+    running totals per day (storage/nps_totals.py): a few hundred rows whatever the book."""
     async with db.read() as conn:
-        answered = await _per_day(conn, SURVEYS.c.answered_at, with_score=True)
-        sent = await _per_day(conn, SURVEYS.c.sent_at, with_score=False)
+        days = await day_totals(conn)
+    answered = [(day, score, row[slot]) for day, row in days
+                for slot, score in ((0, 10), (1, 8), (2, 0)) if row[slot]]
+    sent = [(day, row[3]) for day, row in days if row[3]]
     d30, d90 = (now - timedelta(days=30)).date(), (now - timedelta(days=90)).date()
     # A window starts at a day boundary: the day 30 days ago counts in full.
     windows = {"overall": date.min, "last_90_days": d90, "last_30_days": d30}
     out: dict[str, Any] = {}
     for name, start in windows.items():
-        p = n = d = 0
-        for day, score, count in answered:
-            if day >= start:
-                if score >= 9:
-                    p += count
-                elif score >= 7:
-                    n += count
-                else:
-                    d += count
-        out[name] = _figures(p, n, d, sum(c for day, _, c in sent if day >= start))
+        p, n, d = (sum(row[i] for day, row in days if day >= start) for i in range(3))
+        out[name] = _figures(p, n, d, sum(c for day, c in sent if day >= start))
     return {**out, "by": by, "trend": _trend(answered, by)}
 
 
-async def _per_day(conn: AsyncConnection, column: Any, *, with_score: bool,
-                   ) -> list[tuple[date, int, int]]:
-    if conn.dialect.name == "sqlite":
-        day: Any = sa.func.substr(column, 1, 10)  # stored as "YYYY-MM-DD HH:MM:SS.ffffff"
-    else:
-        day = sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
-    keys = [day, SURVEYS.c.score] if with_score else [day]
-    query = sa.select(*keys, sa.func.count()).where(
-        SURVEYS.c.kind == "survey", column.is_not(None),
-        *([SURVEYS.c.score.is_not(None)] if with_score else [])).group_by(*keys)
-    rows = (await conn.execute(query)).all()
-    return [(date.fromisoformat(str(r[0])), int(r[1]) if with_score else 0, int(r[-1]))
+async def day_totals(conn: AsyncConnection) -> list[tuple[date, tuple[int, int, int, int]]]:
+    """(day, (promoters, passives, detractors, sent)) per UTC day, oldest first."""
+    rows = await conn.execute(sa.select(DAYS.c.day, DAYS.c.promoters, DAYS.c.passives,
+                                        DAYS.c.detractors, DAYS.c.sent).order_by(DAYS.c.day))
+    return [(date.fromisoformat(str(r[0])), (int(r[1]), int(r[2]), int(r[3]), int(r[4])))
             for r in rows]
 
 

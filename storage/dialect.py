@@ -42,6 +42,9 @@ class Dialect:
     row_locks: str
     # The fast path's form of `exclusive` ("" where the write transaction already excludes).
     exclusive_sql: str
+    # The fast path's 'YYYY-MM-DD' (UTC) of a time column, `{}` for the column (the running
+    # totals' day, storage/nps_totals.py).
+    day_sql: str
 
     def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
         """(writer, reader) engines for `url`."""
@@ -137,9 +140,11 @@ class _Postgresql(Dialect):
         return value
 
 
-SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="", exclusive_sql="")
+SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="", exclusive_sql="",
+                          day_sql="substr({}, 1, 10)")  # stored as naive UTC text
 POSTGRESQL: Dialect = _Postgresql("postgresql", writer_thread=False, row_locks=" FOR UPDATE",
-                                  exclusive_sql="SELECT pg_advisory_xact_lock(?)")
+                                  exclusive_sql="SELECT pg_advisory_xact_lock(?)",
+                                  day_sql="to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
 
 
 def dialect_for(url: str) -> Dialect:

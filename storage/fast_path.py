@@ -90,6 +90,10 @@ class Values:
         # Appending the offset is several times cheaper than .replace(tzinfo=UTC).
         return datetime.fromisoformat(value + "+00:00")
 
+    def day_sql(self, column: str) -> str:
+        """'YYYY-MM-DD' (UTC) of a time column, in this backend's SQL."""
+        return self._dialect.day_sql.format(column)
+
     def for_update(self) -> str:
         """Row locks for a read-modify-write (none needed on SQLite: BEGIN IMMEDIATE)."""
         return self._dialect.row_locks

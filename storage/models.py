@@ -185,3 +185,29 @@ class ConsoleSession(SQLModel, table=True):
     csrf: str
     created_at: datetime = Field(sa_type=TZ)
     expires_at: datetime = Field(sa_type=TZ, index=True)
+
+
+class NpsDay(SQLModel, table=True):
+    """Running totals per UTC day (storage/nps_totals.py): answers by category on the day
+    they were given, surveys sent on the day they went. Kept in the transactions that write
+    the survey rows; the dashboard and `/v1/nps` read these few hundred rows."""
+
+    __tablename__ = "nps_days"
+    day: str = Field(primary_key=True)  # YYYY-MM-DD, UTC
+    promoters: int = 0
+    passives: int = 0
+    detractors: int = 0
+    sent: int = 0
+
+
+class NpsAccount(SQLModel, table=True):
+    """Running totals per account: its active members, their answers by category and the
+    latest answer time (storage/nps_totals.py), for the console's accounts list."""
+
+    __tablename__ = "nps_accounts"
+    group_id: str = Field(primary_key=True)
+    members: int = 0
+    promoters: int = 0
+    passives: int = 0
+    detractors: int = 0
+    last_answer_at: datetime | None = Field(default=None, sa_type=TZ)

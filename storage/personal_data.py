@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.fast_path import Steps, execute_in, fetch_in
+from storage.fast_path import Steps, Values, execute_in, fetch_in
+from storage.nps_totals import forget_surveys, refresh_accounts
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,16 @@ NO_PERSONAL_DATA: dict[str, str] = {
     "accounts": "companies (groupId and traits), not people",
     "sync_state": "the sync-back lease and its last figures",
     "console_sessions": "console sign-ins of the team (hashes of cookie and token), not customers",
+    "nps_days": "answer and send counts per day (an erasure takes its answers out)",
+    "nps_accounts": "answer counts per account (an erasure takes its answers out)",
 }
 
 
-def erase_rows(user_ids: list[str]) -> Steps[list[int]]:
-    """Delete every row of these users listed in PERSONAL; returns the ids of their surveys
-    that were deleted (their .eml files go once this has committed)."""
+def erase_rows(v: Values, user_ids: list[str]) -> Steps[list[int]]:
+    """Delete every row of these users listed in PERSONAL, and take their answers out of
+    the running totals (storage.nps_totals); returns the ids of their surveys that were
+    deleted (their .eml files go once this has committed)."""
+    accounts = yield from forget_surveys(v, user_ids)
     survey_ids = [int(r[0]) for r in (yield from fetch_in(
         "SELECT id FROM surveys WHERE user_id IN ({})", user_ids))]
     for place in PERSONAL:
@@ -67,4 +72,5 @@ def erase_rows(user_ids: list[str]) -> Steps[list[int]]:
         if keys:
             yield from execute_in(f"DELETE FROM {place.table} WHERE {place.column} IN ({{}})",
                                   keys)
+    yield from refresh_accounts(v, accounts)
     return survey_ids

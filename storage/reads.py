@@ -14,6 +14,7 @@ from storage.nps import count_columns, nps
 from storage.sqlutil import (
     ACCOUNTS,
     ALIASES,
+    DAYS,
     DECISIONS,
     MEMBERSHIPS,
     SURVEYS,
@@ -139,8 +140,10 @@ def _figures(p: int, n: int, d: int, sent: int) -> dict[str, Any]:
 
 async def nps_report(db: Database, by: str | None = None) -> dict[str, Any]:
     async with db.read() as conn:
-        if by is None:
-            return await _summary(conn)
+        if by is None:  # the running totals (storage/nps_totals.py), as the dashboard reads
+            row = (await conn.execute(sa.select(*(sa.func.coalesce(sa.func.sum(c), 0) for c in (
+                DAYS.c.promoters, DAYS.c.passives, DAYS.c.detractors, DAYS.c.sent))))).one()
+            return _figures(*(int(v) for v in row))
         if by == "account":
             key: Any = MEMBERSHIPS.c.group_id
             base = sa.select(key).join(MEMBERSHIPS, MEMBERSHIPS.c.user_id == SURVEYS.c.user_id) \

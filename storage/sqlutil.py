@@ -26,6 +26,8 @@ SURVEYS = table(models.Survey)
 DECISIONS = table(models.Decision)
 SYNC_STATE = table(models.SyncState)
 SYNC_FAILURES = table(models.SyncFailure)
+DAYS = table(models.NpsDay)
+ACCOUNT_TOTALS = table(models.NpsAccount)
 
 
 def chunks(values: Iterable[Any], size: int = CHUNK) -> Iterable[list[Any]]:

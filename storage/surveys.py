@@ -8,7 +8,7 @@ without it goes back to pending for any process to take.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, utc
 from storage.dialect import Dialect
+from storage.fast_path import Values, run_async
+from storage.nps_totals import Counted, record_change
 from storage.sqlutil import DECISIONS, MEMBERSHIPS, SUPPRESSIONS, SURVEYS, USERS, chunks
 from storage.states import SurveyState
 
@@ -165,7 +167,7 @@ async def settle(db: Database, outcomes: list[Outcome], now: datetime, *, owner:
     `interval` (survey.resurvey_interval) makes the hand-off refuse an address surveyed
     within it."""
     async with db.write() as conn:
-        await _record(conn, outcomes, now)
+        await _record(conn, db.dialect, outcomes, now)
         mine = (await _handoff(conn, handoff, owner, now, lease, interval)
                 if handoff else set())
         if renew:
@@ -258,7 +260,7 @@ async def record_outcomes(db: Database, outcomes: list[Outcome], now: datetime) 
     if not outcomes:
         return
     async with db.write() as conn:
-        await _record(conn, outcomes, now)
+        await _record(conn, db.dialect, outcomes, now)
 
 
 def _by_id(**values: Any) -> sa.Update:
@@ -278,7 +280,8 @@ _FINAL = _by_id(state=_param("b_state", sa.Text), lease_owner=None, lease_until=
 _REMINDER_FAILED = _by_id(last_error=_param("b_reason", sa.Text))
 
 
-async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime) -> None:
+async def _record(conn: AsyncConnection, dialect: Dialect, outcomes: list[Outcome],
+                  now: datetime) -> None:
     """All outcomes of a chunk in a few statements: one UPDATE per kind (executemany, or
     one for all the surveys sent at the same time), one INSERT for the decisions."""
     if not outcomes:
@@ -300,6 +303,8 @@ async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime)
             final.append({"b_id": o.survey_id, "b_state": o.state,
                           "b_error": o.reason if o.state == SurveyState.FAILED else None})
     answered = SURVEYS.c.state == SurveyState.ANSWERED
+    if sent:
+        await _count_sent(conn, dialect, [i for ids in sent.values() for i in ids], now)
     for (expires, reminder), ids in sent.items():  # usually one group per chunk
         done = {"sent_at": now, "expires_at": expires, "lease_owner": None, "lease_until": None,
                 "last_error": None}
@@ -323,6 +328,18 @@ async def _record(conn: AsyncConnection, outcomes: list[Outcome], now: datetime)
             for o in outcomes if o.survey_id in alive]
     if rows:
         await conn.execute(sa.insert(DECISIONS), rows)
+
+
+async def _count_sent(conn: AsyncConnection, dialect: Dialect, ids: list[int],
+                      now: datetime) -> None:
+    """The running totals (storage.nps_totals) of surveys about to be recorded sent."""
+    before = [Counted(r.user_id, utc(r.sent_at), r.score, utc(r.answered_at))
+              for part in chunks(sorted(set(ids))) for r in await conn.execute(
+                  sa.select(SURVEYS.c.user_id, SURVEYS.c.sent_at, SURVEYS.c.score,
+                            SURVEYS.c.answered_at)
+                  .where(SURVEYS.c.id.in_(part), SURVEYS.c.kind == "survey"))]
+    after = [replace(c, sent_at=now) for c in before]
+    await run_async(record_change(Values(dialect), before, after), conn)
 
 
 async def earliest_due(db: Database) -> datetime | None:

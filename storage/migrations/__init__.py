@@ -11,9 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
-from storage import models
+from storage import models, nps_totals
 from storage.console_schema import CONSOLE_INDEXES
 from storage.db import Database
+from storage.dialect import dialect_for
+from storage.fast_path import Values, run_async
 from storage.import_schema import IMPORT_INDEXES
 
 Step = Callable[[AsyncConnection], Awaitable[None]]
@@ -93,14 +95,28 @@ def _has_index(sync_conn: sa.Connection, index: sa.Index) -> bool:
     return found is not None
 
 
+def _create_table(sync_conn: sa.Connection, table: sa.Table) -> None:
+    table.create(sync_conn, checkfirst=True)
+
+
 def _create_index(sync_conn: sa.Connection, index: sa.Index) -> None:
     index.create(sync_conn, checkfirst=True)
 
 
+async def _nps_totals(conn: AsyncConnection) -> None:
+    """5 → 6: running NPS totals per day and per account, built from the answers there are
+    (storage/nps_totals.py keeps them from then on)."""
+    for model in (models.NpsDay, models.NpsAccount):
+        table = model.__table__  # type: ignore[union-attr]
+        await conn.run_sync(_create_table, table)
+    dialect = dialect_for(conn.engine.url.render_as_string(hide_password=False))
+    await run_async(nps_totals.rebuild(Values(dialect)), conn)
+
+
 # STEPS[n] upgrades version n to n + 1. Append, never edit.
 STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address, 3: _console,
-                          4: _imports}
-LATEST = 5
+                          4: _imports, 5: _nps_totals}
+LATEST = 6
 _SCHEMA = models.SchemaVersion.__table__  # type: ignore[attr-defined]
 _SYNC = models.SyncState.__table__  # type: ignore[attr-defined]
 _LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes

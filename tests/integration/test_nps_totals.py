@@ -1,0 +1,127 @@
+"""The running NPS totals (storage/nps_totals.py) equal a recount from the survey rows after
+a mix of answers, revisions that change category, sends, membership changes, an alias merge
+and erasures, on a SQLite file and on PostgreSQL; and the reports that read them agree."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from jobs.book_rules import BookRules
+from jobs.clock import MovableClock
+from storage import console_book, console_reads, nps_totals
+from storage.dialect import POSTGRESQL
+from storage.events import Message
+from storage.fast_path import Values, run_async
+from storage.sql_store import SqlStore
+from storage.store import AnswerResult, IntakePolicy
+from tests.integration.test_store import LEASE, NOW, POLICY, identify, sent_survey
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[SqlStore]:
+    async with SqlStore(db_url, MovableClock(NOW)) as opened:
+        yield opened
+
+
+async def tables(store: SqlStore) -> tuple[list[Any], list[Any]]:
+    async with store.db.read() as conn:
+        days = [tuple(r) for r in await conn.execute(sa.text(
+            "SELECT day, promoters, passives, detractors, sent FROM nps_days "
+            "WHERE promoters + passives + detractors + sent > 0 ORDER BY day"))]
+        accounts = [(r[0], *r[1:5], None if r[5] is None else str(r[5])[:19])
+                    for r in await conn.execute(sa.text(
+                        "SELECT group_id, members, promoters, passives, detractors, "
+                        "last_answer_at FROM nps_accounts WHERE members > 0 "
+                        "OR promoters + passives + detractors > 0 ORDER BY group_id"))]
+    return days, accounts
+
+
+async def recounted(store: SqlStore) -> tuple[list[Any], list[Any]]:
+    """The tables rebuilt from the rows, in a transaction rolled back afterwards."""
+    async with store.db.write() as conn:
+        await run_async(nps_totals.rebuild(Values(store.db.dialect)), conn)
+        days = [tuple(r) for r in await conn.execute(sa.text(
+            "SELECT day, promoters, passives, detractors, sent FROM nps_days "
+            "WHERE promoters + passives + detractors + sent > 0 ORDER BY day"))]
+        accounts = [(r[0], *r[1:5], None if r[5] is None else str(r[5])[:19])
+                    for r in await conn.execute(sa.text(
+                        "SELECT group_id, members, promoters, passives, detractors, "
+                        "last_answer_at FROM nps_accounts WHERE members > 0 "
+                        "OR promoters + passives + detractors > 0 ORDER BY group_id"))]
+        await conn.rollback()
+    return days, accounts
+
+
+def group(n: int, user_id: str, group_id: str) -> Message:
+    return Message(message_id=f"g-{user_id}-{group_id}-{n}", type="group", user_id=user_id,
+                   anonymous_id=None, timestamp=NOW + timedelta(minutes=n), group_id=group_id,
+                   traits={"name": group_id.title()})
+
+
+def track(n: int, user_id: str, event: str, group_id: str) -> Message:
+    return Message(message_id=f"t-{user_id}-{n}", type="track", user_id=user_id,
+                   anonymous_id=None, timestamp=NOW + timedelta(minutes=n), event=event,
+                   context_group_id=group_id)
+
+
+async def test_the_totals_equal_a_recount_after_every_kind_of_change(store: SqlStore) -> None:
+    clock_day = [NOW + timedelta(days=d) for d in range(4)]
+    tokens = {u: await sent_survey(store, u, i) for i, u in enumerate(
+        ["ann", "bob", "cy", "dee", "eve"])}
+    await store.record([group(1, "ann", "acme"), group(1, "bob", "acme"),
+                        group(1, "cy", "initech"), group(1, "dee", "initech"),
+                        group(2, "dee", "acme"), group(1, "eve", "initech")], POLICY)
+    assert await store.answer(tokens["ann"], 10, "love it", clock_day[0]) is AnswerResult.RECORDED
+    assert await store.answer(tokens["bob"], 3, None, clock_day[1]) is AnswerResult.RECORDED
+    assert await store.answer(tokens["cy"], 7, None, clock_day[1]) is AnswerResult.RECORDED
+    assert await store.answer(tokens["dee"], 9, None, clock_day[2]) is AnswerResult.RECORDED
+    assert await tables(store) == await recounted(store)
+    # A revision on another day, into another category: the count moves.
+    assert await store.answer(tokens["bob"], 9, "better", clock_day[3]) is AnswerResult.RECORDED
+    assert await store.answer(tokens["cy"], 8, None, clock_day[3]) is AnswerResult.RECORDED
+    # A member leaves an account; a new member with answers joins one.
+    await store.record([track(5, "dee", "Account Removed User", "initech"),
+                        group(6, "eve", "acme")], POLICY)
+    assert await tables(store) == await recounted(store)
+    # An alias folds an answered user into another id; a user answers after joining.
+    await store.record([identify(9, "zed"), Message(
+        message_id="a-1", type="alias", user_id="zed", anonymous_id=None,
+        timestamp=NOW + timedelta(minutes=9), previous_id="ann")], POLICY)
+    later = clock_day[2] + timedelta(hours=1)  # before bob's revision: acme's latest goes back
+    assert await store.answer(tokens["eve"], 0, "no", later) is AnswerResult.RECORDED
+    assert await tables(store) == await recounted(store)
+    # Erasures take their answers, sends and memberships out.
+    await store.erase("bob", IntakePolicy(BookRules(), None))
+    await store.erase("zed", IntakePolicy(BookRules(), None))
+    days, accounts = await tables(store)
+    assert (days, accounts) == await recounted(store)
+    assert sum(d[4] for d in days) == 3  # cy, dee, eve were sent surveys
+    assert [(a[0], a[1]) for a in accounts] == [("acme", 2), ("initech", 2)]
+    # What the reports show is read from them, and agrees with a recount.
+    report = await store.nps()
+    assert (report["promoters"], report["passives"], report["detractors"],
+            report["sent"]) == (1, 1, 1, 3)
+    figures = await console_reads.dashboard(store.db, NOW + timedelta(days=4))
+    assert figures["overall"] == report
+    listed = {a["groupId"]: a for a in await console_book.all_accounts(store.db)}
+    acme = await store.account_figures(["acme"])
+    assert listed["acme"]["responses"] == acme["acme"]["responses"] == 2
+    assert listed["acme"]["nps"] == acme["acme"]["nps"]
+
+
+async def test_a_fresh_database_starts_with_empty_totals(store: SqlStore) -> None:
+    assert await tables(store) == ([], [])
+    assert (await store.nps())["responses"] == 0
+    await store.claim_due(NOW, "me", 1, LEASE)  # nothing due: nothing moves
+    assert await tables(store) == ([], [])
+
+
+def test_a_day_is_the_utc_day() -> None:
+    v = Values(POSTGRESQL)
+    late = datetime(2026, 3, 1, 23, 30, tzinfo=UTC) + timedelta(hours=1)
+    assert nps_totals._day(v, late) == "2026-03-02"
