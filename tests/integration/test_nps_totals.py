@@ -17,6 +17,7 @@ from storage import console_book, console_reads, nps_totals
 from storage.dialect import POSTGRESQL
 from storage.events import Message
 from storage.fast_path import Values, run_async
+from storage.migrations import LATEST, migrate
 from storage.sql_store import SqlStore
 from storage.store import AnswerResult, IntakePolicy
 from tests.integration.test_store import LEASE, NOW, POLICY, identify, sent_survey
@@ -125,3 +126,20 @@ def test_a_day_is_the_utc_day() -> None:
     v = Values(POSTGRESQL)
     late = datetime(2026, 3, 1, 23, 30, tzinfo=UTC) + timedelta(hours=1)
     assert nps_totals._day(v, late) == "2026-03-02"
+
+
+async def test_an_upgrade_to_schema_6_builds_the_totals_from_the_answers(
+        store: SqlStore, db_url: str) -> None:
+    tokens = [await sent_survey(store, u, i) for i, u in enumerate(["ann", "bob"])]
+    await store.record([group(1, "ann", "acme"), group(1, "bob", "acme")], POLICY)
+    assert await store.answer(tokens[0], 10, None, NOW) is AnswerResult.RECORDED
+    assert await store.answer(tokens[1], 5, None, NOW) is AnswerResult.RECORDED
+    kept = await tables(store)
+    async with store.db.write() as conn:  # back to schema 5: no totals
+        await conn.execute(sa.text("DROP TABLE nps_days"))
+        await conn.execute(sa.text("DROP TABLE nps_accounts"))
+        await conn.execute(sa.text("UPDATE npsd_schema SET version = 5"))
+    assert await migrate(store.db, NOW) == (5, LATEST)
+    assert await tables(store) == kept
+    assert kept[1] == [("acme", 2, 1, 0, 1, kept[1][0][5])]
+    assert (await store.nps())["nps"] == 0.0
