@@ -14,7 +14,6 @@ from daemon.auth import AuthError, bearer_role, check_admin
 from daemon.http_util import json_error
 from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
-from storage import console_reads
 from storage.db import StoreUnavailable
 from storage.sql_store import SqlStore
 
@@ -104,8 +103,7 @@ async def named_report(store: SqlStore, by: str | None) -> dict[str, Any]:
     """The NPS report; by account, each group also carries the account's stored name."""
     report = await store.nps(by)
     if by == "account":
-        names = await console_reads.account_names(store.db,
-                                                  [g["key"] for g in report["groups"]])
+        names = await store.account_names([g["key"] for g in report["groups"]])
         report["groups"] = [{"key": g["key"], "name": names.get(g["key"]),
                              **{k: v for k, v in g.items() if k != "key"}}
                             for g in report["groups"]]

@@ -20,7 +20,6 @@ from jobs import outbox
 from jobs.book_rules import BookRules
 from jobs.clock import Clock
 from jobs.planning import make_planner
-from storage.db import Database
 from storage.sql_store import SqlStore
 from storage.store import IntakePolicy
 
@@ -57,12 +56,6 @@ class Runtime:
     def _task_died(self, name: str) -> None:
         self.died = self.died or name
         self.stop_requested.set()
-
-    @property
-    def db(self) -> Database:
-        """The store's database, for the console's reads (storage/console_*.py), which are
-        not Store methods yet."""
-        return self.store.db
 
     def book_rules(self) -> BookRules:
         a = self.settings.accounts

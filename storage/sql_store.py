@@ -2,8 +2,9 @@
 
 The public methods are the contract; the statements live in the concern's module
 (intake_store + book_io + survey_plan for intake, surveys for the outbox, answers for the
-customers, sync_store for the sync, reads for the reports), and the SQLite group-commit
-writer and its checkpointer are private parts this object starts and stops.
+customers, sync_store for the sync, reads for the reports, the ConsoleStore mixin for the
+console), and the SQLite group-commit writer and its checkpointer are private parts this
+object starts and stops.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import structlog
 from storage import answers, reads, surveys, sync_store
 from storage.answers import SurveyView
 from storage.checkpointer import Checkpointer
+from storage.console_store import ConsoleStore
 from storage.db import Database, StoreUnavailable
 from storage.events import Message
 from storage.fast_path import Values, run_async
@@ -37,7 +39,7 @@ from storage.sync_store import PendingChunk
 log = structlog.get_logger("npsd.storage")
 
 
-class SqlStore:
+class SqlStore(ConsoleStore):
     def __init__(self, url: str, clock: Clock, *,
                  on_commit: Callable[[CommitStats], None] | None = None,
                  max_queued_messages: int = MAX_QUEUED_MESSAGES,

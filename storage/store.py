@@ -18,6 +18,8 @@ from typing import Any, Protocol, Self
 
 from storage.answers import SurveyView
 from storage.book import BookPolicy
+from storage.console_reads import Filters
+from storage.console_sessions import Session
 from storage.events import Message
 from storage.import_store import ImportRow, RowOutcome
 from storage.states import ENDED, UNSENT, AnswerResult, Openness, SurveyState
@@ -235,6 +237,68 @@ class Store(Protocol):
 
     async def status(self, now: datetime) -> dict[str, Any]:
         """Counts by survey state, what is due, the last sync: the admin status."""
+        ...
+
+    # --- console (storage/console_store.py) ------------------------------------------------
+    async def dashboard(self, now: datetime, by: str = "week") -> dict[str, Any]:
+        """NPS figures `overall`, `last_90_days` and `last_30_days` (answers by answer day,
+        `sent` by send day, UTC days; a window starts at the day boundary `now` - 30/90
+        days) and `trend`: per week (Monday) or per month (`by`) of answers, oldest first;
+        `overall` equals `nps()`. Zero counts and an empty trend when nothing. Read from the
+        running totals: cost independent of the number of answers."""
+        ...
+
+    async def responses(self, filters: Filters, limit: int = 50, cursor: str | None = None
+                        ) -> tuple[list[dict[str, Any]], str | None]:
+        """Answers matching `filters`, newest first (answered_at, then id), at most `limit`
+        after `cursor`, each with its user's email, name and accounts; and the cursor of
+        the next page (None on the last). `([], None)` when nothing matches. Raises
+        `BadCursor` for a cursor this store did not hand out."""
+        ...
+
+    async def account_names(self, group_ids: list[str]) -> dict[str, str | None]:
+        """The stored `name` trait of each known account named (None: no name); unknown
+        accounts are absent."""
+        ...
+
+    async def accounts_page(self, sort: str = "name", descending: bool = False,
+                            limit: int = 100, offset: int = 0
+                            ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the accounts not deleted, with name, members, NPS and latest answer,
+        ordered by `sort` (one of name, members, nps, responses, last_answer; ties by
+        groupId), and how many accounts there are. `([], 0)` for none; ValueError for
+        another `sort`."""
+        ...
+
+    async def account_members(self, group_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Up to `limit` active members of the account, by user id; `[]` when none."""
+        ...
+
+    async def search_users(self, q: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Known (not anonymous) users whose id is `q`, or whose email or name starts with
+        it (case-insensitive on the first letter of a name), by user id; `[]` for a blank
+        `q` or no match. Prefix only: see the README's console section."""
+        ...
+
+    async def send_queue(self, now: datetime, days: int = 7, limit: int = 200
+                         ) -> dict[str, Any]:
+        """Pending surveys due before `now` + `days` (soonest first, `limit` of them, with
+        `total_due` and the reason each was scheduled) and the latest `limit` skips with
+        their reasons; empty lists when none."""
+        ...
+
+    async def create_session(self, session_id: str, token_hash: str, csrf: str,
+                             now: datetime, expires_at: datetime) -> None:
+        """Store a console session (only the SHA-256 of `session_id`) and delete the ones
+        expired by `now`."""
+        ...
+
+    async def find_session(self, session_id: str, now: datetime) -> Session | None:
+        """The live session of this cookie id; None when unknown, deleted or expired."""
+        ...
+
+    async def delete_session(self, session_id: str) -> None:
+        """End the session (logout); nothing for an unknown one."""
         ...
 
     # --- health ---------------------------------------------------------------------------

@@ -10,8 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import nps_totals
 from storage.db import Database
+from storage.sql_run import run_async
+from storage.sql_steps import Values
 from storage.sqlutil import ACCOUNTS, DECISIONS, MEMBERSHIPS, SURVEYS, USERS
 
 VIEWER = "viewer-token-for-tests"
@@ -82,6 +86,7 @@ async def seed_book(db: Database, now: datetime) -> None:
             {"user_id": "u3", "at": now - timedelta(hours=5), "outcome": "skipped",
              "reason": "skipped: surveyed 10 days ago (re-survey interval 26 weeks)"},
         ])
+        await rebuild_totals(conn)
 
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -110,3 +115,9 @@ async def seed_history(db: Database, now: datetime, weeks: int = 26, per_week: i
     async with db.write() as conn:
         await conn.execute(sa.insert(USERS), users)
         await conn.execute(sa.insert(SURVEYS), rows)
+        await rebuild_totals(conn)
+
+
+async def rebuild_totals(conn: AsyncConnection) -> None:
+    """Rows written straight into the tables: the running totals are rebuilt from them."""
+    await run_async(nps_totals.rebuild(Values(conn.dialect.name)), conn)

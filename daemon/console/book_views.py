@@ -10,13 +10,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from daemon.console.cache import cached
 from daemon.console.render import html, page
 from daemon.console.session import Viewer, console_page
 from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
-from storage import console_book, console_reads, reads
-from storage.console_reads import Filters
+from storage.console_book import ACCOUNT_SORTS
+from storage.console_reads import Filters, account_name
 from storage.timeparse import iso
 
 ACCOUNTS_PER_PAGE = 100
@@ -30,16 +29,15 @@ def _not_found(viewer: Viewer, what: str) -> web.Response:
 @console_page
 async def accounts(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     sort = request.query.get("sort", "name")
-    if sort not in console_book.ACCOUNT_SORTS:
+    if sort not in ACCOUNT_SORTS:
         sort = "name"
     descending = request.query.get("order", "desc" if sort != "name" else "asc") == "desc"
     page_no = request.query.get("page", "1")
     number = int(page_no) if page_no.isdigit() and 0 < int(page_no) < 1_000_000 else 1
     runtime = request.app[RUNTIME]
-    computed_at, every = await cached(runtime.db, "accounts", runtime.clock.now(),
-                                      lambda: console_book.all_accounts(runtime.db))
-    rows, total = console_book.sort_page(every, sort, descending, ACCOUNTS_PER_PAGE,
-                                         (number - 1) * ACCOUNTS_PER_PAGE)
+    computed_at = runtime.clock.now()
+    rows, total = await runtime.store.accounts_page(sort, descending, ACCOUNTS_PER_PAGE,
+                                                    (number - 1) * ACCOUNTS_PER_PAGE)
 
     def link(**q: Any) -> str:
         return "/console/accounts?" + urlencode(q)
@@ -49,7 +47,7 @@ async def accounts(request: web.Request, viewer: Viewer) -> web.StreamResponse:
             return "asc" if descending else "desc"
         return "asc" if s == "name" else "desc"
 
-    sorts = {s: link(sort=s, order=order(s)) for s in console_book.ACCOUNT_SORTS}
+    sorts = {s: link(sort=s, order=order(s)) for s in ACCOUNT_SORTS}
     more = number * ACCOUNTS_PER_PAGE < total
     return html(page("console_accounts.html", title="Accounts", viewer=viewer, nav="accounts",
                      rows=rows, total=total, sort=sort, computed_at=iso(computed_at),
@@ -63,15 +61,15 @@ async def accounts(request: web.Request, viewer: Viewer) -> web.StreamResponse:
 @console_page
 async def account(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     group_id = request.match_info["group_id"]
-    db = request.app[RUNTIME].db
-    found = await reads.get_account(db, group_id) if len(group_id) <= MAX_ID_LENGTH else None
+    store = request.app[RUNTIME].store
+    found = await store.account(group_id) if len(group_id) <= MAX_ID_LENGTH else None
     if found is None:
         return _not_found(viewer, "account")
-    recent, _ = await console_reads.responses(db, Filters(account=group_id), 20)
+    recent, _ = await store.responses(Filters(account=group_id), 20)
     return html(page("console_account.html", title=_account_title(found), viewer=viewer,
-                     nav="accounts", a=found, account_name=console_reads.account_name(
-                         json.dumps(found["traits"])), members=await console_book.members(
-                         db, group_id), recent=recent,
+                     nav="accounts", a=found, account_name=account_name(
+                         json.dumps(found["traits"])), members=await store.account_members(
+                         group_id), recent=recent,
                      traits=json.dumps(found["traits"], indent=2, ensure_ascii=False)))
 
 
@@ -83,7 +81,7 @@ def _account_title(found: dict[str, Any]) -> str:
 @console_page
 async def users(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     q = request.query.get("q", "").strip()[:200].replace("\x00", "")
-    rows = await console_book.search_users(request.app[RUNTIME].db, q) if q else []
+    rows = await request.app[RUNTIME].store.search_users(q) if q else []
     if len(rows) == 1 and rows[0]["user_id"] == q:
         raise web.HTTPSeeOther(f"/console/users/{_quote(q)}")
     return html(page("console_users.html", title="Customers", viewer=viewer, nav="users",
@@ -99,12 +97,12 @@ def _quote(value: str) -> str:
 @console_page
 async def user(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     user_id = request.match_info["user_id"]
-    db = request.app[RUNTIME].db
-    found = await reads.get_user(db, user_id) if len(user_id) <= MAX_ID_LENGTH else None
+    store = request.app[RUNTIME].store
+    found = await store.user(user_id) if len(user_id) <= MAX_ID_LENGTH else None
     if found is None:
         return _not_found(viewer, "customer")
-    timeline = await reads.decisions(db, found["userId"]) or []
-    names = await console_reads.account_names(db, [a["groupId"] for a in found["accounts"]])
+    timeline = await store.decisions(found["userId"]) or []
+    names = await store.account_names([a["groupId"] for a in found["accounts"]])
     return html(page("console_user.html", title=found["name"] or found["email"] or
                      found["userId"], viewer=viewer, nav="users", u=found,
                      timeline=list(reversed(timeline)), names=names,
@@ -114,6 +112,6 @@ async def user(request: web.Request, viewer: Viewer) -> web.StreamResponse:
 @console_page
 async def queue(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    found = await console_book.queue(runtime.db, runtime.clock.now())
+    found = await runtime.store.send_queue(runtime.clock.now())
     return html(page("console_queue.html", title="Send queue", viewer=viewer, nav="queue",
                      q=found))

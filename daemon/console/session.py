@@ -23,7 +23,6 @@ from daemon.auth import token_role
 from daemon.config import Settings
 from daemon.console.render import html, page
 from daemon.runtime import RUNTIME
-from storage import console_sessions
 from storage.console_sessions import digest
 from storage.db import StoreUnavailable
 
@@ -89,7 +88,7 @@ async def current(request: web.Request) -> Viewer | None:
     if not session_id or len(session_id) > 128:
         return None
     runtime = request.app[RUNTIME]
-    found = await console_sessions.find(runtime.db, session_id, runtime.clock.now())
+    found = await runtime.store.find_session(session_id, runtime.clock.now())
     if found is None:
         return None
     role = _role_of_hash(runtime.settings, found.token_hash)
@@ -172,8 +171,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     ttl = settings.console.session_ttl
     try:
-        await console_sessions.create(runtime.db, session_id, digest(token), csrf, now,
-                                      now + ttl)
+        await runtime.store.create_session(session_id, digest(token), csrf, now, now + ttl)
     except StoreUnavailable:
         return html(page("console_error.html", title="Store unavailable", status=503,
                          detail="The database is not answering; retry in a moment."), 503)
@@ -188,7 +186,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 @console_page
 async def logout(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    await console_sessions.delete(runtime.db, request.cookies.get(COOKIE, ""))
+    await runtime.store.delete_session(request.cookies.get(COOKIE, ""))
     log.info("console.logout", role=viewer.role)
     response = web.HTTPSeeOther("/console/login")
     response.del_cookie(COOKIE, path="/")

@@ -11,12 +11,10 @@ from urllib.parse import urlencode
 import structlog
 from aiohttp import web
 
-from daemon.console.cache import cached
 from daemon.console.filters import FilterError, parse_filters
 from daemon.console.render import chart, html, page
 from daemon.console.session import Viewer, console_page
 from daemon.runtime import RUNTIME
-from storage import console_reads
 from storage.console_reads import BadCursor, Filters
 from storage.timeparse import iso
 
@@ -33,9 +31,8 @@ FILTER_KEYS = ("category", "score_min", "score_max", "account", "since", "until"
 async def dashboard(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     by = "month" if request.query.get("by") == "month" else "week"
-    computed_at, figures = await cached(
-        runtime.db, f"dashboard-{by}", runtime.clock.now(),
-        lambda: console_reads.dashboard(runtime.db, runtime.clock.now(), by))
+    computed_at = runtime.clock.now()
+    figures = await runtime.store.dashboard(computed_at, by)
     synced = request.query.get("synced")
     notice = {"ok": "Sync finished.", "busy": "A sync is already running.",
               "off": "Sync-back is off: set segment.write_key.",
@@ -85,8 +82,8 @@ async def responses(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     query = _query(request)
     try:
         filters = parse_filters(request.query)
-        rows, cursor = await console_reads.responses(
-            request.app[RUNTIME].db, filters, PAGE_SIZE, request.query.get("cursor") or None)
+        rows, cursor = await request.app[RUNTIME].store.responses(
+            filters, PAGE_SIZE, request.query.get("cursor") or None)
     except (FilterError, BadCursor) as exc:
         return _bad_filter(viewer, query, str(exc))
     return html(page(
@@ -124,19 +121,19 @@ async def responses_csv(request: web.Request, viewer: Viewer) -> web.StreamRespo
 
 async def stream_csv(request: web.Request, filters: Filters) -> web.StreamResponse:
     """Every matching answer, read 500 at a time by cursor and written as it is read."""
-    db = request.app[RUNTIME].db
+    store = request.app[RUNTIME].store
     response = web.StreamResponse(headers={
         "Content-Type": "text/csv; charset=utf-8", "Cache-Control": "no-store",
         "Content-Disposition": 'attachment; filename="npsd-responses.csv"',
         "X-Content-Type-Options": "nosniff"})
-    rows, cursor = await console_reads.responses(db, filters, 500)
+    rows, cursor = await store.responses(filters, 500)
     await response.prepare(request)
     await response.write((",".join(CSV_HEADER) + "\r\n").encode("utf-8"))
     while True:
         await response.write(_csv_rows(rows).encode("utf-8"))
         if cursor is None:
             break
-        rows, cursor = await console_reads.responses(db, filters, 500, cursor)
+        rows, cursor = await store.responses(filters, 500, cursor)
     await response.write_eof()
     log.info("console.exported")
     return response

@@ -56,8 +56,8 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()
     runtime = app[RUNTIME]
-    await seed_book(runtime.db, runtime.clock.now())
-    await seed_history(runtime.db, runtime.clock.now())
+    await seed_book(runtime.store.db, runtime.clock.now())
+    await seed_history(runtime.store.db, runtime.clock.now())
     try:
         yield Site(client)
     finally:

@@ -26,7 +26,7 @@ async def start(make_client: Any, **console: Any) -> TestClient[Any, Any]:
     client: TestClient[Any, Any] = await make_client(
         console={"viewer_tokens": [VIEWER], **console})
     runtime = client.server.app[RUNTIME]
-    await seed_book(runtime.db, runtime.clock.now())
+    await seed_book(runtime.store.db, runtime.clock.now())
     return client
 
 

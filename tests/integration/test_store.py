@@ -17,6 +17,7 @@ from jobs.book_rules import BookRules
 from jobs.clock import MovableClock
 from jobs.planning import make_planner
 from settings import SurveySettings
+from storage.console_reads import BadCursor, Filters
 from storage.events import Message
 from storage.import_store import ImportRow
 from storage.migrations import LATEST
@@ -84,6 +85,17 @@ async def test_an_empty_store_answers_with_nothing(store: SqlStore) -> None:
     assert await store.schema_version() == LATEST
     assert await store.prune(NOW, 100) == 0
     assert (await store.status(NOW))["users"] == 0
+    figures = await store.dashboard(NOW)
+    assert figures["overall"]["responses"] == 0 and figures["trend"] == []
+    assert await store.responses(Filters()) == ([], None)
+    assert await store.account_names(["nothing"]) == {}
+    assert await store.accounts_page() == ([], 0)
+    assert await store.account_members("nothing") == []
+    assert await store.search_users("") == [] and await store.search_users("nobody") == []
+    queue = await store.send_queue(NOW)
+    assert (queue["total_due"], queue["due"], queue["skipped"]) == (0, [], [])
+    assert await store.find_session("no-such-session", NOW) is None
+    await store.delete_session("no-such-session")
 
 
 async def test_record_flags_duplicates_and_plans_a_survey(store: SqlStore) -> None:
@@ -241,6 +253,52 @@ async def test_the_writer_stops_with_the_store(db_url: str) -> None:
     async with store:
         assert store.writer_alive()
     assert not store.writer_alive()
+
+
+async def test_the_console_reads(store: SqlStore) -> None:
+    tokens = [await sent_survey(store, u, i) for i, u in enumerate(["ann", "bob", "cy"])]
+    await store.record([Message(message_id=f"g-{u}", type="group", user_id=u,
+                                anonymous_id=None, timestamp=NOW, group_id="acme",
+                                traits={"name": "Acme"}) for u in ("ann", "bob")], POLICY)
+    later = NOW + timedelta(days=8)
+    for token, score, at in zip(tokens, (10, 4, 8), (NOW, NOW, later), strict=True):
+        assert await store.answer(token, score, "slow" if score < 7 else None, at) \
+            is AnswerResult.RECORDED
+    figures = await store.dashboard(later, "week")
+    assert figures["overall"] == await store.nps()
+    assert [p["responses"] for p in figures["trend"]] == [2, 1]  # two Mondays
+    assert figures["last_30_days"]["responses"] == 3
+    newest, cursor = await store.responses(Filters(), limit=2)
+    assert [r["user_id"] for r in newest] == ["cy", "bob"] and cursor is not None
+    rest, end = await store.responses(Filters(), limit=2, cursor=cursor)
+    assert [r["user_id"] for r in rest] == ["ann"] and end is None
+    assert rest[0]["accounts"] == ["acme"]
+    assert [r["user_id"] for r in (await store.responses(Filters(category="detractor")))[0]
+            ] == ["bob"]
+    with pytest.raises(BadCursor):
+        await store.responses(Filters(), cursor="not-a-cursor")
+    assert await store.account_names(["acme", "none"]) == {"acme": "Acme"}
+    rows, total = await store.accounts_page("nps", descending=True)
+    assert total == 1 and (rows[0]["groupId"], rows[0]["members"], rows[0]["nps"]) == (
+        "acme", 2, 0.0)
+    with pytest.raises(ValueError):
+        await store.accounts_page("email")
+    assert [m["user_id"] for m in await store.account_members("acme")] == ["ann", "bob"]
+    assert [u["user_id"] for u in await store.search_users("bob@")] == ["bob"]
+    assert [u["user_id"] for u in await store.search_users("cy")] == ["cy"]
+    await store.record([identify(7, "dan")], POLICY)
+    queue = await store.send_queue(NOW)
+    assert queue["total_due"] == 1 and queue["due"][0]["user_id"] == "dan"
+    assert queue["due"][0]["why"]
+
+
+async def test_console_sessions_end_by_logout_or_expiry(store: SqlStore) -> None:
+    await store.create_session("sid", "token-hash", "csrf", NOW, NOW + timedelta(hours=1))
+    found = await store.find_session("sid", NOW)
+    assert found is not None and (found.token_hash, found.csrf) == ("token-hash", "csrf")
+    assert await store.find_session("sid", NOW + timedelta(hours=1)) is None  # expired
+    await store.delete_session("sid")
+    assert await store.find_session("sid", NOW) is None
 
 
 def test_this_suite_calls_every_store_method() -> None:
