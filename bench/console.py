@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ADMIN, API_KEY, busy_note, machine_line, table, tempdir
 from _seed import migrate, sqlite_time
-
-from storage import nps_totals
 from storage.sql_run import run_sync
 from storage.sql_steps import Values
+
+from storage import nps_totals
 from storage.sqlutil import chunks
 
 PAGES = ["/console", "/console?by=month", "/console/responses",

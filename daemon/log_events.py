@@ -34,6 +34,7 @@ EVENTS: dict[str, frozenset[str]] = {
     "outbox": frozenset({"outbox.remove_failed"}),
     "import": frozenset({"import.finished", "import.aborted"}),
     "console": frozenset({"console.login", "console.login_refused", "console.logout",
+                          "console.login_limited",
                           "console.sync_started", "console.sync_refused", "console.exported"}),
 }
 

@@ -20,6 +20,7 @@ from storage.nps_totals import (
     active_groups_each,
     count_members,
     refresh_accounts,
+    save_accounts,
     users_with_answers,
 )
 from storage.personal_data import erase_rows
@@ -239,6 +240,7 @@ def _save_accounts(v: Values, book: Book) -> Steps[None]:
     yield from many(
         f"UPDATE accounts SET {', '.join(f'{c} = ?' for c in columns)} WHERE group_id = ?",
         [[*_account_values(v, row, columns), row["group_id"]] for row in changed])
+    yield from save_accounts(new + changed)  # the accounts list's names and liveness
 
 
 def _save_memberships(v: Values, book: Book) -> Steps[None]:

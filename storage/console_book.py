@@ -10,47 +10,40 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from storage.console_reads import account_name
 from storage.db import Database, utc, utc_required
 from storage.reads import _figures
-from storage.sqlutil import ACCOUNT_TOTALS, ACCOUNTS, DECISIONS, MEMBERSHIPS, SURVEYS, USERS
+from storage.sqlutil import ACCOUNT_TOTALS, DECISIONS, MEMBERSHIPS, SURVEYS, USERS
 from storage.timeparse import iso
 
 ACCOUNT_SORTS = ("name", "members", "nps", "responses", "last_answer")
 
 
-async def all_accounts(db: Database) -> list[dict[str, Any]]:
-    """Every account with its name, members and NPS: the accounts joined to their running
-    totals (storage/nps_totals.py), one row each."""
+async def accounts_page(db: Database, sort: str = "name", descending: bool = False,
+                        limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """A page of the accounts (not deleted) sorted by `sort`, ties by groupId, and how many
+    there are: an index walk of the accounts list's read model (storage/nps_totals.py)."""
     t = ACCOUNT_TOTALS
+    key = {"name": t.c.sort_name, "members": t.c.members, "nps": t.c.nps,
+           "responses": t.c.responses, "last_answer": t.c.last_answer_at}[sort]
+    if sort == "last_answer":  # never answered sorts lowest, on both backends
+        first = key.desc().nulls_last() if descending else key.asc().nulls_first()
+    else:
+        first = key.desc() if descending else key.asc()
+    live = t.c.live.is_(True)
     async with db.read() as conn:
         rows = (await conn.execute(
-            sa.select(ACCOUNTS.c.group_id, ACCOUNTS.c.traits, t.c.members, t.c.promoters,
-                      t.c.passives, t.c.detractors, t.c.last_answer_at)
-            .outerjoin(t, t.c.group_id == ACCOUNTS.c.group_id)
-            .where(ACCOUNTS.c.deleted_at.is_(None)))).all()
+            sa.select(t).where(live)
+            .order_by(first, t.c.group_id.desc() if descending else t.c.group_id.asc())
+            .limit(limit).offset(offset))).all()
+        count = int((await conn.execute(sa.select(sa.func.count()).where(live))).scalar() or 0)
     out = []
     for r in rows:
-        gid, traits, members, p, n, d, last = tuple[Any, ...](r)
-        f = _figures(int(p or 0), int(n or 0), int(d or 0), 0)
-        out.append({"groupId": gid, "name": account_name(str(traits)),
-                    "members": int(members or 0), "nps": f["nps"],
-                    "promoters": f["promoters"], "passives": f["passives"],
+        f = _figures(int(r.promoters), int(r.passives), int(r.detractors), 0)
+        out.append({"groupId": r.group_id, "name": r.name, "members": int(r.members),
+                    "nps": f["nps"], "promoters": f["promoters"], "passives": f["passives"],
                     "detractors": f["detractors"], "responses": f["responses"],
-                    "last_answer": iso(utc(last))})
-    return out
-
-
-def sort_page(rows: list[dict[str, Any]], sort: str = "name", descending: bool = False,
-              limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """A page of accounts sorted by `sort`, and how many accounts there are."""
-    key = {"name": lambda a: ((a["name"] or a["groupId"]).lower(), a["groupId"]),
-           "members": lambda a: (a["members"], a["groupId"]),
-           "nps": lambda a: (a["nps"] is not None, a["nps"] or 0, a["groupId"]),
-           "responses": lambda a: (a["responses"], a["groupId"]),
-           "last_answer": lambda a: (a["last_answer"] or "", a["groupId"])}[sort]
-    ordered = sorted(rows, key=key, reverse=descending)
-    return ordered[offset:offset + limit], len(ordered)
+                    "last_answer": iso(utc(r.last_answer_at))})
+    return out, count
 
 
 async def members(db: Database, group_id: str, limit: int = 200) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ send-queue preview. Plain async functions over the Database, like storage/reads.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, utc, utc_required
+from storage.nps_totals import account_name
 from storage.reads import _figures
 from storage.sqlutil import ACCOUNTS, DAYS, MEMBERSHIPS, SURVEYS, USERS
 from storage.timeparse import iso
@@ -170,14 +170,6 @@ async def _accounts_of(conn: AsyncConnection, user_ids: list[str]) -> dict[str, 
             .order_by(MEMBERSHIPS.c.group_id)):
         found.setdefault(str(row[0]), []).append(str(row[1]))
     return found
-
-
-def account_name(traits: str | None) -> str | None:
-    try:
-        value = json.loads(traits or "{}").get("name")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) and value else None
 
 
 async def account_names(db: Database, group_ids: list[str]) -> dict[str, str | None]:

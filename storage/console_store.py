@@ -32,8 +32,7 @@ class ConsoleStore:
                             ) -> tuple[list[dict[str, Any]], int]:
         if sort not in console_book.ACCOUNT_SORTS:
             raise ValueError(f"sort must be one of {', '.join(console_book.ACCOUNT_SORTS)}")
-        every = await console_book.all_accounts(self.db)
-        return console_book.sort_page(every, sort, descending, limit, offset)
+        return await console_book.accounts_page(self.db, sort, descending, limit, offset)
 
     async def account_members(self, group_id: str, limit: int = 200) -> list[dict[str, Any]]:
         return await console_book.members(self.db, group_id, limit)

@@ -2,6 +2,7 @@
 needs real annotations.) Queries use the tables through SQLAlchemy Core for batch speed."""
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -200,14 +201,27 @@ class NpsDay(SQLModel, table=True):
     sent: int = 0
 
 
+def _zero() -> Any:
+    return Field(default=0, sa_column_kwargs={"server_default": sa.text("0")})
+
+
 class NpsAccount(SQLModel, table=True):
-    """Running totals per account: its active members, their answers by category and the
-    latest answer time (storage/nps_totals.py), for the console's accounts list."""
+    """The accounts list as a read model (storage/nps_totals.py): per account its name and
+    sort key, whether it is live (not deleted), its active members, their answers by
+    category with the total, the NPS (NO_NPS without answers, so it sorts lowest on both
+    backends) and the latest answer time. Indexed per sort, so a page is an index walk."""
 
     __tablename__ = "nps_accounts"
+    __table_args__ = tuple(sa.Index(f"ix_nps_accounts_{c}", "live", c, "group_id") for c in (
+        "sort_name", "members", "responses", "nps", "last_answer_at"))
     group_id: str = Field(primary_key=True)
-    members: int = 0
-    promoters: int = 0
-    passives: int = 0
-    detractors: int = 0
+    name: str | None = None
+    sort_name: str | None = None
+    live: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    members: int = _zero()
+    promoters: int = _zero()
+    passives: int = _zero()
+    detractors: int = _zero()
+    responses: int = _zero()
+    nps: float = Field(default=-1000.0, sa_column_kwargs={"server_default": sa.text("-1000")})
     last_answer_at: datetime | None = Field(default=None, sa_type=TZ)

@@ -17,14 +17,17 @@ Written as fast-path steps (storage/fast_path.py) so the intake's writer, the an
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from storage.fast_path import Fetch, Steps, Values, fetch_in, many
+from storage.fast_path import Fetch, Steps, Values, execute_in, fetch_in, many
 from storage.nps import PASSIVE_MIN, PROMOTER_MIN
+
+NO_NPS = -1000  # the stored NPS of an account without answers: below any NPS
 
 _UPSERT_DAY = (
     "INSERT INTO nps_days (day, promoters, passives, detractors, sent) VALUES (?, ?, ?, ?, ?) "
@@ -33,8 +36,8 @@ _UPSERT_DAY = (
     "detractors = nps_days.detractors + excluded.detractors, "
     "sent = nps_days.sent + excluded.sent")
 _UPSERT_ACCOUNT = (
-    "INSERT INTO nps_accounts (group_id, members, promoters, passives, detractors, "
-    "last_answer_at) VALUES (?, 0, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET "
+    "INSERT INTO nps_accounts (group_id, promoters, passives, detractors, last_answer_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET "
     "promoters = nps_accounts.promoters + excluded.promoters, "
     "passives = nps_accounts.passives + excluded.passives, "
     "detractors = nps_accounts.detractors + excluded.detractors, "
@@ -110,6 +113,7 @@ def record_change(v: Values, before: Iterable[Counted], after: Iterable[Counted]
             sums[3] = mine[3]
     yield from many(_UPSERT_ACCOUNT, [[g, *c[:3], v.ts(c[3])]
                                       for g, c in sorted(accounts.items())])
+    yield from _derive(accounts)
 
 
 def _answers(v: Values, rows: Iterable[Counted]) -> Counter[tuple[str, int, datetime]]:
@@ -154,8 +158,7 @@ def active_groups_each(user_ids: Iterable[str]) -> Steps[list[str]]:
 def count_members(deltas: dict[str, int]) -> Steps[None]:
     """Add these changes to the accounts' member counts."""
     yield from many(
-        "INSERT INTO nps_accounts (group_id, members, promoters, passives, detractors) "
-        "VALUES (?, ?, 0, 0, 0) ON CONFLICT (group_id) "
+        "INSERT INTO nps_accounts (group_id, members) VALUES (?, ?) ON CONFLICT (group_id) "
         "DO UPDATE SET members = nps_accounts.members + excluded.members",
         sorted((g, n) for g, n in deltas.items() if n))
 
@@ -192,12 +195,45 @@ def refresh_accounts(v: Values, group_ids: Iterable[str]) -> Steps[None]:
     found = {str(r[0]): r for r in (yield from fetch_in(_ACCOUNT_FIGURES, groups))}
     none = (None, 0, 0, 0, None)
     yield from many(
-        "INSERT INTO nps_accounts (group_id, members, promoters, passives, detractors, "
-        "last_answer_at) VALUES (?, 0, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET "
+        "INSERT INTO nps_accounts (group_id, promoters, passives, detractors, last_answer_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET "
         "promoters = excluded.promoters, passives = excluded.passives, "
         "detractors = excluded.detractors, last_answer_at = excluded.last_answer_at",
         [(g, int(r[1] or 0), int(r[2] or 0), int(r[3] or 0), v.ts(v.dt(r[4])))
          for g in groups for r in [found.get(g, none)]])
+    yield from _derive(groups)
+
+
+def _derive(group_ids: Iterable[str]) -> Steps[None]:
+    """The total and the NPS of these accounts from their counts (the sort columns)."""
+    total = "(promoters + passives + detractors)"
+    yield from execute_in(
+        f"UPDATE nps_accounts SET responses = {total}, nps = CASE WHEN {total} > 0 THEN "
+        f"round(100.0 * (promoters - detractors) / {total}, 1) ELSE {NO_NPS} END "
+        "WHERE group_id IN ({})", group_ids)
+
+
+def save_accounts(rows: Iterable[dict[str, Any]]) -> Steps[None]:
+    """The name, sort key and liveness of these accounts (rows as the book holds them),
+    after their traits or deletion changed."""
+    values = []
+    for row in rows:
+        name = account_name(row["traits"])
+        values.append((row["group_id"], name, (name or row["group_id"]).lower(),
+                       row["deleted_at"] is None))
+    yield from many(
+        "INSERT INTO nps_accounts (group_id, name, sort_name, live) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, "
+        "sort_name = excluded.sort_name, live = excluded.live", values)
+
+
+def account_name(traits: str | None) -> str | None:
+    """The `name` trait of an account when it is a non-empty string."""
+    try:
+        value = json.loads(traits or "{}").get("name")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def rebuild(v: Values) -> Steps[None]:
@@ -215,6 +251,9 @@ def rebuild(v: Values) -> Steps[None]:
     for day, score, count in answered:
         days.setdefault(str(day), [0, 0, 0, 0])[_slot(int(score))] += int(count)
     yield from many(_UPSERT_DAY, sorted([d, *c] for d, c in days.items()))
+    accounts = yield Fetch("SELECT group_id, traits, deleted_at FROM accounts")
+    yield from save_accounts({"group_id": str(g), "traits": t, "deleted_at": d}
+                             for g, t, d in accounts)
     groups = yield Fetch("SELECT group_id, COUNT(*) FROM memberships WHERE active = TRUE "
                          "GROUP BY group_id")
     yield from count_members({str(g): int(n) for g, n in groups})

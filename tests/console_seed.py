@@ -11,11 +11,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
+from storage.sql_run import run_async
+from storage.sql_steps import Values
 
 from storage import nps_totals
 from storage.db import Database
-from storage.sql_run import run_async
-from storage.sql_steps import Values
 from storage.sqlutil import ACCOUNTS, DECISIONS, MEMBERSHIPS, SURVEYS, USERS
 
 VIEWER = "viewer-token-for-tests"

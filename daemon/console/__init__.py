@@ -6,9 +6,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from daemon.console import api, book_views, render, session, views
+from daemon.console.login_limit import LOGIN_LIMITER, LoginLimiter
 
 
 def add_routes(app: web.Application) -> None:
+    app[LOGIN_LIMITER] = LoginLimiter()
     r = app.router
     r.add_get("/console/login", session.login_form)
     r.add_post("/console/login", session.login)

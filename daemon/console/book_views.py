@@ -15,7 +15,8 @@ from daemon.console.session import Viewer, console_page
 from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
 from storage.console_book import ACCOUNT_SORTS
-from storage.console_reads import Filters, account_name
+from storage.console_reads import Filters
+from storage.nps_totals import account_name
 from storage.timeparse import iso
 
 ACCOUNTS_PER_PAGE = 100

@@ -14,6 +14,7 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import structlog
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from daemon.auth import token_role
 from daemon.config import Settings
+from daemon.console.login_limit import LOGIN_LIMITER, Refused
 from daemon.console.render import html, page
 from daemon.runtime import RUNTIME
 from storage.console_sessions import digest
@@ -159,11 +161,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         return _login_page(request, "The sign-in form expired: please try again.", 403)
+    limiter, remote = request.app[LOGIN_LIMITER], request.remote or ""
+    refused = limiter.check(remote, runtime.clock.now())
+    if refused is not None:
+        return _limited(request, refused)
     token = str(form.get("token", "")).strip()[:MAX_TOKEN]
     settings = runtime.settings
     role = token_role(token, settings.admin.token, settings.console.viewer_tokens) \
         if token else None
     if role is None:
+        if token:
+            limiter.failed(remote, runtime.clock.now())
         log.warning("console.login_refused", reason="wrong_token" if token else "no_token")
         return _login_page(request, "That token is not valid. Ask your npsd operator for a "
                                     "viewer token.", 401)
@@ -181,6 +189,20 @@ async def login(request: web.Request) -> web.StreamResponse:
                         secure=_secure(settings), path="/", max_age=int(ttl.total_seconds()))
     response.del_cookie(LOGIN_COOKIE, path="/console")
     raise response
+
+
+def _limited(request: web.Request, refused: Refused) -> web.Response:
+    """429: too many sign-in attempts (from this address, or from everyone)."""
+    log.warning("console.login_limited", scope=refused.scope, remote=request.remote or "",
+                retry_after_s=refused.seconds)
+    at = request.app[RUNTIME].clock.now() + timedelta(seconds=refused.seconds)
+    source = "from this address" if refused.scope == "address" else "to this console"
+    response = html(page(
+        "console_error.html", title="Too many sign-in attempts", status=429,
+        detail=f"There were too many sign-in attempts {source}. Try again in "
+               f"{refused.seconds} seconds (after {at:%H:%M:%S} UTC)."), 429)
+    response.headers["Retry-After"] = str(refused.seconds)
+    return response
 
 
 @console_page

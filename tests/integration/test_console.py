@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from daemon.runtime import RUNTIME
 from tests.conftest import ADMIN, bearer
@@ -73,6 +75,34 @@ async def test_a_wrong_token_or_a_missing_login_csrf_is_refused(make_client: Any
     assert (await client.get("/console", allow_redirects=False)).status == 303
 
 
+
+async def test_wrong_tokens_are_rate_limited_per_address(make_client: Any) -> None:
+    client = await start(make_client)
+    clock = client.server.app[RUNTIME].clock
+
+    async def attempt(token: str) -> Any:
+        form = await client.get("/console/login")
+        return await client.post("/console/login", data={
+            "token": token, "csrf": csrf_of(await form.text())}, allow_redirects=False)
+
+    with capture_logs() as logs:
+        for n in range(10):
+            assert (await attempt(f"guess-{n}")).status == 401
+        refused = await attempt("guess-10")
+        text = await refused.text()
+        assert refused.status == 429 and "Too many sign-in attempts" in text
+        assert "Try again in 30 seconds" in text and refused.headers["Retry-After"] == "30"
+        # While refused, even the right token is not compared.
+        assert (await attempt(ADMIN)).status == 429
+    limited = [e for e in logs if e["event"] == "console.login_limited"]
+    assert len(limited) == 2 and limited[0]["scope"] == "address"
+    assert all("guess" not in str(e) and ADMIN not in str(e) for e in logs)
+    clock.advance(timedelta(seconds=30))  # one attempt back
+    assert (await attempt(ADMIN)).status == 303
+    client.session.cookie_jar.clear()
+    assert (await attempt("guess-11")).status == 401
+    assert (await attempt("guess-12")).status == 429
+
 async def test_viewer_reads_every_page_but_cannot_sync(make_client: Any) -> None:
     client = await start(make_client)
     csrf = await login(client, VIEWER)
@@ -107,7 +137,6 @@ async def test_logout_ends_the_session_and_needs_csrf(make_client: Any) -> None:
     client.session.cookie_jar.update_cookies({"npsd_session": cookie.value})
     assert (await client.get("/console", allow_redirects=False)).status == 303
 
-
 async def test_a_token_taken_out_of_the_config_ends_its_sessions(make_client: Any) -> None:
     from dataclasses import replace
 
@@ -117,7 +146,6 @@ async def test_a_token_taken_out_of_the_config_ends_its_sessions(make_client: An
     s = runtime.settings
     runtime.settings = replace(s, console=replace(s.console, viewer_tokens=()))
     assert (await client.get("/console", allow_redirects=False)).status == 303
-
 
 async def test_read_api_takes_viewer_tokens_but_sync_stays_admin(make_client: Any) -> None:
     client = await start(make_client)

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobs.book_rules import BookRules
 from jobs.clock import MovableClock
-from storage import console_book, console_reads, nps_totals
+from storage import console_reads, nps_totals
 from storage.dialect import POSTGRESQL
 from storage.events import Message
 from storage.fast_path import Values, run_async
@@ -34,12 +35,16 @@ async def tables(store: SqlStore) -> tuple[list[Any], list[Any]]:
         days = [tuple(r) for r in await conn.execute(sa.text(
             "SELECT day, promoters, passives, detractors, sent FROM nps_days "
             "WHERE promoters + passives + detractors + sent > 0 ORDER BY day"))]
-        accounts = [(r[0], *r[1:5], None if r[5] is None else str(r[5])[:19])
-                    for r in await conn.execute(sa.text(
-                        "SELECT group_id, members, promoters, passives, detractors, "
-                        "last_answer_at FROM nps_accounts WHERE members > 0 "
-                        "OR promoters + passives + detractors > 0 ORDER BY group_id"))]
+        accounts = await _accounts(conn)
     return days, accounts
+
+
+async def _accounts(conn: AsyncConnection) -> list[Any]:
+    return [(*r[:5], None if r[5] is None else str(r[5])[:19], *r[6:-1], bool(r[-1]))
+            for r in await conn.execute(sa.text(
+                "SELECT group_id, members, promoters, passives, detractors, last_answer_at, "
+                "responses, nps, name, sort_name, live FROM nps_accounts WHERE members > 0 "
+                "OR responses > 0 OR live ORDER BY group_id"))]
 
 
 async def recounted(store: SqlStore) -> tuple[list[Any], list[Any]]:
@@ -49,11 +54,7 @@ async def recounted(store: SqlStore) -> tuple[list[Any], list[Any]]:
         days = [tuple(r) for r in await conn.execute(sa.text(
             "SELECT day, promoters, passives, detractors, sent FROM nps_days "
             "WHERE promoters + passives + detractors + sent > 0 ORDER BY day"))]
-        accounts = [(r[0], *r[1:5], None if r[5] is None else str(r[5])[:19])
-                    for r in await conn.execute(sa.text(
-                        "SELECT group_id, members, promoters, passives, detractors, "
-                        "last_answer_at FROM nps_accounts WHERE members > 0 "
-                        "OR promoters + passives + detractors > 0 ORDER BY group_id"))]
+        accounts = await _accounts(conn)
         await conn.rollback()
     return days, accounts
 
@@ -102,14 +103,15 @@ async def test_the_totals_equal_a_recount_after_every_kind_of_change(store: SqlS
     days, accounts = await tables(store)
     assert (days, accounts) == await recounted(store)
     assert sum(d[4] for d in days) == 3  # cy, dee, eve were sent surveys
-    assert [(a[0], a[1]) for a in accounts] == [("acme", 2), ("initech", 2)]
+    assert [(a[0], a[1], a[8], a[10]) for a in accounts] == [
+        ("acme", 2, "Acme", True), ("initech", 2, "Initech", True)]
     # What the reports show is read from them, and agrees with a recount.
     report = await store.nps()
     assert (report["promoters"], report["passives"], report["detractors"],
             report["sent"]) == (1, 1, 1, 3)
     figures = await console_reads.dashboard(store.db, NOW + timedelta(days=4))
     assert figures["overall"] == report
-    listed = {a["groupId"]: a for a in await console_book.all_accounts(store.db)}
+    listed = {a["groupId"]: a for a in (await store.accounts_page())[0]}
     acme = await store.account_figures(["acme"])
     assert listed["acme"]["responses"] == acme["acme"]["responses"] == 2
     assert listed["acme"]["nps"] == acme["acme"]["nps"]
@@ -141,5 +143,5 @@ async def test_an_upgrade_to_schema_6_builds_the_totals_from_the_answers(
         await conn.execute(sa.text("UPDATE npsd_schema SET version = 5"))
     assert await migrate(store.db, NOW) == (5, LATEST)
     assert await tables(store) == kept
-    assert kept[1] == [("acme", 2, 1, 0, 1, kept[1][0][5])]
+    assert kept[1] == [("acme", 2, 1, 0, 1, kept[1][0][5], 2, 0.0, "Acme", "acme", True)]
     assert (await store.nps())["nps"] == 0.0

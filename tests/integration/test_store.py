@@ -261,7 +261,7 @@ async def test_the_console_reads(store: SqlStore) -> None:
                                 anonymous_id=None, timestamp=NOW, group_id="acme",
                                 traits={"name": "Acme"}) for u in ("ann", "bob")], POLICY)
     later = NOW + timedelta(days=8)
-    for token, score, at in zip(tokens, (10, 4, 8), (NOW, NOW, later), strict=True):
+    for token, score, at in zip(tokens, (10, 4, 9), (NOW, NOW, later), strict=True):
         assert await store.answer(token, score, "slow" if score < 7 else None, at) \
             is AnswerResult.RECORDED
     figures = await store.dashboard(later, "week")
@@ -278,9 +278,17 @@ async def test_the_console_reads(store: SqlStore) -> None:
     with pytest.raises(BadCursor):
         await store.responses(Filters(), cursor="not-a-cursor")
     assert await store.account_names(["acme", "none"]) == {"acme": "Acme"}
+    await store.record([Message(message_id="g-zed", type="group", user_id="cy",
+                                anonymous_id=None, timestamp=NOW, group_id="zeta",
+                                traits={"name": "beta"}),
+                        Message(message_id="g-none", type="group", user_id="cy",
+                                anonymous_id=None, timestamp=NOW, group_id="0-unnamed")],
+                       POLICY)
     rows, total = await store.accounts_page("nps", descending=True)
-    assert total == 1 and (rows[0]["groupId"], rows[0]["members"], rows[0]["nps"]) == (
-        "acme", 2, 0.0)
+    assert total == 3 and [(r["groupId"], r["members"], r["nps"]) for r in rows] == [
+        ("zeta", 1, 100.0), ("0-unnamed", 1, 100.0), ("acme", 2, 0.0)]
+    by_name = (await store.accounts_page("name", limit=2, offset=1))[0]
+    assert [(r["groupId"], r["name"]) for r in by_name] == [("acme", "Acme"), ("zeta", "beta")]
     with pytest.raises(ValueError):
         await store.accounts_page("email")
     assert [m["user_id"] for m in await store.account_members("acme")] == ["ann", "bob"]
