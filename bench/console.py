@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ADMIN, API_KEY, busy_note, machine_line, table, tempdir
 from _seed import migrate, sqlite_time
-from storage.sql_run import run_sync
-from storage.sql_steps import Values
 
 from storage import nps_totals
+from storage.dialect import SQLITE
+from storage.fast_path import Values, run_sync
 from storage.sqlutil import chunks
 
 PAGES = ["/console", "/console?by=month", "/console/responses",
@@ -93,7 +93,7 @@ def seed(path: Path, users: int, answers: int, accounts: int) -> tuple[float, fl
             con.execute(sql)
     seeded = time.perf_counter()
     with con:
-        run_sync(nps_totals.rebuild(Values("sqlite")), con)
+        run_sync(nps_totals.rebuild(Values(SQLITE)), con)
     totals = time.perf_counter() - seeded
     con.execute("ANALYZE")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")

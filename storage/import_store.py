@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from storage.fast_path import Steps, Values, fetch_in, insert_returning, many
+from storage.nps_totals import Counted, record_change
 from storage.states import SurveyState
 from storage.survey_plan import email_key, new_token
 
@@ -170,6 +171,9 @@ def _write(v: Values, created: dict[str, str | None], surveys: list[tuple[Any, .
         f"INSERT INTO surveys ({_SURVEY_COLUMNS}) VALUES {{}} ON CONFLICT DO NOTHING",
         surveys, "id, user_id, score, answered_at")
     reader = v.time_reader()
+    # Answered and sent at their date: into the running totals, in this transaction.
+    yield from record_change(v, [], [Counted(str(u), reader(at), int(score), reader(at))
+                                     for _, u, score, at in inserted])
     yield from many(
         "INSERT INTO decisions (user_id, at, survey_id, outcome, reason) VALUES (?, ?, ?, ?, ?)",
         [(user_id, v.ts(now), survey_id, "imported",

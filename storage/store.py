@@ -161,7 +161,8 @@ class Store(Protocol):
         "imported", for the user named (an alias resolved), else the user holding the
         address (the one seen last), else a new email-only user. Answers are pending for
         sync-back only with `sync` (never an email-only user's). `write` false decides the
-        same and writes nothing. One outcome per row, in order; `[]` for no rows."""
+        same and writes nothing. Imported answers join the running NPS totals in the same
+        transaction. One outcome per row, in order; `[]` for no rows."""
         ...
 
     # --- sync -----------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
-from storage.sql_run import run_async
-from storage.sql_steps import Values
 
 from storage import nps_totals
 from storage.db import Database
+from storage.dialect import dialect_for
+from storage.fast_path import Values, run_async
 from storage.sqlutil import ACCOUNTS, DECISIONS, MEMBERSHIPS, SURVEYS, USERS
 
 VIEWER = "viewer-token-for-tests"
@@ -120,4 +120,5 @@ async def seed_history(db: Database, now: datetime, weeks: int = 26, per_week: i
 
 async def rebuild_totals(conn: AsyncConnection) -> None:
     """Rows written straight into the tables: the running totals are rebuilt from them."""
-    await run_async(nps_totals.rebuild(Values(conn.dialect.name)), conn)
+    dialect = dialect_for(conn.engine.url.render_as_string(hide_password=False))
+    await run_async(nps_totals.rebuild(Values(dialect)), conn)

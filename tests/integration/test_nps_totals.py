@@ -18,6 +18,7 @@ from storage import console_reads, nps_totals
 from storage.dialect import POSTGRESQL
 from storage.events import Message
 from storage.fast_path import Values, run_async
+from storage.import_store import ImportRow
 from storage.migrations import LATEST, migrate
 from storage.sql_store import SqlStore
 from storage.store import AnswerResult, IntakePolicy
@@ -145,3 +146,18 @@ async def test_an_upgrade_to_schema_6_builds_the_totals_from_the_answers(
     assert await tables(store) == kept
     assert kept[1] == [("acme", 2, 1, 0, 1, kept[1][0][5], 2, 0.0, "Acme", "acme", True)]
     assert (await store.nps())["nps"] == 0.0
+
+
+async def test_imported_answers_join_the_totals(store: SqlStore) -> None:
+    token = await sent_survey(store, "ann")
+    await store.record([group(1, "ann", "acme")], POLICY)
+    assert await store.answer(token, 10, None, NOW) is AnswerResult.RECORDED
+    old = NOW - timedelta(days=40)
+    rows = [ImportRow(1, "ann", None, 2, "old", old, "k-1"),
+            ImportRow(2, None, "new@example.com", 8, None, old, "k-2")]
+    await store.import_answers(rows, "test", NOW, sync=False, write=True)
+    days, accounts = await tables(store)
+    assert (days, accounts) == await recounted(store)
+    assert [d[0] for d in days] == [old.date().isoformat(), NOW.date().isoformat()]
+    assert accounts[0][:5] == ("acme", 1, 1, 0, 1)  # ann's imported detractor counts
+    assert (await store.nps())["responses"] == 3
