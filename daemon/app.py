@@ -21,6 +21,7 @@ from daemon.runtime import RUNTIME, Runtime
 from daemon.survey_page import PAGE_BODY_LIMIT
 from daemon.watchdog import watchdog_loop
 from jobs.clock import Clock, SystemClock
+from jobs.deliveries import Deliverer
 from jobs.dispatch import Dispatcher
 from jobs.email import EmailBackend, make_backend
 from jobs.housekeeping import housekeeping
@@ -35,6 +36,7 @@ EMAIL = web.AppKey("email", EmailBackend)
 REFUSAL_FLUSH_S = 10.0
 SCHEDULE = web.AppKey("schedule", Schedule)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+DELIVERER = web.AppKey("deliverer", Deliverer)
 WRITER_TASK = "intake-group-commit"
 
 
@@ -88,7 +90,7 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _jobs(app: web.Application, session: aiohttp.ClientSession
-          ) -> tuple[Dispatcher, Syncer, Schedule]:
+          ) -> tuple[Dispatcher, Syncer, Schedule, Deliverer]:
     runtime = app[RUNTIME]
     m = runtime.metrics
     dispatcher = Dispatcher(runtime.store, runtime.clock, runtime.owner,
@@ -106,20 +108,24 @@ def _jobs(app: web.Application, session: aiohttp.ClientSession
         await housekeeping(runtime.store, runtime.clock.now(),
                            runtime.settings.intake.dedup_window, runtime.outbox_dir())
 
+    deliverer = Deliverer(runtime.store, runtime.clock, runtime.owner,
+                          lambda: runtime.settings, lambda: app[EMAIL], session,
+                          on_result=lambda c, r: m.deliveries.labels(c, r).inc())
     schedule = Schedule(runtime.store, runtime.clock, dispatcher, syncer,
-                        lambda: runtime.settings.segment, tidy)
-    return dispatcher, syncer, schedule
+                        lambda: runtime.settings.segment, tidy, deliverer)
+    return dispatcher, syncer, schedule, deliverer
 
 
 async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-    dispatcher, syncer, schedule = _jobs(app, session)
+    dispatcher, syncer, schedule, deliverer = _jobs(app, session)
     app[SYNCER], app[SCHEDULE], app[DISPATCHER] = syncer, schedule, dispatcher
+    app[DELIVERER] = deliverer
     schedule.start()
     runtime.supervisor.start("dispatch-waker", _wake_on_identify(runtime, schedule))
     yield
-    dispatcher.stopping = True
+    dispatcher.stopping = deliverer.stopping = True
     await runtime.supervisor.stop("dispatch-waker")
     grace = runtime.settings.server.shutdown_timeout.total_seconds()
     try:
@@ -127,6 +133,7 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         # 3's shutdown cancels the jobs it is running (even a chunk whose emails are sent).
         await asyncio.wait_for(dispatcher.idle(), timeout=grace)
         await asyncio.wait_for(dispatcher.release_claims(), timeout=grace)
+        await asyncio.wait_for(deliverer.release_claims(), timeout=grace)
     except TimeoutError:
         log.warning("shutdown.dispatch_timeout")
     except StoreUnavailable as exc:

@@ -1,4 +1,5 @@
-"""The `npsd` command: run, check-config, migrate, sync-now, report, why, status, import.
+"""The `npsd` command: run, check-config, migrate, sync-now, report, why, status, import,
+webhooks.
 
 Only `run` and `migrate` may create a database; the others read one that exists and say
 where they looked when it does not (SQLite would otherwise create an empty file)."""
@@ -13,8 +14,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from daemon import import_cli
+from daemon import cli_webhooks, import_cli
 from daemon.config import ConfigError, Settings, config_path, load_settings
+from daemon.config_loop import plain_http_receivers
 from daemon.logging import configure_logging
 from daemon.paths import sqlite_file
 from daemon.weak_secrets import is_loopback, refusal, weak_secrets
@@ -51,9 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     why = command("why", "every survey decision for a user, with its reason")
     why.add_argument("user_id")
     why.add_argument("--json", action="store_true", help="print JSON")
-    status = command("status", "pending surveys, last sync, backlog")
+    status = command("status", "pending surveys, last sync, backlog, dead letters")
     status.add_argument("--json", action="store_true", help="print JSON")
     import_cli.add_parser(command)
+    cli_webhooks.add_commands(command("webhooks", "alert and webhook deliveries"), common)
     return parser
 
 
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         for w in weak:
             print(f"npsd: warning: {w.message()} (npsd refuses to start with it when "
                   "server.host is not a loopback address)", file=sys.stderr)
+        for key, host in plain_http_receivers(settings.alerts, settings.webhooks):
+            print(f"npsd: warning: {path}: {key}: http://{host} is not https: alerts and "
+                  "webhooks carry comments and emails", file=sys.stderr)
         print(f"{path}: ok")
         return 0
     configure_logging(settings.log.format, settings.log.level, settings.secrets())
@@ -89,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(serve(settings, path))
     commands: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "migrate": _migrate, "sync-now": _sync_now, "report": _report, "why": _why,
-        "status": _status, "import": _import,
+        "status": _status, "import": _import, "webhooks": _webhooks,
     }
     try:
         return asyncio.run(commands[args.command](settings, args))
@@ -238,6 +244,7 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
               f"{sync['last_started_at'] or 'never'} → {sync['last_result'] or '-'}; last "
               f"success {sync['last_success_at'] or 'never'}; backlog {sync['backlog']} "
               f"answers; refused messages {sync['failed_messages']}")
+        print(cli_webhooks.status_line(s["deliveries"]))
         return 0
 
     return await _with_db(settings, work)
@@ -246,6 +253,21 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
 async def _import(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: SqlStore) -> int:
         return await import_cli.run(settings, args, store)
+
+    return await _with_db(settings, work)
+
+
+async def _webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    if args.since:
+        from jobs.clock import SystemClock
+        try:
+            cli_webhooks.parse_since(args.since, SystemClock().now())
+        except ValueError as exc:
+            print(f"npsd webhooks replay: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+
+    async def work(store: SqlStore) -> int:
+        return await cli_webhooks.replay(settings, args, store)
 
     return await _with_db(settings, work)
 

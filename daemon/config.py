@@ -15,6 +15,7 @@ from typing import Any
 
 from daemon import config_values as values
 from daemon.config_console import parse_console
+from daemon.config_loop import KeyedError, parse_alerts, parse_webhooks
 from daemon.config_values import Parser as _Parser
 from daemon.paths import base_directory, resolve_paths
 from settings import (
@@ -144,7 +145,14 @@ def parse_settings(
                 _email(raw, path, env), _segment(raw, path, env), _log(raw, path))
     console = parse_console(_Section(_table(raw, "console", path), "console.", path), env,
                             _secret_with_origin, origins)
-    return Settings(*sections, path, tuple(origins), console)
+    try:
+        alerts = parse_alerts(_Section(_table(raw, "alerts", path), "alerts.", path), env,
+                              _secret_with_origin, origins)
+        webhooks = parse_webhooks(_Section(_table(raw, "webhooks", path), "webhooks.", path),
+                                  env, _secret_with_origin, origins)
+    except KeyedError as exc:
+        raise ConfigError(path, exc.key, exc.reason) from None
+    return Settings(*sections, path, tuple(origins), console, alerts, webhooks)
 
 
 def _server(raw: Mapping[str, Any], path: str) -> ServerSettings:

@@ -42,6 +42,8 @@ async def metrics(request: web.Request) -> web.Response:
             runtime.metrics.surveys.labels(state).set(count)
         runtime.metrics.backlog.set(status["due_now"])
         runtime.metrics.oldest_due.set(status["oldest_due_seconds"])
+        for state in ("pending", "dead"):
+            runtime.metrics.deliveries_by_state.labels(state).set(status["deliveries"][state])
     runtime.metrics.flush()
     body = generate_latest(runtime.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

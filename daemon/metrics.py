@@ -36,6 +36,14 @@ class Metrics:
         self.sync_messages = Counter("npsd_sync_messages", "Messages synced back to Segment",
                                      registry=r)
         self.answers = Counter("npsd_answers", "Survey answers recorded", registry=r)
+        self.deliveries = Counter(
+            "npsd_deliveries", "Alert and webhook delivery attempts by channel (webhook, "
+            "slack, email) and result (delivered, retry, dead, dropped)",
+            ["channel", "result"], registry=r)
+        self.deliveries_by_state = Gauge(
+            "npsd_delivery_backlog",
+            "Alerts and webhooks waiting (pending) or dead-lettered (dead)",
+            ["state"], registry=r)
         # labels() takes a lock and builds a key on every call: on the intake's hot path the
         # children are looked up once and kept.
         self._children: dict[tuple[Any, ...], Any] = {}

@@ -19,6 +19,7 @@ from daemon.supervisor import Supervisor
 from jobs import outbox
 from jobs.book_rules import BookRules
 from jobs.clock import Clock
+from jobs.loop_events import LoopEvents
 from jobs.planning import make_planner
 from storage.sql_store import SqlStore
 from storage.store import IntakePolicy
@@ -68,9 +69,13 @@ class Runtime:
         made = self._policy
         if made is None or made[0] is not self.settings:
             policy = IntakePolicy(self.book_rules(), make_planner(self.settings.survey),
-                                  on_erased=self._remove_outbox_files)
+                                  on_erased=self._remove_outbox_files, loop=self.loop())
             made = self._policy = (self.settings, policy)
         return made[1]
+
+    def loop(self) -> LoopEvents:
+        """The alerts and webhooks of an answer, unsubscribe or erasure, as configured now."""
+        return LoopEvents(self.settings.alerts, self.settings.webhooks)
 
     def outbox_dir(self) -> Path | None:
         """email.file_dir when the file backend is on."""

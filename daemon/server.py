@@ -19,6 +19,7 @@ from aiohttp import web
 from daemon import systemd
 from daemon.app import DISPATCHER, EMAIL, SCHEDULE, create_app
 from daemon.config import ConfigError, Settings, load_settings
+from daemon.config_loop import plain_http_receivers
 from daemon.logging import configure_logging
 from daemon.paths import describe_store
 from daemon.request_counts import server_options
@@ -35,6 +36,7 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
     # Off loopback the CLI has already refused these; on loopback they are only a warning.
     for weak in weak_secrets(settings):
         log.warning("config.weak_secret", key=weak.key, reason=weak.reason, origin=weak.origin)
+    _warn_plain_http(settings)
     app = create_app(settings, config_path=config_path)
     runtime = app[RUNTIME]
     grace = settings.server.shutdown_timeout.total_seconds()
@@ -113,6 +115,12 @@ async def _close_when_idle(app: web.Application, backend: EmailBackend) -> None:
     await backend.close()
 
 
+def _warn_plain_http(settings: Settings) -> None:
+    for key, host in plain_http_receivers(settings.alerts, settings.webhooks):
+        log.warning("config.plain_http_receiver", key=key, host=host,
+                    reason="bodies hold comments and emails: use https")
+
+
 def reload(app: web.Application) -> None:
     runtime = app[RUNTIME]
     systemd.notify(systemd.RELOADING)
@@ -130,6 +138,7 @@ def reload(app: web.Application) -> None:
             return
         for w in weak:
             log.warning("config.weak_secret", key=w.key, reason=w.reason, origin=w.origin)
+        _warn_plain_http(new)
         if new.storage != old.storage:
             log.warning("config.restart_needed", key="storage.url")
             new = replace(new, storage=old.storage)

@@ -185,8 +185,8 @@ async def _record_click(request: web.Request, survey: SurveyView,
     if survey.state == SurveyState.ANSWERED:
         return _json(409, message="already answered: the saved answer is kept")
     token = request.match_info["token"]
-    if await runtime.store.answer(token, score, survey.comment, runtime.clock.now()
-                                  ) is not AnswerResult.RECORDED:
+    if await runtime.store.answer(token, score, survey.comment, runtime.clock.now(),
+                                  runtime.loop()) is not AnswerResult.RECORDED:
         return _json(410, message="this survey has closed")
     runtime.metrics.answers.inc()
     log.info("survey.answered", survey_id=survey.id, score=score,
@@ -226,7 +226,7 @@ async def answer_survey(request: web.Request) -> web.Response:
                 errors=tuple(errors))
             return _html(page, 400)
         assert score is not None
-        result = await runtime.store.answer(token, score, comment or None, now)
+        result = await runtime.store.answer(token, score, comment or None, now, runtime.loop())
         if result is not AnswerResult.RECORDED:
             return _closed(request, survey)
     except StoreUnavailable:
@@ -263,7 +263,8 @@ async def unsubscribe(request: web.Request) -> web.Response:
         check_declared_length(request, PAGE_BODY_LIMIT)
         await discard_body(request, PAGE_BODY_LIMIT,
                            runtime.settings.server.body_timeout.total_seconds())
-        changed = await runtime.store.unsubscribe(survey.user_id, runtime.clock.now())
+        changed = await runtime.store.unsubscribe(survey.user_id, runtime.clock.now(),
+                                                  runtime.loop())
     except StoreUnavailable:
         return _unavailable(request)
     except BodyError as exc:

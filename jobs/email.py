@@ -75,7 +75,7 @@ class FileBackend:
         mid, data = message.message_id, message.data
         if message.survey_id is not None:
             # Named by survey, so an erasure finds the person's files (jobs.outbox).
-            name = survey_stem(message.survey_id, message.reminder)
+            name = survey_stem(message.survey_id, message.reminder, message.alert)
         else:
             match = _SURVEY_ID.search(mid)
             name = f"survey-{match.group(1) if match else 'unknown'}"

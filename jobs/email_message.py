@@ -115,7 +115,6 @@ def sender_domain(sender: str) -> str:
 @dataclass(frozen=True, slots=True)
 class RenderedEmail:
     """A message ready for SMTP: the envelope and the exact bytes (CRLF line endings)."""
-
     sender: str  # MAIL FROM
     recipients: tuple[str, ...]  # RCPT TO
     message_id: str
@@ -123,6 +122,7 @@ class RenderedEmail:
     smtputf8: bool = False  # an address is not ASCII: the server must offer SMTPUTF8
     survey_id: int | None = None  # whose it is (the file backend names files by it)
     reminder: bool = False
+    alert: bool = False  # a detractor alert about that survey (jobs/alerts.py)
 
 
 def render_message(e: SurveyEmail, *, now: datetime | None = None) -> RenderedEmail:

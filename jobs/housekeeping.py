@@ -1,5 +1,7 @@
-"""Periodic tidying: expire unanswered surveys, forget messageIds past the dedup window, and
-remove outbox files of erased surveys that an interrupted erasure left behind."""
+"""Periodic tidying: expire unanswered surveys, forget messageIds past the dedup window,
+remove outbox files of erased surveys that an interrupted erasure left behind, and forget
+alerts and webhooks delivered (or dropped) more than DELIVERIES_KEPT ago: their bodies hold
+comments and emails. Dead letters stay until replayed or erased."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from storage.store import Store
 log = structlog.get_logger("npsd.housekeeping")
 
 PRUNE_SLICE = 5000
+DELIVERIES_KEPT = timedelta(days=7)
 
 
 async def housekeeping(store: Store, now: datetime, dedup_window: timedelta,
@@ -22,7 +25,8 @@ async def housekeeping(store: Store, now: datetime, dedup_window: timedelta,
     expired = await store.expire(now)
     files = await outbox.prune(store, outbox_dir) if outbox_dir is not None else 0
     pruned = await store.prune(now - dedup_window, PRUNE_SLICE)
-    if expired or pruned or files:
+    delivered = await store.prune_deliveries(now - DELIVERIES_KEPT)
+    if expired or pruned or files or delivered:
         log.info("housekeeping.done", surveys_expired=expired, events_pruned=pruned,
-                 outbox_files_removed=files)
-    return {"expired": expired, "pruned": pruned, "files": files}
+                 outbox_files_removed=files, deliveries_pruned=delivered)
+    return {"expired": expired, "pruned": pruned, "files": files, "deliveries": delivered}

@@ -21,12 +21,13 @@ from storage.store import Store
 
 log = structlog.get_logger("npsd.outbox")
 
-_NAME = re.compile(r"-survey-(\d+)(?:-reminder)?(?:-\d+)?\.eml\Z")
+_NAME = re.compile(r"-survey-(\d+)(?:-reminder|-alert)?(?:-\d+)?\.eml\Z")
 
 
-def survey_stem(survey_id: int | str, reminder: bool = False) -> str:
-    """The part of an .eml name that says whose it is (jobs.email.FileBackend)."""
-    return f"survey-{survey_id}{'-reminder' if reminder else ''}"
+def survey_stem(survey_id: int | str, reminder: bool = False, alert: bool = False) -> str:
+    """The part of an .eml name that says whose it is (jobs.email.FileBackend); a detractor
+    alert about a survey is named after it too, so its erasure removes the alert's copy."""
+    return f"survey-{survey_id}{'-reminder' if reminder else '-alert' if alert else ''}"
 
 
 def files_by_survey(directory: Path) -> dict[int, list[Path]]:

@@ -1,6 +1,7 @@
 """APScheduler 3.11 as the clock only (in-memory store): it ticks the dispatcher at least
-every 2 seconds and when the earliest survey falls due, runs the daily sync-back as a cron
-job in segment.timezone, and housekeeping. All pending work lives in our own tables."""
+every 2 seconds and when the earliest survey falls due, the alert and webhook deliverer
+every second, runs the daily sync-back as a cron job in segment.timezone, and
+housekeeping. All pending work lives in our own tables."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from jobs.clock import Clock
+from jobs.deliveries import Deliverer
 from jobs.dispatch import Dispatcher
 from jobs.sync import Syncer
 from jobs.timing import missed_daily_run
@@ -22,6 +24,7 @@ from storage.store import Store
 log = structlog.get_logger("npsd.scheduler")
 
 TICK_S = 2.0
+DELIVERY_TICK_S = 1.0  # an alert or webhook leaves within about a second of the answer
 _JOB = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
 
 
@@ -32,11 +35,14 @@ def sync_trigger(s: SegmentSettings) -> CronTrigger:
 class Schedule:
     def __init__(self, store: Store, clock: Clock, dispatcher: Dispatcher,
                  syncer: Syncer, segment: Callable[[], SegmentSettings],
-                 housekeeping: Callable[[], Awaitable[Any]]) -> None:
+                 housekeeping: Callable[[], Awaitable[Any]],
+                 deliverer: Deliverer | None = None) -> None:
         self._store, self._clock = store, clock
+        self._deliverer = deliverer
         self._dispatcher, self._syncer = dispatcher, syncer
         self._segment, self._housekeeping = segment, housekeeping
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._taken_over = False
 
     def start(self) -> None:
         now = datetime.now(UTC)
@@ -46,6 +52,9 @@ class Schedule:
                                next_run_time=now, **_JOB)
         self.scheduler.add_job(self.catch_up_sync, "date", run_date=now, id="sync-catch-up",
                                misfire_grace_time=None)
+        if self._deliverer is not None:
+            self.scheduler.add_job(self.deliver, "interval", seconds=DELIVERY_TICK_S,
+                                   id="deliveries", next_run_time=now, **_JOB)
         self.reschedule_sync()
         self.scheduler.start()
 
@@ -78,6 +87,14 @@ class Schedule:
                                    run_date=datetime.now(UTC) + timedelta(seconds=wait),
                                    id="dispatch-next", replace_existing=True,
                                    misfire_grace_time=None)
+
+    async def deliver(self) -> None:
+        assert self._deliverer is not None
+        if not self._taken_over:
+            # Once per start: what a crashed process on this host had claimed is due now.
+            await self._deliverer.take_over_dead()
+            self._taken_over = True
+        await self._deliverer.run_once()
 
     async def daily_sync(self) -> None:
         await self._syncer.run("daily")

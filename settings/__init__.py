@@ -120,6 +120,35 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """[alerts]: an answer below `detractor_below` (0 = off) raises one alert, by email to
+    `email_to` and/or to a Slack-compatible incoming webhook."""
+
+    detractor_below: int = 7
+    email_to: tuple[str, ...] = ()
+    slack_webhook_url: str = ""  # a secret: the URL's path is Slack's credential
+
+    @property
+    def enabled(self) -> bool:
+        return self.detractor_below > 0 and bool(self.email_to or self.slack_webhook_url)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """[webhooks]: Standard Webhooks deliveries to each of `urls`, signed with `secret`
+    and, during a rotation, with each of `previous_secrets` too (one signature each)."""
+
+    urls: tuple[str, ...] = ()
+    secret: str = ""  # "whsec_" + base64 of 24..64 random bytes
+    previous_secrets: tuple[str, ...] = ()
+    timeout: timedelta = timedelta(seconds=15)  # per delivery attempt, connect to answer
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -134,11 +163,15 @@ class Settings:
     # Where a secret came from when not from the file: ("admin.token", "NPSD_ADMIN_TOKEN").
     secret_origins: tuple[tuple[str, str], ...] = ()
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret, for the log scrubber to blank wherever it appears."""
         return (*self.intake.api_keys, *self.intake.shared_secrets, self.admin.token,
-                self.segment.write_key, self.email.smtp.password, *self.console.viewer_tokens)
+                self.segment.write_key, self.email.smtp.password, *self.console.viewer_tokens,
+                self.alerts.slack_webhook_url, self.webhooks.secret,
+                *self.webhooks.previous_secrets)
 
     def origin(self, key: str) -> str:
         """Where the value of `key` was read: the file, or for a secret a variable or a

@@ -8,7 +8,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from storage import deliveries
 from storage.db import Database, utc
+from storage.deliveries import AnswerFacts, LoopPolicy
 from storage.fast_path import Values, run_async
 from storage.nps_totals import Counted, record_change
 from storage.sqlutil import DECISIONS, SURVEYS, USERS
@@ -60,10 +62,12 @@ async def survey_by_token(db: Database, token: str) -> SurveyView | None:
 
 
 async def record_answer(
-    db: Database, token: str, score: int, comment: str | None, now: datetime
+    db: Database, token: str, score: int, comment: str | None, now: datetime,
+    loop: LoopPolicy | None = None,
 ) -> AnswerResult:
     """Record or revise the answer to the survey `token` names while it is open at `now`;
-    every revision is synced back again."""
+    every revision is synced back again. `loop`: the alerts and webhooks it causes, written
+    in the same transaction (storage/deliveries.py)."""
     is_open = (SURVEYS.c.token == token,
                sa.or_(SURVEYS.c.state.in_((SurveyState.SENT, SurveyState.ANSWERED)),
                       sa.and_(SURVEYS.c.state == SurveyState.SENDING,
@@ -90,11 +94,18 @@ async def record_answer(
         await conn.execute(sa.insert(DECISIONS).values(
             user_id=row.user_id, at=now, survey_id=row.id, outcome="answered",
             reason=f"answered {score}" + (" (revised)" if row.answer_revision > 1 else "")))
+        if loop is not None and loop.active:
+            email, name, accounts = await deliveries.person(conn, row.user_id)
+            await deliveries.insert_now(conn, loop.on_answer(AnswerFacts(
+                row.id, row.user_id, email, name, accounts, score, old.score, comment,
+                row.answer_revision, now)), now)
         return AnswerResult.RECORDED
 
 
-async def unsubscribe(db: Database, user_id: str, now: datetime) -> bool:
-    """Unsubscribe at once; pending surveys are cancelled. Idempotent."""
+async def unsubscribe(db: Database, user_id: str, now: datetime,
+                      loop: LoopPolicy | None = None) -> bool:
+    """Unsubscribe at once; pending surveys are cancelled. Idempotent. `loop`: the
+    `user.unsubscribed` webhooks, written in the same transaction."""
     async with db.write() as conn:
         result = await conn.execute(
             sa.update(USERS).where(USERS.c.user_id == user_id, USERS.c.unsubscribed_at.is_(None))
@@ -110,4 +121,7 @@ async def unsubscribe(db: Database, user_id: str, now: datetime) -> bool:
             await conn.execute(sa.insert(DECISIONS).values(
                 user_id=user_id, at=now, outcome="unsubscribed",
                 reason="unsubscribed from the survey email"))
+            if loop is not None and loop.active:
+                email, _, _ = await deliveries.person(conn, user_id)
+                await deliveries.insert_now(conn, loop.on_unsubscribe(user_id, email, now), now)
         return bool(result.rowcount)

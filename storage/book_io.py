@@ -206,6 +206,7 @@ def save_book(v: Values, book: Book) -> Steps[None]:
     for source, target in book.merges:
         yield Fetch("UPDATE surveys SET user_id = ? WHERE user_id = ?", (target, source))
         yield Fetch("UPDATE decisions SET user_id = ? WHERE user_id = ?", (target, source))
+        yield Fetch("UPDATE deliveries SET user_id = ? WHERE user_id = ?", (target, source))
         yield Fetch("DELETE FROM memberships WHERE user_id = ?", (source,))
     if book.erased_users:
         yield from _erase(v, book, sorted(book.erased_users))

@@ -242,7 +242,7 @@ class GroupCommitter:
         now = self._clock.now()
         policy = jobs[-1].policy
         steps = record(Values(self._db.dialect, now), messages, policy.book, policy.planner,
-                       now)
+                       now, policy.loop)
         try:
             recorded = run_transaction(conn, steps)
         except sqlite3.Error as exc:
@@ -282,7 +282,7 @@ class GroupCommitter:
         started = time.perf_counter()
         policy = jobs[-1].policy
         recorded = await record_messages(
-            self._db, messages, policy.book, policy.planner, self._clock.now()
+            self._db, messages, policy.book, policy.planner, self._clock.now(), policy.loop
         )
         self._deliver(jobs, recorded, time.perf_counter() - started)
 

@@ -8,9 +8,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from storage import deliveries
 from storage.book import Book, BookPolicy
 from storage.book_io import load_book, save_book
 from storage.db import Database
+from storage.deliveries import LoopPolicy
 from storage.events import Message
 from storage.fast_path import Steps, Values, insert_returning, run_async
 from storage.survey_plan import Planner, Trigger, plan_surveys
@@ -28,13 +30,13 @@ class Recorded:
 
 async def record_messages(
     db: Database, messages: list[Message], rules: BookPolicy, planner: Planner | None,
-    now: datetime,
+    now: datetime, loop: LoopPolicy | None = None,
 ) -> Recorded:
     """Commit the messages in one transaction, from the event loop. (On SQLite the group
     committer runs `record` in the writer connection's thread instead: storage.group_commit.)"""
     if not messages:
         return Recorded([])
-    steps = record(Values(db.dialect, now), messages, rules, planner, now)
+    steps = record(Values(db.dialect, now), messages, rules, planner, now, loop)
     async with db.write() as conn:
         if not db.is_sqlite:
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
@@ -44,7 +46,7 @@ async def record_messages(
 
 def record(
     v: Values, messages: list[Message], rules: BookPolicy, planner: Planner | None,
-    now: datetime,
+    now: datetime, loop: LoopPolicy | None = None,
 ) -> Steps[Recorded]:
     first: dict[str, int] = {}
     for index, m in enumerate(messages):
@@ -65,6 +67,11 @@ def record(
         yield from save_book(v, book)
         result.erased_surveys = book.erased_surveys
         result.erased_users = len(book.erased_users)
+        erased = sorted(book.erased_users & book.removed_users)  # users npsd knew
+        if erased and loop is not None and loop.active:
+            # Their pending alerts and webhooks went with the rest (personal_data); this
+            # says so to the receivers, with the id only.
+            yield from deliveries.insert(v, loop.on_erasure(erased, now), now)
         triggers = {} if planner is None else triggered(book, fresh, planner.trigger_events)
         if planner is not None and (book.identified or triggers):
             result.scheduled = yield from plan_surveys(v, book, planner, now, triggers)

@@ -225,3 +225,37 @@ class NpsAccount(SQLModel, table=True):
     responses: int = _zero()
     nps: float = Field(default=-1000.0, sa_column_kwargs={"server_default": sa.text("-1000")})
     last_answer_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class Delivery(SQLModel, table=True):
+    """One alert or webhook to deliver: the outbox. Written in the transaction of the answer
+    (or unsubscribe, or erasure) that causes it, so nothing is lost on a crash and nothing is
+    sent for what did not commit; delivered by jobs/deliveries.py. `webhook_id` is the
+    idempotency key, the same on every retry and replay (and for every URL of one event).
+    `body` is what is sent (webhooks) or the alert's facts (alerts): it holds a comment and
+    an email, so rows are found by `user_id` on erasure (storage.personal_data). State:
+    pending (due at `due_at`; claimed while `lease_until` is ahead), delivered, dead (a
+    dead letter: `npsd webhooks replay` sends it again) or dropped (its target left the
+    config)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (sa.Index("ix_deliveries_state_due", "state", "due_at"),
+                      {"sqlite_autoincrement": True})
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: str
+    channel: str  # "webhook", "slack" or "email"
+    target: str  # the receiver's URL, or the alert email's recipients (comma-separated)
+    event: str  # "survey.answered", "user.unsubscribed", "user.erased" or "alert"
+    user_id: str | None = Field(default=None, index=True)
+    survey_id: int | None = None
+    body: str
+    state: str = "pending"
+    created_at: datetime = Field(sa_type=TZ)
+    due_at: datetime = Field(sa_type=TZ)
+    retry_from: datetime = Field(sa_type=TZ)  # the retry horizon counts from here
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_until: datetime | None = Field(default=None, sa_type=TZ)
+    last_status: int | None = None
+    last_error: str | None = None
+    finished_at: datetime | None = Field(default=None, sa_type=TZ)  # delivered, dead, dropped

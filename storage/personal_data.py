@@ -30,6 +30,10 @@ PERSONAL: tuple[Place, ...] = (
     Place("sync_failures", "user_id", ("user_id", "reason")),
     Place("sync_failures", "survey_id", ("user_id", "reason")),
     Place("decisions", "user_id", ("user_id", "reason")),
+    # Alerts and webhooks of the person, pending or not: a body holds their comment and
+    # email. A `user.erased` delivery written by the erasure itself carries no user_id
+    # (only the erased id in its body, as `suppressions` keeps it).
+    Place("deliveries", "user_id", ("user_id", "body", "last_error")),
     Place("memberships", "user_id", ("user_id",)),
     Place("aliases", "user_id", ("alias_id", "user_id")),
     Place("aliases", "alias_id", ("alias_id", "user_id")),

@@ -19,11 +19,13 @@ from typing import Any, Self
 import sqlalchemy as sa
 import structlog
 
-from storage import answers, reads, surveys, sync_store
+from storage import answers, deliveries, reads, surveys, sync_store
 from storage.answers import SurveyView
 from storage.checkpointer import Checkpointer
 from storage.console_store import ConsoleStore
 from storage.db import Database, StoreUnavailable
+from storage.deliveries import Claimed as ClaimedDelivery
+from storage.deliveries import LoopPolicy, Settled
 from storage.events import Message
 from storage.fast_path import Values, run_async
 from storage.group_commit import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES, Clock, CommitStats
@@ -152,11 +154,12 @@ class SqlStore(ConsoleStore):
         return await answers.survey_by_token(self.db, token)
 
     async def answer(self, token: str, score: int, comment: str | None,
-                     now: datetime) -> AnswerResult:
-        return await answers.record_answer(self.db, token, score, comment, now)
+                     now: datetime, loop: LoopPolicy | None = None) -> AnswerResult:
+        return await answers.record_answer(self.db, token, score, comment, now, loop)
 
-    async def unsubscribe(self, user_id: str, now: datetime) -> bool:
-        return await answers.unsubscribe(self.db, user_id, now)
+    async def unsubscribe(self, user_id: str, now: datetime,
+                          loop: LoopPolicy | None = None) -> bool:
+        return await answers.unsubscribe(self.db, user_id, now, loop)
 
     async def erase(self, user_id: str, policy: IntakePolicy) -> None:
         # A deletion message through the writer: the very path of a Segment `delete`.
@@ -175,6 +178,30 @@ class SqlStore(ConsoleStore):
                 return await run_async(steps, conn)
         async with self.db.write() as conn:
             return await run_async(steps, conn)
+
+    # --- alerts and webhooks -------------------------------------------------------------
+    async def claim_deliveries(self, now: datetime, owner: str, limit: int,
+                               lease: timedelta) -> list[ClaimedDelivery]:
+        return await deliveries.claim(self.db, now, owner, limit, lease)
+
+    async def settle_deliveries(self, outcomes: list[Settled], now: datetime,
+                                owner: str) -> None:
+        await deliveries.settle(self.db, outcomes, now, owner)
+
+    async def delivery_lease_owners(self) -> list[str]:
+        return await deliveries.lease_owners(self.db)
+
+    async def release_deliveries(self, owner: str) -> int:
+        return await deliveries.release(self.db, owner)
+
+    async def replay_dead(self, now: datetime, since: datetime | None = None) -> int:
+        return await deliveries.replay_dead(self.db, now, since)
+
+    async def delivery_counts(self, now: datetime) -> dict[str, Any]:
+        return await deliveries.counts(self.db, now)
+
+    async def prune_deliveries(self, before: datetime) -> int:
+        return await deliveries.prune(self.db, before)
 
     # --- sync -----------------------------------------------------------------------------
     async def acquire_sync_lease(self, owner: str, now: datetime, lease: timedelta) -> bool:
@@ -232,7 +259,9 @@ class SqlStore(ConsoleStore):
         return await reads.decisions(self.db, some_id)
 
     async def status(self, now: datetime) -> dict[str, Any]:
-        return await reads.status(self.db, now)
+        found = await reads.status(self.db, now)
+        found["deliveries"] = await deliveries.counts(self.db, now)
+        return found
 
     # --- health ---------------------------------------------------------------------------
     async def ping(self, timeout_s: float) -> bool:

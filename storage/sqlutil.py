@@ -28,6 +28,7 @@ SYNC_STATE = table(models.SyncState)
 SYNC_FAILURES = table(models.SyncFailure)
 DAYS = table(models.NpsDay)
 ACCOUNT_TOTALS = table(models.NpsAccount)
+DELIVERIES = table(models.Delivery)
 
 
 def chunks(values: Iterable[Any], size: int = CHUNK) -> Iterable[list[Any]]:

@@ -20,6 +20,8 @@ from storage.answers import SurveyView
 from storage.book import BookPolicy
 from storage.console_reads import Filters
 from storage.console_sessions import Session
+from storage.deliveries import Claimed as ClaimedDelivery
+from storage.deliveries import LoopPolicy, Settled
 from storage.events import Message
 from storage.import_store import ImportRow, RowOutcome
 from storage.states import ENDED, UNSENT, AnswerResult, Openness, SurveyState
@@ -35,12 +37,14 @@ __all__ = ["ENDED", "UNSENT", "AnswerResult", "IntakePolicy", "Openness", "Store
 class IntakePolicy:
     """What `Store.record` applies to a batch of Segment messages, built by the daemon
     from the live settings so a SIGHUP takes effect on the next group: the customer-book
-    rules, the survey planner (None: no planning), and what to do once an erasure
-    committed (the daemon removes the outbox files of the erased surveys)."""
+    rules, the survey planner (None: no planning), what to do once an erasure
+    committed (the daemon removes the outbox files of the erased surveys), and the
+    alerts and webhooks an erasure causes (`user.erased`; None: none)."""
 
     book: BookPolicy
     planner: Planner | None
     on_erased: Callable[[list[int]], None] | None = None
+    loop: LoopPolicy | None = None
 
 
 class Store(Protocol):
@@ -138,14 +142,16 @@ class Store(Protocol):
         ...
 
     async def answer(self, token: str, score: int, comment: str | None,
-                     now: datetime) -> AnswerResult:
+                     now: datetime, loop: LoopPolicy | None = None) -> AnswerResult:
         """Record or revise the answer to the survey `token` names, if it is open at
-        `now` (every revision is synced again); CLOSED when it is not, or is unknown."""
+        `now` (every revision is synced again); CLOSED when it is not, or is unknown.
+        The alerts and webhooks `loop` makes of it are written in the same transaction."""
         ...
 
-    async def unsubscribe(self, user_id: str, now: datetime) -> bool:
+    async def unsubscribe(self, user_id: str, now: datetime,
+                          loop: LoopPolicy | None = None) -> bool:
         """Unsubscribe `user_id` and cancel their pending surveys. False when they already
-        were (idempotent)."""
+        were (idempotent); the webhooks `loop` makes of it are written with it."""
         ...
 
     async def erase(self, user_id: str, policy: IntakePolicy) -> None:
@@ -163,6 +169,39 @@ class Store(Protocol):
         sync-back only with `sync` (never an email-only user's). `write` false decides the
         same and writes nothing. Imported answers join the running NPS totals in the same
         transaction. One outcome per row, in order; `[]` for no rows."""
+        ...
+
+    # --- alerts and webhooks (storage/deliveries.py) ---------------------------------------
+    async def claim_deliveries(self, now: datetime, owner: str, limit: int,
+                               lease: timedelta) -> list[ClaimedDelivery]:
+        """Lease up to `limit` due deliveries for `owner` until `now + lease` (skip-locked
+        on PostgreSQL); `[]` when none is due."""
+        ...
+
+    async def settle_deliveries(self, outcomes: list[Settled], now: datetime,
+                                owner: str) -> None:
+        """Record how each of `owner`'s attempts ended; rows erased meanwhile are skipped."""
+        ...
+
+    async def delivery_lease_owners(self) -> list[str]:
+        """Who holds delivery leases now; `[]` when nobody."""
+        ...
+
+    async def release_deliveries(self, owner: str) -> int:
+        """Give back `owner`'s delivery claims (due again at once); how many."""
+        ...
+
+    async def replay_dead(self, now: datetime, since: datetime | None = None) -> int:
+        """Dead letters (of events created since `since`) back to pending, due at `now`,
+        with their webhook-ids; how many."""
+        ...
+
+    async def delivery_counts(self, now: datetime) -> dict[str, Any]:
+        """Deliveries by state, due now, and the oldest dead letter's time."""
+        ...
+
+    async def prune_deliveries(self, before: datetime) -> int:
+        """Forget delivered and dropped deliveries finished before `before`; how many."""
         ...
 
     # --- sync -----------------------------------------------------------------------------

@@ -99,6 +99,12 @@ def _create_table(sync_conn: sa.Connection, table: sa.Table) -> None:
     table.create(sync_conn, checkfirst=True)
 
 
+async def _deliveries(conn: AsyncConnection) -> None:
+    """6 → 7: the outbox of alerts and webhooks (storage/deliveries.py)."""
+    deliveries = models.Delivery.__table__  # type: ignore[attr-defined]
+    await conn.run_sync(lambda c: deliveries.create(c, checkfirst=True))
+
+
 def _create_index(sync_conn: sa.Connection, index: sa.Index) -> None:
     index.create(sync_conn, checkfirst=True)
 
@@ -115,8 +121,8 @@ async def _nps_totals(conn: AsyncConnection) -> None:
 
 # STEPS[n] upgrades version n to n + 1. Append, never edit.
 STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address, 3: _console,
-                          4: _imports, 5: _nps_totals}
-LATEST = 6
+                          4: _imports, 5: _nps_totals, 6: _deliveries}
+LATEST = 7
 _SCHEMA = models.SchemaVersion.__table__  # type: ignore[attr-defined]
 _SYNC = models.SyncState.__table__  # type: ignore[attr-defined]
 _LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes
