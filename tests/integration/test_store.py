@@ -15,9 +15,11 @@ import pytest
 
 from jobs.book_rules import BookRules
 from jobs.clock import MovableClock
+from jobs.loop_events import LoopEvents
 from jobs.planning import make_planner
-from settings import SurveySettings
+from settings import AlertSettings, SurveySettings, WebhookSettings
 from storage.console_reads import BadCursor, Filters
+from storage.deliveries import DEAD, DELIVERED, Settled
 from storage.events import Message
 from storage.import_store import ImportRow
 from storage.migrations import LATEST
@@ -307,6 +309,42 @@ async def test_console_sessions_end_by_logout_or_expiry(store: SqlStore) -> None
     assert await store.find_session("sid", NOW + timedelta(hours=1)) is None  # expired
     await store.delete_session("sid")
     assert await store.find_session("sid", NOW) is None
+
+
+LOOP = LoopEvents(AlertSettings(email_to=("cs@acme.example",)),
+                  WebhookSettings(urls=("https://r.example/hook",), secret="whsec_x"))
+
+
+async def test_answers_unsubscribes_and_erasures_fill_the_outbox(store: SqlStore) -> None:
+    assert await store.claim_deliveries(AT, "me", 10, LEASE) == []
+    assert await store.delivery_lease_owners() == []
+    assert (await store.delivery_counts(NOW))["pending"] == 0
+    token = await sent_survey(store, "u1")
+    assert await store.answer(token, 3, "slow", NOW, LOOP) is AnswerResult.RECORDED
+    assert await store.answer(token, 2, "slow", NOW, LOOP) is AnswerResult.RECORDED  # no alert
+    assert await store.unsubscribe("u1", NOW, LOOP)
+    claimed = await store.claim_deliveries(NOW, "me", 10, LEASE)
+    assert [(c.channel, c.event) for c in claimed] == [
+        ("webhook", "survey.answered"), ("email", "alert"), ("webhook", "survey.answered"),
+        ("webhook", "user.unsubscribed")]
+    assert await store.delivery_lease_owners() == ["me"]
+    assert await store.claim_deliveries(NOW, "other", 10, LEASE) == []  # leased
+    assert await store.release_deliveries("me") == 4
+    claimed = await store.claim_deliveries(NOW, "other", 10, LEASE)
+    await store.settle_deliveries([Settled(claimed[0].id, DELIVERED, 200),
+                                   Settled(claimed[1].id, DEAD, 404, "HTTP 404")], NOW, "other")
+    counts = await store.delivery_counts(NOW)
+    assert (counts["delivered"], counts["dead"], counts["pending"]) == (1, 1, 2)
+    assert await store.replay_dead(NOW, since=NOW + timedelta(seconds=1)) == 0
+    assert await store.replay_dead(NOW, since=None) == 1
+    assert await store.prune_deliveries(NOW) == 0  # delivered at NOW: not before it
+    assert await store.prune_deliveries(NOW + timedelta(days=8)) == 1
+    await store.erase("u1", IntakePolicy(BookRules(), None, loop=LOOP))
+    counts = await store.delivery_counts(NOW)
+    assert (counts["pending"], counts["dead"]) == (1, 0)  # only user.erased is left
+    [erased] = await store.claim_deliveries(AT, "x", 10, LEASE)
+    assert (erased.event, erased.body.endswith('"data":{"userId":"u1"}}')) == (
+        "user.erased", True)
 
 
 def test_this_suite_calls_every_store_method() -> None:

@@ -57,3 +57,18 @@ def test_rotation_signs_with_every_secret_space_separated() -> None:
     # A receiver still on the old secret, and one already on the new, both accept it.
     for secret in (VECTOR_SECRET, OLD):
         Webhook(secret).verify(b"{}", h)
+
+
+def test_the_readme_example_verifies() -> None:
+    """README "Alerts and webhooks": the request shown is what npsd sends for that secret."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- example: webhook")[1].split("```http\n")[1].split("\n```")[0]
+    head, body = block.split("\n\n")
+    fields = dict(line.split(": ", 1) for line in head.splitlines()[1:])
+    at = datetime.fromtimestamp(int(fields["webhook-timestamp"]), UTC)
+    assert fields["webhook-signature"] == by_hand(VECTOR_SECRET, fields["webhook-id"], at, body)
+    assert fields["webhook-signature"] == signature((VECTOR_SECRET,), fields["webhook-id"], at,
+                                                    body)
+    assert f'secret = "{VECTOR_SECRET}"' in readme
