@@ -334,3 +334,35 @@ async def test_a_crashed_holders_claims_are_taken_over(loop: Any) -> None:
 
 
 
+
+
+async def test_an_alert_email_file_goes_with_the_erasure(make_client: Any, clock: MovableClock,
+                                                         tmp_path: Path) -> None:
+    """File backend: the alert's .eml (it holds the comment) is named after the survey and
+    removed when the person is erased, like the survey's own."""
+    import email
+    from email import policy
+
+    client = await make_client(survey={"max_delay": 0, "min_delay": 0},
+                               alerts={"email_to": ["cs@acme.example"]})
+    runtime = client.server.app[RUNTIME]
+    backend = make_backend(runtime.settings.email)
+    message = {"type": "identify", "userId": "f1", "messageId": "f-1",
+               "traits": {"email": "f1@example.com"}}
+    assert (await client.post("/v1/segment", json=message, headers=basic())).status == 200
+    await Dispatcher(runtime.store, clock, runtime.owner, lambda: runtime.settings,
+                     lambda: backend).run_once()
+    outbox = tmp_path / "outbox"
+    [survey_file] = list(outbox.glob("*.eml"))
+    parsed = email.message_from_bytes(survey_file.read_bytes(), policy=policy.default)
+    text = parsed.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    token = re.search(r"/s/([A-Za-z0-9_-]+)\?score=", text).group(1)  # type: ignore[union-attr]
+    assert (await client.post(f"/s/{token}", data={"score": "1", "comment": "awful"})).status == 200
+    async with aiohttp.ClientSession() as session:
+        deliverer = Deliverer(runtime.store, clock, runtime.owner, lambda: runtime.settings,
+                              lambda: backend, session)
+        assert await deliverer.run_once() == 1
+    [alert_file] = list(outbox.glob("*-alert.eml"))
+    assert b"awful" in alert_file.read_bytes()
+    assert (await client.delete("/v1/users/f1", headers=bearer())).status == 204
+    assert list(outbox.glob("*.eml")) == []
