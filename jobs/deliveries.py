@@ -106,7 +106,13 @@ class Deliverer:
 
     async def _bounded(self, c: Claimed) -> Settled:
         async with self._slots:
-            return await self.attempt(c)
+            try:
+                return await self.attempt(c)
+            except Exception as exc:  # a row npsd cannot render: a letter, not a loop
+                log.exception("delivery.dead_lettered", delivery_id=c.id, channel=c.channel,
+                              type=c.event, reason=f"npsd failed: {exc.__class__.__name__}")
+                self._count(c.channel, "dead")
+                return Settled(c.id, DEAD, None, f"npsd failed: {exc.__class__.__name__}")
 
     async def attempt(self, c: Claimed) -> Settled:
         """One try of one delivery, judged."""

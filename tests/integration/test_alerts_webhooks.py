@@ -366,3 +366,16 @@ async def test_an_alert_email_file_goes_with_the_erasure(make_client: Any, clock
     assert b"awful" in alert_file.read_bytes()
     assert (await client.delete("/v1/users/f1", headers=bearer())).status == 204
     assert list(outbox.glob("*.eml")) == []
+
+
+async def test_a_row_npsd_cannot_render_is_a_dead_letter_not_a_loop(loop: Any) -> None:
+    e: Loop = await loop()
+    from storage.deliveries import NewDelivery, insert_now
+
+    async with e.runtime.db.write() as conn:
+        await insert_now(conn, [NewDelivery("msg_x", "slack", "slack", "alert", "not json",
+                                            "u12", None)], e.clock.now())
+    assert await e.deliver() == 1
+    [row] = await e.rows()
+    assert (row.state, row.last_error) == ("dead", "npsd failed: JSONDecodeError")
+    assert e.slack.requests == [] and await e.deliver() == 0
