@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, utc, utc_required
 from storage.fast_path import Steps, Values, many
+from storage.models import TZ
 from storage.sqlutil import ACCOUNTS, DELIVERIES, MEMBERSHIPS, USERS
 
 PENDING, DELIVERED, DEAD, DROPPED = "pending", "delivered", "dead", "dropped"
@@ -166,21 +167,32 @@ async def claim(db: Database, now: datetime, owner: str, limit: int,
     return sorted(found, key=lambda c: c.id)
 
 
+def _param(name: str, type_: Any) -> Any:
+    return sa.bindparam(name, type_=type_)
+
+
+# One statement for every outcome of a batch (executemany): compiled once, not per row.
+_SETTLE = (sa.update(DELIVERIES)
+           .where(DELIVERIES.c.id == sa.bindparam("b_id"),
+                  DELIVERIES.c.lease_owner == sa.bindparam("b_owner"),
+                  DELIVERIES.c.state == PENDING)
+           .values(state=_param("b_state", sa.Text), attempts=DELIVERIES.c.attempts + 1,
+                   last_status=_param("b_status", sa.Integer),
+                   last_error=_param("b_error", sa.Text),
+                   finished_at=_param("b_finished", TZ),
+                   due_at=sa.func.coalesce(_param("b_due", TZ), DELIVERIES.c.due_at),
+                   lease_owner=None, lease_until=None))
+
+
 async def settle(db: Database, outcomes: list[Settled], now: datetime, owner: str) -> None:
     """Record each attempt; a row erased meanwhile (or no longer ours) is left alone."""
     if not outcomes:
         return
     async with db.write() as conn:
-        for o in outcomes:
-            finished = None if o.state == PENDING else now
-            await conn.execute(
-                sa.update(DELIVERIES)
-                .where(DELIVERIES.c.id == o.id, DELIVERIES.c.lease_owner == owner,
-                       DELIVERIES.c.state == PENDING)
-                .values(state=o.state, attempts=DELIVERIES.c.attempts + 1,
-                        last_status=o.status, last_error=o.error, finished_at=finished,
-                        due_at=o.due_at if o.due_at is not None else DELIVERIES.c.due_at,
-                        lease_owner=None, lease_until=None))
+        await conn.execute(_SETTLE, [
+            {"b_id": o.id, "b_owner": owner, "b_state": o.state, "b_status": o.status,
+             "b_error": o.error, "b_finished": None if o.state == PENDING else now,
+             "b_due": o.due_at} for o in outcomes])
 
 
 async def lease_owners(db: Database) -> list[str]:
