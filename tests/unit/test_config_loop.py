@@ -92,3 +92,39 @@ def test_plain_http_off_loopback_is_named() -> None:
     s = parse_settings(raw, "c.toml")
     assert plain_http_receivers(s.alerts, s.webhooks) == [
         ("webhooks.urls", "crm.internal"), ("alerts.slack_webhook_url", "chat.internal")]
+
+
+def test_check_config_warns_of_plain_http(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    from daemon.cli import main
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[webhooks]\nurls = ["http://crm.internal/hook"]\nsecret = "{SECRET}"\n')
+    assert main(["--config", str(config), "check-config"]) == 0
+    err = capsys.readouterr().err
+    assert "webhooks.urls: http://crm.internal is not https" in err and SECRET not in err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("36h", "2026-11-30T21:00:00+00:00"),
+    ("2d", "2026-11-30T09:00:00+00:00"),
+    ("2026-11-29", "2026-11-29T00:00:00+00:00"),
+    ("2026-11-29T10:30:00Z", "2026-11-29T10:30:00+00:00"),
+    ("2026-11-29T10:30:00+02:00", "2026-11-29T08:30:00+00:00"),
+])
+def test_replay_since(text: str, expected: str) -> None:
+    from datetime import UTC, datetime
+
+    from daemon.cli_webhooks import parse_since
+
+    now = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    assert parse_since(text, now).isoformat() == expected
+
+
+def test_replay_since_refuses_nonsense() -> None:
+    from datetime import UTC, datetime
+
+    from daemon.cli_webhooks import parse_since
+
+    with pytest.raises(ValueError, match="expected an ISO 8601 date or time"):
+        parse_since("last tuesday", datetime(2026, 12, 2, tzinfo=UTC))
