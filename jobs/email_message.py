@@ -115,6 +115,7 @@ def sender_domain(sender: str) -> str:
 @dataclass(frozen=True, slots=True)
 class RenderedEmail:
     """A message ready for SMTP: the envelope and the exact bytes (CRLF line endings)."""
+
     sender: str  # MAIL FROM
     recipients: tuple[str, ...]  # RCPT TO
     message_id: str

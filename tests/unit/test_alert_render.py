@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from jobs.alerts import Alert, alert_email, slack_body
 from jobs.loop_events import answer_data
 from storage.deliveries import AnswerFacts
+from tests.mail import read_mail
 
 AT = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 COMMENT = "Export <b>fails</b> & support is slow\n<!channel> please"
@@ -46,7 +47,7 @@ def test_slack_without_comment_or_name() -> None:
 
 def test_email_has_both_parts_the_comment_escaped_in_html() -> None:
     message = alert_email(alert(), "Acme NPS <nps@acme.example>", ("cs@acme.example",), AT)
-    parsed = message.as_message()
+    parsed = read_mail(message)
     assert parsed["Subject"] == "NPS alert: 3/10 from Ann Lee"
     assert parsed["To"] == "cs@acme.example" and message.recipients == ("cs@acme.example",)
     assert message.sender == "nps@acme.example" and message.alert and message.survey_id == 7
