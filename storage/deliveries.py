@@ -153,8 +153,7 @@ async def claim(db: Database, now: datetime, owner: str, limit: int,
                       sa.or_(DELIVERIES.c.lease_until.is_(None),
                              DELIVERIES.c.lease_until < now))
                .order_by(DELIVERIES.c.due_at, DELIVERIES.c.id).limit(limit))
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
+        due = db.dialect.claimable(due)
         rows = (await conn.execute(
             sa.update(DELIVERIES).where(DELIVERIES.c.id.in_(due.scalar_subquery()))
             .values(lease_owner=owner, lease_until=now + lease)
