@@ -68,7 +68,7 @@ class Loop:
         return await self.deliverer.run_once()
 
     async def rows(self) -> list[Any]:
-        async with self.runtime.db.read() as conn:
+        async with self.runtime.store.db.read() as conn:
             return list((await conn.execute(sa.select(DELIVERIES).order_by(DELIVERIES.c.id))).all())
 
     def alerts(self) -> list[Any]:
@@ -373,7 +373,7 @@ async def test_a_row_npsd_cannot_render_is_a_dead_letter_not_a_loop(loop: Any) -
     e: Loop = await loop()
     from storage.deliveries import NewDelivery, insert_now
 
-    async with e.runtime.db.write() as conn:
+    async with e.runtime.store.db.write() as conn:
         await insert_now(conn, [NewDelivery("msg_x", "slack", "slack", "alert", "not json",
                                             "u12", None)], e.clock.now())
     assert await e.deliver() == 1
