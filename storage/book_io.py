@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from itertools import compress
 from operator import itemgetter, ne
-from typing import Any
+from typing import Any, NamedTuple
 
 from storage.book import Book
 from storage.events import Message
@@ -39,7 +39,16 @@ _ACCOUNT_COLUMNS = tuple(c.name for c in ACCOUNTS.columns)
 _MEMBERSHIP_COLUMNS = tuple(c.name for c in MEMBERSHIPS.columns)
 
 
-def load_book(v: Values, messages: list[Message], now: Any) -> Steps[Book]:
+class Touched(NamedTuple):
+    """The keys of the book a batch reads: the ids its messages name, their accounts."""
+
+    ids: set[str]
+    groups: set[str]
+    deleted_groups: set[str]
+    memberships: bool  # whether any message may change memberships
+
+
+def touched(messages: list[Message]) -> Touched:
     ids: set[str] = set()
     groups: set[str] = set()
     deleted_groups: set[str] = set()
@@ -62,6 +71,13 @@ def load_book(v: Values, messages: list[Message], now: Any) -> Steps[Book]:
         if m.type == "track" and m.event == "Account Deleted" and m.context_group_id:
             deleted_groups.add(m.context_group_id)
         touches_memberships = touches_memberships or _touches_memberships(m)
+    return Touched(ids, groups, deleted_groups, touches_memberships)
+
+
+def load_book(v: Values, messages: list[Message], now: Any,
+              keys: Touched | None = None) -> Steps[Book]:
+    ids, groups, deleted_groups, touches_memberships = keys or touched(messages)
+    ids = set(ids)
     # Aliases and suppressions in one round trip (a suppressed id may be an alias target).
     aliases: dict[str, str] = {}
     suppressed: set[str] = set()
@@ -75,8 +91,11 @@ def load_book(v: Values, messages: list[Message], now: Any) -> Steps[Book]:
     accounts = yield from _load_accounts(v, groups)
     memberships: dict[tuple[str, str], dict[str, Any]] = {}
     if touches_memberships:
-        rows = yield from fetch_in(_SELECT_MEMBERSHIPS.format(column="user_id"), ids)
-        rows += yield from fetch_in(_SELECT_MEMBERSHIPS.format(column="group_id"),
+        # Locked too on PostgreSQL: a membership row is keyed by a user and an account, and
+        # a batch may change it holding the lock of only one of them (storage.book_locks).
+        lock = v.for_update()
+        rows = yield from fetch_in(_SELECT_MEMBERSHIPS.format(column="user_id") + lock, ids)
+        rows += yield from fetch_in(_SELECT_MEMBERSHIPS.format(column="group_id") + lock,
                                     deleted_groups)
         for values in rows:
             row = dict(zip(_MEMBERSHIP_COLUMNS, values, strict=True))

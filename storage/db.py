@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.dialect import SQLITE, dialect_for
+from storage.dialect import dialect_for
 from storage.sqlite_writer import SqliteWriter
 
 
@@ -52,12 +52,6 @@ class Database:
         # SQLite: the pool's writer and the intake writer thread take turns, in order of
         # arrival (one lock per event loop: a store may be reopened on another).
         self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
-
-    @property
-    def is_sqlite(self) -> bool:
-        """Left for the PostgreSQL book lock in intake_store.record_messages; everything
-        else asks the Dialect."""
-        return self.dialect is SQLITE
 
     @asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:

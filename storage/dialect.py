@@ -5,7 +5,8 @@ UPDATE SET … = excluded.…, RETURNING, the same on both, so the upsert form i
 difference). What is left differs here, and nowhere else in storage/: how the engines are
 built, the cross-process lock of a migration, whether writes in this process take turns
 with a group-commit writer thread, the claim's skip-locked clause, row locks for a
-read-modify-write, the month key of a report, and how the intake's fast path
+read-modify-write, the intake's per-key locks on the book and which of its failures are
+worth running again, the month key of a report, and how the intake's fast path
 (storage/fast_path.py) encodes times and flags. A caller asks `db.dialect` instead of
 testing the backend's name.
 """
@@ -45,6 +46,10 @@ class Dialect:
     # The fast path's 'YYYY-MM-DD' (UTC) of a time column, `{}` for the column (the running
     # totals' day, storage/nps_totals.py).
     day_sql: str
+    # The intake's per-key locks on the book (storage/book_locks.py), in the fast path's
+    # SQL: one statement taking every key of an array, in the array's order ("" where the
+    # write transaction already excludes every other writer: no key is then locked).
+    keys_sql: str
 
     def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
         """(writer, reader) engines for `url`."""
@@ -56,6 +61,11 @@ class Dialect:
 
     def claimable(self, due: S) -> S:
         """The SELECT of rows to claim, so that concurrent claimers take different rows."""
+        raise NotImplementedError
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Whether a failed transaction lost only a race with another (a deadlock between
+        the intake's per-key locks, a serialization failure) and may simply run again."""
         raise NotImplementedError
 
     def month_key(self, at: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
@@ -96,6 +106,9 @@ class _Sqlite(Dialect):
     def claimable(self, due: S) -> S:
         return due  # BEGIN IMMEDIATE: one writer at a time, so no two claimers meet
 
+    def retryable(self, exc: BaseException) -> bool:
+        return False  # one writer at a time: no deadlock to lose (a busy database is a 503)
+
     def month_key(self, at: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
         return sa.func.strftime("%Y-%m", at)  # stored as naive UTC text
 
@@ -127,6 +140,18 @@ class _Postgresql(Dialect):
     def claimable(self, due: S) -> S:
         return due.with_for_update(skip_locked=True)
 
+    def retryable(self, exc: BaseException) -> bool:
+        # Anywhere in the chain: the fast path's steps raise asyncpg's own exceptions, and
+        # SQLAlchemy's (and storage.db's StoreUnavailable) wrap them.
+        seen: BaseException | None = exc
+        for _ in range(8):
+            if seen is None:
+                return False
+            if getattr(seen, "sqlstate", None) in _RETRYABLE:
+                return True
+            seen = seen.__cause__ or getattr(seen, "orig", None)
+        return False
+
     def month_key(self, at: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
         return sa.func.to_char(sa.func.timezone("UTC", at), "YYYY-MM")
 
@@ -140,11 +165,17 @@ class _Postgresql(Dialect):
         return value
 
 
+_RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
 SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="", exclusive_sql="",
-                          day_sql="substr({}, 1, 10)")  # stored as naive UTC text
-POSTGRESQL: Dialect = _Postgresql("postgresql", writer_thread=False, row_locks=" FOR UPDATE",
-                                  exclusive_sql="SELECT pg_advisory_xact_lock(?)",
-                                  day_sql="to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+                          day_sql="substr({}, 1, 10)",  # stored as naive UTC text
+                          keys_sql="")
+POSTGRESQL: Dialect = _Postgresql(
+    "postgresql", writer_thread=False, row_locks=" FOR UPDATE",
+    exclusive_sql="SELECT pg_advisory_xact_lock(?)",
+    day_sql="to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    # In array order (the function scan keeps it): storage.book_locks passes them sorted.
+    keys_sql="SELECT count(pg_advisory_xact_lock(k)) FROM unnest(?::bigint[]) AS k")
 
 
 def dialect_for(url: str) -> Dialect:

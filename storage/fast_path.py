@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple, TypeVar
@@ -102,6 +102,17 @@ class Values:
         """Hold lock `key` until the transaction ends, across processes (Dialect.exclusive)."""
         if self._dialect.exclusive_sql:
             yield Fetch(self._dialect.exclusive_sql, [key])
+
+    @property
+    def locks_keys(self) -> bool:
+        """Whether the intake locks the book's keys one by one (storage/book_locks.py), or
+        its write transaction already excludes every other writer (SQLite)."""
+        return bool(self._dialect.keys_sql)
+
+    def exclusive_keys(self, keys: list[int]) -> Steps[None]:
+        """Hold every lock of `keys` until the transaction ends, taken in the list's order."""
+        if self._dialect.keys_sql and keys:
+            yield Fetch(self._dialect.keys_sql, [keys])
 
 
 def marks(n: int) -> str:
@@ -182,17 +193,36 @@ async def _on_aiosqlite(driver: Any, step: Step) -> Rows:
     return []
 
 
-_DRIVERS = {"postgresql": _on_asyncpg, "sqlite": _on_aiosqlite}
+class _Driver(NamedTuple):
+    sql: Callable[[str], str]  # the fast path's `?` SQL in the driver's paramstyle
+    run: Callable[[Any, Step], Awaitable[Rows]]
+
+
+_DRIVERS = {"postgresql": _Driver(_dollar, _on_asyncpg),
+            "sqlite": _Driver(str, _on_aiosqlite)}
+
+
+async def _through_sqlalchemy(conn: AsyncConnection, driver: _Driver, step: Step) -> Rows:
+    if isinstance(step, Fetch):
+        result = await conn.exec_driver_sql(driver.sql(step.sql), tuple(step.params))
+        return [tuple(r) for r in result] if result.returns_rows else []
+    await conn.exec_driver_sql(driver.sql(step.sql), [tuple(r) for r in step.rows])
+    return []
 
 
 async def run_async(plan: Steps[T], conn: AsyncConnection) -> T:
     """The plan on the driver under `conn`'s open transaction, from the event loop: asyncpg
-    (PostgreSQL's intake) or aiosqlite (an import on SQLite, off the intake's path)."""
-    driver: Any = (await conn.get_raw_connection()).driver_connection
-    run = _DRIVERS[conn.dialect.name]
+    (PostgreSQL's intake) or aiosqlite (an import on SQLite, off the intake's path).
+
+    The first step goes through `conn` itself: SQLAlchemy's asyncpg adapter sends BEGIN
+    only before a statement of its own, so steps sent straight to the driver before one
+    would each commit alone (and release their transaction-scoped locks at once)."""
+    raw: Any = (await conn.get_raw_connection()).driver_connection
+    driver = _DRIVERS[conn.dialect.name]
     try:
         step = next(plan)
+        step = plan.send(await _through_sqlalchemy(conn, driver, step))
         while True:
-            step = plan.send(await run(driver, step))
+            step = plan.send(await driver.run(raw, step))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]

@@ -3,21 +3,25 @@ one transaction, so what is acknowledged is exactly what is committed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import sqlalchemy as sa
-
 from storage import deliveries
 from storage.book import Book, BookPolicy
-from storage.book_io import load_book, save_book
+from storage.book_io import load_book, save_book, touched
+from storage.book_locks import BookLocks
 from storage.db import Database
 from storage.deliveries import LoopPolicy
 from storage.events import Message
 from storage.fast_path import Steps, Values, insert_returning, run_async
-from storage.survey_plan import Planner, Trigger, plan_surveys
+from storage.survey_plan import Planner, Trigger, email_key, plan_surveys
 
-_BOOK_LOCK_KEY = 0x6E707365  # PostgreSQL: one book writer at a time across processes
+# A transaction that lost a race between the per-key locks (keys learnt late,
+# storage.book_locks) is run again from the start, this many times in all.
+ATTEMPTS = 5
+# Rounds of "lock the alias targets just read, read again" before giving up (503).
+_ALIAS_ROUNDS = 8
 
 
 @dataclass
@@ -36,12 +40,15 @@ async def record_messages(
     committer runs `record` in the writer connection's thread instead: storage.group_commit.)"""
     if not messages:
         return Recorded([])
-    steps = record(Values(db.dialect, now), messages, rules, planner, now, loop)
-    async with db.write() as conn:
-        if not db.is_sqlite:
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
-                               {"k": _BOOK_LOCK_KEY})
-        return await run_async(steps, conn)
+    for attempt in range(1, ATTEMPTS + 1):
+        steps = record(Values(db.dialect, now), messages, rules, planner, now, loop)
+        try:
+            async with db.write() as conn:
+                return await run_async(steps, conn)
+        except Exception as exc:
+            if attempt == ATTEMPTS or not db.dialect.retryable(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def record(
@@ -55,6 +62,9 @@ def record(
     received = v.ts(now)
     rows = [(m.message_id, received, m.type, v.ts(m.timestamp), m.event or m.name)
             for i, m in enumerate(messages) if first[m.message_id] == i]
+    # In messageId order: another process inserting the same ids (a redelivery) waits on
+    # them in this order too, so two multi-row inserts never wait for each other in a cycle.
+    rows.sort()
     inserted = {str(r[0]) for r in (yield from insert_returning(
         "INSERT INTO events (message_id, received_at, type, timestamp, name) VALUES {} "
         "ON CONFLICT DO NOTHING", rows, "message_id"))}
@@ -62,7 +72,8 @@ def record(
                        for i, m in enumerate(messages)])
     fresh = [m for m, new in zip(messages, result.new, strict=True) if new]
     if fresh:
-        book = yield from load_book(v, fresh, now)
+        locks = BookLocks(v)
+        book = yield from _load_locked(v, fresh, now, locks)
         apply_all(book, fresh, rules)
         yield from save_book(v, book)
         result.erased_surveys = book.erased_surveys
@@ -74,8 +85,33 @@ def record(
             yield from deliveries.insert(v, loop.on_erasure(erased, now), now)
         triggers = {} if planner is None else triggered(book, fresh, planner.trigger_events)
         if planner is not None and (book.identified or triggers):
+            # One survey per address: lock the addresses planned for.
+            yield from locks.lock(addresses=_email_keys(book, triggers))
             result.scheduled = yield from plan_surveys(v, book, planner, now, triggers)
     return result
+
+
+def _load_locked(v: Values, messages: list[Message], now: datetime,
+                 locks: BookLocks) -> Steps[Book]:
+    """Lock the ids and accounts the messages name, load the book, and when it resolves an
+    id to a user not locked yet, lock that one too and load again (a merge may have moved
+    the alias meanwhile). Where the transaction holds the whole book, one load."""
+    keys = touched(messages)
+    yield from locks.lock(users=keys.ids, accounts=keys.groups)
+    for _ in range(_ALIAS_ROUNDS):
+        book = yield from load_book(v, messages, now, keys)
+        if not (yield from locks.lock(users=book.aliases.values())):
+            return book
+    raise RuntimeError("aliases kept moving while this batch read them")
+
+
+def _email_keys(book: Book, triggers: dict[str, Trigger]) -> Iterator[str]:
+    """The address keys of the users a survey may be planned for (lazily: where no key is
+    locked, none is computed)."""
+    for user_id in {*book.identified, *triggers}:
+        user = book.users.get(user_id)
+        if user is not None and (k := email_key(user["email"])) is not None:
+            yield k
 
 
 def triggered(book: Book, messages: list[Message], names: frozenset[str]
