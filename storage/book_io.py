@@ -1,7 +1,8 @@
 """Loading the part of the customer book a batch touches, and writing it back.
 
 A batch costs a handful of statements whatever its size: the rows are read with IN lists,
-changed in memory (jobs/book_rules.py) and written back with executemany. Written as plans
+changed in memory (jobs/book_rules.py) and written back with executemany (the users, on
+PostgreSQL, as one statement over arrays: Values.insert_new/update_rows). Written as plans
 of SQL steps for the intake's fast path (storage/fast_path.py), so the same code runs on
 both backends.
 """
@@ -173,10 +174,8 @@ def _save_users(v: Values, book: Book) -> Steps[None]:
     new = [book.users[u] for u in sorted(book.new_users) if u in book.users]
     for row in new:
         row["updated_at"] = book.now
-    yield from many(
-        f"INSERT INTO users ({', '.join(_USER_COLUMNS)}) VALUES "
-        f"({', '.join('?' * len(_USER_COLUMNS))}) ON CONFLICT DO NOTHING",
-        [_user_values(v, row, _USER_COLUMNS) for row in new])
+    yield from v.insert_new(USERS, _USER_COLUMNS,
+                            [_user_values(v, row, _USER_COLUMNS) for row in new])
     # Write only the columns that changed, grouped by which ones (activity is the usual set).
     groups: dict[tuple[str, ...], list[list[Any]]] = {}
     for user_id in sorted(book.dirty_users - book.new_users):
@@ -195,8 +194,7 @@ def _save_users(v: Values, book: Book) -> Steps[None]:
         columns = (*changed, "updated_at")
         groups.setdefault(columns, []).append([*_user_values(v, current, columns), user_id])
     for columns, rows in groups.items():
-        assignments = ", ".join(f"{c} = ?" for c in columns)
-        yield from many(f"UPDATE users SET {assignments} WHERE user_id = ?", rows)
+        yield from v.update_rows(USERS, columns, "user_id", rows)
 
 
 def save_book(v: Values, book: Book) -> Steps[None]:

@@ -7,8 +7,8 @@ built, the cross-process lock of a migration, whether writes in this process tak
 with a group-commit writer thread, the claim's skip-locked clause, row locks for a
 read-modify-write, the intake's per-key locks on the book and which of its failures are
 worth running again, the month key of a report, and how the intake's fast path
-(storage/fast_path.py) encodes times and flags. A caller asks `db.dialect` instead of
-testing the backend's name.
+(storage/fast_path.py) encodes times and flags and writes many rows. A caller asks
+`db.dialect` instead of testing the backend's name.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ class Dialect:
     # SQL: one statement taking every key of an array, in the array's order ("" where the
     # write transaction already excludes every other writer: no key is then locked).
     keys_sql: str
+    # The fast path writes many rows as one statement over one array per column
+    # (storage/pg_arrays.py) rather than by executemany or VALUES lists: over a network a
+    # statement per row costs a round trip, a long VALUES list a new plan; in-process
+    # (SQLite) neither does.
+    row_arrays: bool
 
     def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
         """(writer, reader) engines for `url`."""
@@ -169,13 +174,14 @@ _RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_f
 
 SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="", exclusive_sql="",
                           day_sql="substr({}, 1, 10)",  # stored as naive UTC text
-                          keys_sql="")
+                          keys_sql="", row_arrays=False)
 POSTGRESQL: Dialect = _Postgresql(
     "postgresql", writer_thread=False, row_locks=" FOR UPDATE",
     exclusive_sql="SELECT pg_advisory_xact_lock(?)",
     day_sql="to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     # In array order (the function scan keeps it): storage.book_locks passes them sorted.
-    keys_sql="SELECT count(pg_advisory_xact_lock(k)) FROM unnest(?::bigint[]) AS k")
+    keys_sql="SELECT count(pg_advisory_xact_lock(k)) FROM unnest(?::bigint[]) AS k",
+    row_arrays=True)
 
 
 def dialect_for(url: str) -> Dialect:

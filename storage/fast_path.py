@@ -16,7 +16,8 @@ plain sqlite3 connection (storage/sqlite_writer.py: a whole group commit is one 
 hop); `run_async` on the driver under an open SQLAlchemy transaction (asyncpg, with `?`
 turned into `$n`; or aiosqlite, for an import on SQLite). The SQL is the subset both
 backends speak (ON CONFLICT, RETURNING); `Values` converts by hand what SQLAlchemy's types
-would (the backend's encoding is the Dialect's).
+would, and writes many rows the backend's cheapest way (the encoding and the way are the
+Dialect's: on PostgreSQL one statement over arrays, storage/pg_arrays.py).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import pg_arrays
 from storage.dialect import Dialect
 from storage.sqlutil import chunks
 
@@ -108,6 +111,36 @@ class Values:
         """Whether the intake locks the book's keys one by one (storage/book_locks.py), or
         its write transaction already excludes every other writer (SQLite)."""
         return bool(self._dialect.keys_sql)
+
+    def insert_new(self, table: sa.Table, columns: tuple[str, ...],
+                   rows: Sequence[Sequence[Any]], returning: str = "") -> Steps[Rows]:
+        """INSERT … ON CONFLICT DO NOTHING of the rows, returning `returning` of those
+        inserted: as one statement over arrays where the Dialect's row_arrays says so
+        (storage/pg_arrays.py), else by executemany, or VALUES lists when rows come back."""
+        if not rows:
+            return []
+        if self._dialect.row_arrays:
+            tail = "ON CONFLICT DO NOTHING" + (f" RETURNING {returning}" if returning else "")
+            return (yield Fetch(pg_arrays.insert_sql(table, columns, tail),
+                                pg_arrays.arrays(rows, len(columns))))
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {{}} ON CONFLICT DO NOTHING"
+        if returning:
+            return (yield from insert_returning(sql, rows, returning))
+        yield Many(sql.format("(" + marks(len(columns)) + ")"), rows)
+        return []
+
+    def update_rows(self, table: sa.Table, columns: tuple[str, ...], key: str,
+                    rows: Sequence[Sequence[Any]]) -> Steps[None]:
+        """UPDATE table SET columns WHERE `key` matches, each row being [*values, key] and a
+        key appearing once: over arrays or by executemany, as insert_new."""
+        if not rows:
+            return
+        if self._dialect.row_arrays:
+            yield Fetch(pg_arrays.update_sql(table, columns, key),
+                        pg_arrays.arrays(rows, len(columns) + 1))
+            return
+        assignments = ", ".join(f"{c} = ?" for c in columns)
+        yield Many(f"UPDATE {table.name} SET {assignments} WHERE {key} = ?", rows)
 
     def exclusive_keys(self, keys: list[int]) -> Steps[None]:
         """Hold every lock of `keys` until the transaction ends, taken in the list's order."""

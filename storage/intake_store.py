@@ -14,7 +14,8 @@ from storage.book_locks import BookLocks
 from storage.db import Database
 from storage.deliveries import LoopPolicy
 from storage.events import Message
-from storage.fast_path import Steps, Values, insert_returning, run_async
+from storage.fast_path import Steps, Values, run_async
+from storage.sqlutil import EVENTS
 from storage.survey_plan import Planner, Trigger, email_key, plan_surveys
 
 # A transaction that lost a race between the per-key locks (keys learnt late,
@@ -22,6 +23,7 @@ from storage.survey_plan import Planner, Trigger, email_key, plan_surveys
 ATTEMPTS = 5
 # Rounds of "lock the alias targets just read, read again" before giving up (503).
 _ALIAS_ROUNDS = 8
+_EVENT_COLUMNS = ("message_id", "received_at", "type", "timestamp", "name")
 
 
 @dataclass
@@ -65,9 +67,8 @@ def record(
     # In messageId order: another process inserting the same ids (a redelivery) waits on
     # them in this order too, so two multi-row inserts never wait for each other in a cycle.
     rows.sort()
-    inserted = {str(r[0]) for r in (yield from insert_returning(
-        "INSERT INTO events (message_id, received_at, type, timestamp, name) VALUES {} "
-        "ON CONFLICT DO NOTHING", rows, "message_id"))}
+    returned = yield from v.insert_new(EVENTS, _EVENT_COLUMNS, rows, returning="message_id")
+    inserted = {str(r[0]) for r in returned}
     result = Recorded([first[m.message_id] == i and m.message_id in inserted
                        for i, m in enumerate(messages)])
     fresh = [m for m, new in zip(messages, result.new, strict=True) if new]
