@@ -254,3 +254,49 @@ def cpu_seconds(pid: int) -> float:
 
 def tempdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"npsd-bench-{prefix}-"))
+
+
+# --- physical references ---------------------------------------------------------------
+
+def sqlite_commit_rate(path: Path, seconds: float = 2.0, rows: int = 100) -> float:
+    """Rows/s of raw `rows`-row transactions into a WAL database with synchronous=FULL (the
+    ceiling of what npsd's SQLite intake could commit): small rows shaped like `events`."""
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("CREATE TABLE IF NOT EXISTS ref (message_id TEXT PRIMARY KEY, "
+                    "received_at TEXT, type TEXT, timestamp TEXT, name TEXT)")
+        n = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("INSERT INTO ref VALUES (?, ?, 'track', ?, 'Bench Event')",
+                            [(f"m{n + i}", "2026-05-01 00:00:00.000000",
+                              "2026-05-01 00:00:00.000000") for i in range(rows)])
+            con.execute("COMMIT")
+            n += rows
+        return n / (time.perf_counter() - t0)
+    finally:
+        con.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def peak_rss_mb(pid: int) -> int:
+    return rss_kb(pid)[1] // 1024
+
+
+def pg_server_cpu_seconds() -> float:
+    """CPU seconds of every `postgres` process on the machine (the server's share)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1:text.rfind(")")]
+        if name.startswith("postgres"):
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total

@@ -153,3 +153,38 @@ def pg_version() -> str:
         return asyncio.run(go())
     except Exception as exc:
         return f"unreachable ({exc.__class__.__name__})"
+
+
+async def pg_commit_rate(raw_url: str, seconds: float = 2.0, conns: int = 1,
+                         rows: int = 100) -> float:
+    """Rows/s of raw `rows`-row transactions (executemany INSERT, COMMIT) from `conns`
+    connections at once: what the server and its WAL flushes allow, npsd aside."""
+    import asyncpg
+
+    setup = await asyncpg.connect(raw_url)
+    await setup.execute("CREATE TABLE IF NOT EXISTS ref (message_id text PRIMARY KEY, "
+                        "received_at timestamptz, type text, timestamp timestamptz, name text)")
+    now = datetime.now(UTC)
+    done = [0] * conns
+
+    async def worker(w: int) -> None:
+        conn = await asyncpg.connect(raw_url)
+        try:
+            while time.perf_counter() < deadline:
+                base = done[w]
+                async with conn.transaction():
+                    await conn.executemany(
+                        "INSERT INTO ref VALUES ($1, $2, 'track', $3, 'Bench Event')",
+                        [(f"w{w}-{base + i}", now, now) for i in range(rows)])
+                done[w] += rows
+        finally:
+            await conn.close()
+
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    try:
+        await asyncio.gather(*(worker(w) for w in range(conns)))
+        return sum(done) / (time.perf_counter() - t0)
+    finally:
+        await setup.execute("DROP TABLE ref")
+        await setup.close()

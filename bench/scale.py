@@ -9,6 +9,12 @@ Intake: wrk (or the Python load generator) with 100-message batches of track eve
 single messages; 32 connections in all, split evenly across the processes' ports.
 Dispatch: N due surveys (default 20,000) seeded with COPY; the processes send them to one
 counting SMTP sink; time until the database shows all of them sent.
+
+References measured in the same run, so a reader sees what bound a figure: the bare aiohttp
+endpoint (only parses the JSON) as one and as two processes under the same load, and raw
+100-row INSERT+COMMIT transactions on the same PostgreSQL from one and from two
+connections. Each figure is printed with its ratio to its reference, with the CPU share of
+each npsd process and of the PostgreSQL server, and each npsd's peak RSS.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from _common import (
     cpu_seconds,
     free_port,
     machine_line,
+    peak_rss_mb,
+    pg_server_cpu_seconds,
     start_npsd,
     table,
     tempdir,
@@ -40,7 +48,13 @@ from _common import (
     write_config,
 )
 from _loadgen import have_wrk, python_run, wrk_run
-from _seed import create_pg_database, drop_pg_database, pg_version, seed_postgres
+from _seed import (
+    create_pg_database,
+    drop_pg_database,
+    pg_commit_rate,
+    pg_version,
+    seed_postgres,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -103,6 +117,7 @@ def dispatch(work: Path, n_procs: int, url: str, raw: str, due: int, offset: int
     # Start counts from the moment the last process is ready (the first may have begun).
     ready = time.perf_counter()
     cpu0 = [cpu_seconds(p.pid) for p in procs]
+    pg0 = pg_server_cpu_seconds()
     done = None
     states: dict[str, int] = {}
     try:
@@ -117,13 +132,45 @@ def dispatch(work: Path, n_procs: int, url: str, raw: str, due: int, offset: int
             time.sleep(0.25)
         end = done or time.perf_counter()
         cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+        pg_cpu = (pg_server_cpu_seconds() - pg0) / (end - ready)
+        rss = [peak_rss_mb(p.pid) for p in procs]
     finally:
         for p in procs:
             p.stop()
     sent = states.get("sent", 0) - before
     elapsed = end - t0  # from the first start: the first process may already be sending
     return {"rate": sent / elapsed, "elapsed": elapsed, "sent": sent, "complete": bool(done),
-            "cpu": [c / (end - ready) for c in cpu], "start_s": ready - t0}
+            "cpu": [c / (end - ready) for c in cpu], "start_s": ready - t0, "pg_cpu": pg_cpu,
+            "rss": rss}
+
+
+def bare_many(work: Path, n: int) -> tuple[list[Proc], list[str]]:
+    procs, urls = [], []
+    for i in range(n):
+        port = free_port()
+        procs.append(Proc([PYTHON, str(HERE / "_servers.py"), "bare", str(port)], work,
+                          f"bare-{n}-{i}"))
+        wait_port(port, 30, procs[-1])
+        urls.append(f"http://127.0.0.1:{port}")
+    return procs, urls
+
+
+def measure(args: argparse.Namespace, procs: list[Proc], urls: list[str], batch: int,
+            seconds: float, work: Path) -> dict[str, Any]:
+    """One warmed-up load phase; adds each process's and the PostgreSQL server's CPU."""
+    load(args.loadgen, urls, args.conns, min(2.0, seconds), batch, work)  # warm
+    cpu0 = [cpu_seconds(p.pid) for p in procs]
+    pg0 = pg_server_cpu_seconds()
+    t0 = time.perf_counter()
+    r = load(args.loadgen, urls, args.conns, seconds, batch, work)
+    wall = time.perf_counter() - t0
+    r["cpu"] = [(cpu_seconds(p.pid) - c) / wall for p, c in zip(procs, cpu0, strict=True)]
+    r["pg_cpu"] = (pg_server_cpu_seconds() - pg0) / wall
+    return r
+
+
+def _cpu(r: dict[str, Any]) -> str:
+    return ("CPU " + ", ".join(f"{c:.0%}" for c in r["cpu"]) + f"; postgres {r['pg_cpu']:.0%}")
 
 
 def main() -> int:
@@ -152,25 +199,41 @@ def main() -> int:
                  str(work / "smtp-counts.json")], work, "smtp-sink")
     try:
         wait_port(smtp_port, 30, sink)
+        # --- references: the bare endpoint, raw PostgreSQL commits
+        bare: dict[tuple[int, int], dict[str, Any]] = {}
+        for n in (1, 2):
+            procs, urls = bare_many(work / f"bare{n}", n)
+            try:
+                for batch in (1, 100):
+                    bare[(n, batch)] = measure(args, procs, urls, batch, seconds, work)
+                    print(f"  bare x{n} batch {batch}: {bare[(n, batch)]['eps']:,.0f} events/s, "
+                          f"{_cpu(bare[(n, batch)])}", flush=True)
+            finally:
+                for proc in procs:
+                    proc.stop()
+        pg_rows = {n: asyncio.run(pg_commit_rate(raw, min(3.0, seconds), conns=n))
+                   for n in (1, 2)}
+        print(f"  raw PostgreSQL 100-row commits: {pg_rows[1]:,.0f} rows/s (1 connection), "
+              f"{pg_rows[2]:,.0f} rows/s (2)", flush=True)
         # --- intake
         for n in (1, 2):
             procs, urls = start_many(work / f"i{n}", n, url, {})
             try:
                 for batch in (1, 100):
-                    load(args.loadgen, urls, args.conns, min(2.0, seconds), batch, work)  # warm
-                    cpu0 = [cpu_seconds(p.pid) for p in procs]
-                    t0 = time.perf_counter()
-                    r = load(args.loadgen, urls, args.conns, seconds, batch, work)
-                    wall = time.perf_counter() - t0
-                    cpu = ", ".join(f"{(cpu_seconds(p.pid) - c) / wall:.0%}"
-                                    for p, c in zip(procs, cpu0, strict=True))
+                    r = measure(args, procs, urls, batch, seconds, work)
                     what = "single" if batch == 1 else f"batch {batch}"
                     figures[(what, n)] = r["eps"]
+                    ref = bare[(n, batch)]["eps"]
+                    ratio = f"{r['eps'] / ref:.0%} of bare x{n}"
+                    if batch > 1:
+                        ratio += f", {r['eps'] / pg_rows[n]:.0%} of raw PG x{n}"
                     rows.append([f"intake {what}", n, f"{r['rps']:,.0f} req/s",
-                                 f"{r['eps']:,.0f} events/s",
+                                 f"{r['eps']:,.0f} events/s", ratio,
                                  f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
-                                 f"errors {r['errors']}, npsd CPU {cpu}"])
+                                 f"errors {r['errors']}, npsd {_cpu(r)}"])
                     print(f"  {rows[-1]}", flush=True)
+                rss = ", ".join(f"{peak_rss_mb(p.pid)} MB" for p in procs)
+                rows[-1][-1] += f"; peak RSS {rss}"
             finally:
                 for proc in procs:
                     proc.stop()
@@ -181,20 +244,30 @@ def main() -> int:
             figures[("dispatch", n)] = d["rate"]
             rows.append(["dispatch", n, f"{d['rate']:,.0f} surveys/s",
                          f"{d['sent']:,} sent in {d['elapsed']:.1f}s",
+                         f"{d['rate'] / figures[('dispatch', 1)]:.2f}x of one process",
                          f"{'complete' if d['complete'] else 'TIMED OUT'}; start "
-                         f"{d['start_s']:.1f}s; npsd CPU "
-                         + ", ".join(f"{c:.0%}" for c in d["cpu"])])
+                         f"{d['start_s']:.1f}s; npsd "
+                         + _cpu(d) + "; peak RSS "
+                         + ", ".join(f"{m} MB" for m in d["rss"])])
             print(f"  {rows[-1]}", flush=True)
     finally:
         sink.stop()
         asyncio.run(drop_pg_database(name))
     print()
-    print(table(rows, ["figure", "processes", "throughput", "volume", "detail"]))
+    print(table(rows, ["figure", "processes", "throughput", "volume", "vs reference",
+                       "detail"]))
     print()
     for what in ("single", "batch 100", "dispatch"):
         one, two = figures.get((what, 1)), figures.get((what, 2))
         if one and two:
             print(f"{what}: two processes / one = {two / one:.2f}x")
+    for batch in (1, 100):
+        b1, b2 = bare.get((1, batch)), bare.get((2, batch))
+        if b1 and b2:
+            print(f"bare endpoint batch {batch}: two processes / one = "
+                  f"{b2['eps'] / b1['eps']:.2f}x (the machine's own scaling of this load)")
+    if pg_rows:
+        print(f"raw PostgreSQL commits: two connections / one = {pg_rows[2] / pg_rows[1]:.2f}x")
     print("at end: " + busy_note())
     return 0
 
