@@ -24,7 +24,7 @@ from typing import Any
 _LUA = r"""
 counter = 0
 local headers = {["Content-Type"] = "application/json", ["Authorization"] = "%AUTH%"}
-local nonce, batch, users = "x", 1, 10000
+local nonce, batch, users, first = "x", 1, 10000, 0
 local nthreads = 0
 
 function setup(thread)
@@ -36,6 +36,7 @@ function init(args)
   nonce = args[1]
   batch = tonumber(args[2])
   users = tonumber(args[3])
+  first = tonumber(args[4] or "0")
 end
 
 -- Every event its own millisecond (as real traffic has), and the context analytics.js sends.
@@ -49,7 +50,7 @@ local function msg(id)
   return string.format('{"type":"track","userId":"u%%d","event":"Bench Event",' ..
     '"messageId":"%%s-%%d-%%d","timestamp":"%%s","context":{"library":{"name":"bench"},' ..
     '"timezone":"Europe/Berlin","locale":"de-DE"},"properties":{"plan":"pro","n":%%d}}',
-    id %% users, nonce, threadid, id, ts(id), id)
+    first + id %% users, nonce, threadid, id, ts(id), id)
 end
 
 function request()
@@ -92,14 +93,16 @@ def _children_cpu() -> float:
 
 
 def wrk_run(url: str, key: str, *, conns: int, seconds: float, batch: int, nonce: str,
-            users: int, threads: int, workdir: Path, path: str = "/v1/segment") -> dict[str, Any]:
+            users: int, threads: int, workdir: Path, path: str = "/v1/segment",
+            first_user: int = 0) -> dict[str, Any]:
     script = workdir / f"load-{nonce}.lua"
     script.write_text(_LUA.replace("%AUTH%", auth(key)).replace("%PATH%", path)
                       .replace("%%", "%"))
     before = _children_cpu()
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{max(1, round(seconds))}s",
-         "--timeout", "10s", "-s", str(script), url + path, "--", nonce, str(batch), str(users)],
+         "--timeout", "10s", "-s", str(script), url + path, "--", nonce, str(batch), str(users),
+         str(first_user)],
         capture_output=True, text=True, timeout=seconds + 60, check=False)
     cpu = _children_cpu() - before
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)

@@ -59,16 +59,23 @@ from _seed import (
 HERE = Path(__file__).resolve().parent
 
 
+USERS = 10_000
+
+
 def load(kind: str, urls: list[str], conns: int, seconds: float, batch: int,
-         work: Path) -> dict[str, Any]:
-    """Drive every url at once with conns/len(urls) connections each; sum the results."""
+         work: Path, disjoint: bool = False) -> dict[str, Any]:
+    """Drive every url at once with conns/len(urls) connections each; sum the results.
+    The load generators walk the same pool of users in the same order (each its own
+    slice of it when `disjoint`, wrk only)."""
     results: list[dict[str, Any]] = [{} for _ in urls]
 
     def one(i: int, url: str) -> None:
+        users = USERS // len(urls) if disjoint else USERS
         kw = {"conns": conns // len(urls), "seconds": seconds, "batch": batch,
-              "nonce": secrets.token_hex(4), "users": 10_000}
+              "nonce": secrets.token_hex(4), "users": users}
         if kind == "wrk":
-            results[i] = wrk_run(url, API_KEY, threads=1, workdir=work, **kw)
+            results[i] = wrk_run(url, API_KEY, threads=1, workdir=work,
+                                 first_user=i * users if disjoint else 0, **kw)
         else:
             results[i] = python_run(url, API_KEY, **kw)
 
@@ -156,13 +163,13 @@ def bare_many(work: Path, n: int) -> tuple[list[Proc], list[str]]:
 
 
 def measure(args: argparse.Namespace, procs: list[Proc], urls: list[str], batch: int,
-            seconds: float, work: Path) -> dict[str, Any]:
+            seconds: float, work: Path, disjoint: bool = False) -> dict[str, Any]:
     """One warmed-up load phase; adds each process's and the PostgreSQL server's CPU."""
-    load(args.loadgen, urls, args.conns, min(2.0, seconds), batch, work)  # warm
+    load(args.loadgen, urls, args.conns, min(2.0, seconds), batch, work, disjoint)  # warm
     cpu0 = [cpu_seconds(p.pid) for p in procs]
     pg0 = pg_server_cpu_seconds()
     t0 = time.perf_counter()
-    r = load(args.loadgen, urls, args.conns, seconds, batch, work)
+    r = load(args.loadgen, urls, args.conns, seconds, batch, work, disjoint)
     wall = time.perf_counter() - t0
     r["cpu"] = [(cpu_seconds(p.pid) - c) / wall for p, c in zip(procs, cpu0, strict=True)]
     r["pg_cpu"] = (pg_server_cpu_seconds() - pg0) / wall
@@ -232,6 +239,19 @@ def main() -> int:
                                  f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
                                  f"errors {r['errors']}, npsd {_cpu(r)}"])
                     print(f"  {rows[-1]}", flush=True)
+                if n == 2 and args.loadgen == "wrk":
+                    # The same load, each process's traffic about its own half of the users:
+                    # what the per-key locks allow when batches do not meet.
+                    r = measure(args, procs, urls, 100, seconds, work, disjoint=True)
+                    figures[("batch 100, disjoint users", n)] = r["eps"]
+                    figures[("batch 100, disjoint users", 1)] = figures[("batch 100", 1)]
+                    rows.append(["intake batch 100, disjoint users", n,
+                                 f"{r['rps']:,.0f} req/s", f"{r['eps']:,.0f} events/s",
+                                 f"{r['eps'] / bare[(n, 100)]['eps']:.0%} of bare x{n}, "
+                                 f"{r['eps'] / pg_rows[n]:.0%} of raw PG x{n}",
+                                 f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
+                                 f"errors {r['errors']}, npsd {_cpu(r)}"])
+                    print(f"  {rows[-1]}", flush=True)
                 rss = ", ".join(f"{peak_rss_mb(p.pid)} MB" for p in procs)
                 rows[-1][-1] += f"; peak RSS {rss}"
             finally:
@@ -257,7 +277,7 @@ def main() -> int:
     print(table(rows, ["figure", "processes", "throughput", "volume", "vs reference",
                        "detail"]))
     print()
-    for what in ("single", "batch 100", "dispatch"):
+    for what in ("single", "batch 100", "batch 100, disjoint users", "dispatch"):
         one, two = figures.get((what, 1)), figures.get((what, 2))
         if one and two:
             print(f"{what}: two processes / one = {two / one:.2f}x")
