@@ -19,6 +19,10 @@ so a row read under its key's lock stays as read until commit.
 How a set is locked is the Dialect's (storage/dialect.py, keys_sql: PostgreSQL's advisory
 locks over an array). On SQLite the write transaction's BEGIN IMMEDIATE already excludes
 every other writer: every lock here is then a no-op, and no key is even hashed.
+
+A writer that changes the book wholesale (an import of another tool's answers) takes
+BOOK_KEY exclusively instead (Values.exclusive); every intake transaction takes it shared
+first (Values.shared), so intakes run together and an import runs alone.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from collections.abc import Iterable
 from hashlib import blake2b
 
 from storage.fast_path import Steps, Values
+
+BOOK_KEY = 0x6E707365  # the whole book: shared by each intake, exclusive for an import
 
 
 def key(kind: str, value: str) -> int:
@@ -57,3 +63,7 @@ class BookLocks:
         yield from self._v.exclusive_keys(wanted)
         self.held.update(wanted)
         return True
+
+    def share_book(self) -> Steps[None]:
+        """Hold BOOK_KEY shared until the transaction ends (a no-op where it holds it all)."""
+        yield from self._v.shared(BOOK_KEY)

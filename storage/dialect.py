@@ -41,8 +41,11 @@ class Dialect:
     # Row locks a read-modify-write takes in the fast path's SQL (SQLite's BEGIN IMMEDIATE
     # already excludes every other writer).
     row_locks: str
-    # The fast path's form of `exclusive` ("" where the write transaction already excludes).
+    # The fast path's form of `exclusive` ("" where the write transaction already excludes),
+    # and of the same lock taken shared (with other holders of it shared, never with its
+    # exclusive holder: every intake transaction holds the book's key so, an import alone).
     exclusive_sql: str
+    shared_sql: str
     # The fast path's 'YYYY-MM-DD' (UTC) of a time column, `{}` for the column (the running
     # totals' day, storage/nps_totals.py).
     day_sql: str
@@ -173,11 +176,12 @@ class _Postgresql(Dialect):
 _RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
 SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="", exclusive_sql="",
-                          day_sql="substr({}, 1, 10)",  # stored as naive UTC text
+                          shared_sql="", day_sql="substr({}, 1, 10)",  # naive UTC text
                           keys_sql="", row_arrays=False)
 POSTGRESQL: Dialect = _Postgresql(
     "postgresql", writer_thread=False, row_locks=" FOR UPDATE",
     exclusive_sql="SELECT pg_advisory_xact_lock(?)",
+    shared_sql="SELECT pg_advisory_xact_lock_shared(?)",
     day_sql="to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     # In array order (the function scan keeps it): storage.book_locks passes them sorted.
     keys_sql="SELECT count(pg_advisory_xact_lock(k)) FROM unnest(?::bigint[]) AS k",

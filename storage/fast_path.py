@@ -106,6 +106,12 @@ class Values:
         if self._dialect.exclusive_sql:
             yield Fetch(self._dialect.exclusive_sql, [key])
 
+    def shared(self, key: int) -> Steps[None]:
+        """Hold lock `key` shared until the transaction ends: with other holders of it
+        shared, never with one holding it exclusively (Values.exclusive)."""
+        if self._dialect.shared_sql:
+            yield Fetch(self._dialect.shared_sql, [key])
+
     @property
     def locks_keys(self) -> bool:
         """Whether the intake locks the book's keys one by one (storage/book_locks.py), or

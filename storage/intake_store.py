@@ -98,6 +98,7 @@ def _load_locked(v: Values, messages: list[Message], now: datetime,
     id to a user not locked yet, lock that one too and load again (a merge may have moved
     the alias meanwhile). Where the transaction holds the whole book, one load."""
     keys = touched(messages)
+    yield from locks.share_book()
     yield from locks.lock(users=keys.ids, accounts=keys.groups)
     for _ in range(_ALIAS_ROUNDS):
         book = yield from load_book(v, messages, now, keys)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from storage.book_locks import BookLocks
+from storage.book_locks import BOOK_KEY, BookLocks
 from storage.db import Database
 from storage.fast_path import Fetch, Many, Steps, Values, run_async
 from storage.import_store import BOOK_LOCK_KEY
@@ -87,4 +87,32 @@ async def test_locks_taken_by_steps_last_until_the_commit(pg_url: str) -> None:
         async with db.write() as conn:  # and all released by the commit
             assert (await conn.execute(sa.text(_HELD))).scalar() == 0
     finally:
+        await db.close()
+
+
+@pytest.mark.postgres
+async def test_intakes_share_the_book_key_that_an_import_takes_alone(pg_url: str) -> None:
+    db = Database(pg_url)
+    other = Database(pg_url)
+
+    def share(v: Values) -> Steps[None]:
+        yield from BookLocks(v).share_book()
+
+    def try_lock(sql: str) -> Steps[bool]:
+        return bool((yield Fetch(sql, [BOOK_KEY]))[0][0])
+
+    try:
+        await migrate(db, NOW)
+        async with db.write() as intake:
+            await run_async(share(Values(db.dialect, NOW)), intake)
+            async with other.write() as conn:  # another intake: shares it
+                assert await run_async(try_lock(
+                    "SELECT pg_try_advisory_xact_lock_shared(?)"), conn)
+            async with other.write() as conn:  # an import (Values.exclusive): waits
+                assert not await run_async(try_lock("SELECT pg_try_advisory_xact_lock(?)"),
+                                           conn)
+        async with other.write() as conn:  # the intake committed: the import may go
+            assert await run_async(try_lock("SELECT pg_try_advisory_xact_lock(?)"), conn)
+    finally:
+        await other.close()
         await db.close()

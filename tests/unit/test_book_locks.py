@@ -5,17 +5,18 @@ statement at all; and only a lost race (deadlock, serialization failure) is run 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 
-from storage.book_locks import BookLocks, key
+from storage.book_locks import BOOK_KEY, BookLocks, key
 from storage.db import StoreUnavailable
 from storage.dialect import POSTGRESQL, SQLITE
 from storage.fast_path import Fetch, Steps, Values
 
 
-def _steps(plan: Steps[bool]) -> tuple[list[Fetch], bool]:
+def _steps(plan: Steps[Any]) -> tuple[list[Fetch], bool]:
     sent: list[Fetch] = []
     try:
         step = next(plan)
@@ -48,6 +49,13 @@ def test_sqlite_takes_no_lock_and_hashes_no_key() -> None:
     locks = BookLocks(Values(SQLITE))
     assert _steps(locks.lock(users=_unread(), addresses=_unread())) == ([], False)
     assert _steps(locks.lock(users=["u1"])) == ([], False)
+
+
+def test_the_book_key_is_shared_on_postgresql_only() -> None:
+    sent, _ = _steps(BookLocks(Values(POSTGRESQL)).share_book())
+    assert [(s.sql, s.params) for s in sent] == [
+        ("SELECT pg_advisory_xact_lock_shared(?)", [BOOK_KEY])]
+    assert _steps(BookLocks(Values(SQLITE)).share_book()) == ([], False)
 
 
 def test_keys_are_stable_and_kinds_do_not_collide() -> None:
