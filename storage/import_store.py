@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from storage.book_locks import BOOK_KEY  # taken exclusively: no intake meanwhile
 from storage.fast_path import Steps, Values, fetch_in, insert_returning, many
 from storage.nps_totals import Counted, record_change
 from storage.states import SurveyState
 from storage.survey_plan import email_key, new_token
 
-BOOK_LOCK_KEY = 0x6E707365  # storage.intake_store's: one book writer at a time (PostgreSQL)
 EMAIL_ONLY_PREFIX = "npsd-email-"  # + the address key: a user known only by an address
 
 
@@ -64,7 +64,7 @@ def import_rows(v: Values, rows: Sequence[ImportRow], source: str, now: datetime
     """Decide each row (in order; a key twice in the batch is present the second time) and,
     with `write`, insert the new users, the answered surveys and a decision each."""
     if write:
-        yield from v.exclusive(BOOK_LOCK_KEY)
+        yield from v.exclusive(BOOK_KEY)
     known = yield from _lookup(rows)
     outcomes: list[RowOutcome] = []
     surveys: list[tuple[Any, ...]] = []

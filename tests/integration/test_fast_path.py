@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from storage.book_locks import BOOK_KEY, BookLocks
 from storage.db import Database
 from storage.fast_path import Fetch, Many, Steps, Values, run_async
-from storage.import_store import BOOK_LOCK_KEY
 from storage.migrations import migrate
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -67,7 +66,7 @@ _HELD = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted 
 
 def _locks_then_looks(v: Values) -> Steps[list[int]]:
     seen = []
-    yield from v.exclusive(BOOK_LOCK_KEY)
+    yield from v.exclusive(BOOK_KEY)
     seen.append(int((yield Fetch(_HELD))[0][0]))
     locks = BookLocks(v)
     assert (yield from locks.lock(users=["u1", "u2"], accounts=["g1"]))
