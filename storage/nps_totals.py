@@ -192,6 +192,15 @@ def refresh_accounts(v: Values, group_ids: Iterable[str]) -> Steps[None]:
     groups = sorted(set(group_ids))
     if not groups:
         return
+    lock = v.for_update()
+    if lock:
+        # PostgreSQL: the accounts' rows first (count_members made them when the members
+        # came), so the recount below reads what any other writer of them committed. Else
+        # two intakes (per-key locks, storage/book_locks.py: neither need hold the
+        # account's key) or an answer could each recount from a snapshot without the
+        # other's change, and the later write of the absolute figures would lose it.
+        yield from fetch_in("SELECT group_id FROM nps_accounts WHERE group_id IN ({}) "
+                            "ORDER BY group_id" + lock, groups)
     found = {str(r[0]): r for r in (yield from fetch_in(_ACCOUNT_FIGURES, groups))}
     none = (None, 0, 0, 0, None)
     yield from many(

@@ -4,6 +4,7 @@ and erasures, on a SQLite file and on PostgreSQL; and the reports that read them
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from storage.migrations import LATEST, migrate
 from storage.sql_store import SqlStore
 from storage.store import AnswerResult, IntakePolicy
 from tests.integration.test_store import LEASE, NOW, POLICY, identify, sent_survey
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -161,3 +163,41 @@ async def test_imported_answers_join_the_totals(store: SqlStore) -> None:
     assert [d[0] for d in days] == [old.date().isoformat(), NOW.date().isoformat()]
     assert accounts[0][:5] == ("acme", 1, 1, 0, 1)  # ann's imported detractor counts
     assert (await store.nps())["responses"] == 3
+
+
+_WAITING = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")
+
+
+@pytest.mark.postgres
+async def test_a_recount_waits_for_a_concurrent_change_of_the_account(pg_url: str) -> None:
+    """Per-key intake locks let two transactions change one account's totals at once: an
+    answer (or another intake) adds to them while an intake recounts the account after a
+    membership change. The recount must see the addition, not overwrite it."""
+    async with SqlStore(pg_url, MovableClock(NOW)) as store:
+        tokens = {u: await sent_survey(store, u, i) for i, u in enumerate(["ann", "bob"])}
+        await store.record([group(1, "ann", "acme"), group(1, "bob", "acme")], POLICY)
+        assert await store.answer(tokens["ann"], 10, None, NOW) is AnswerResult.RECORDED
+        v = Values(POSTGRESQL)
+        async with store.db.write() as adding:  # bob's answer, not committed yet
+            row = (await adding.execute(sa.text(
+                "UPDATE surveys SET score = 9, answered_at = :at WHERE user_id = 'bob' "
+                "RETURNING sent_at"), {"at": NOW})).one()
+            bob = nps_totals.Counted("bob", row[0])
+            await run_async(nps_totals.record_change(v, [bob], [bob.answered(9, NOW)]), adding)
+
+            async def recount() -> None:
+                async with store.db.write() as conn:
+                    await run_async(nps_totals.refresh_accounts(v, ["acme"]), conn)
+
+            task = asyncio.ensure_future(recount())
+
+            async def blocked() -> bool:
+                async with store.db.read() as conn:
+                    return bool((await conn.execute(sa.text(_WAITING))).scalar())
+
+            await wait_for(blocked, timeout=10, what="the recount waiting on a lock")
+        await asyncio.wait_for(task, timeout=10)
+        _, accounts = await tables(store)
+        assert accounts == (await recounted(store))[1]
+        assert [a[:3] for a in accounts if a[0] == "acme"] == [("acme", 2, 2)]

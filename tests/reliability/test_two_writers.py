@@ -127,6 +127,10 @@ async def test_two_processes_lose_no_update_of_the_same_users(
         assert accounts[f"g{g}"]["tier"] == f"t{newest}"
     members = await _rows(pg_url, "SELECT count(*) AS n FROM memberships WHERE active")
     assert members[0]["n"] == USERS
+    # The running totals' member counts, added to by both processes, equal a recount.
+    counted = {r["group_id"]: r["members"] for r in await _rows(
+        pg_url, "SELECT group_id, members FROM nps_accounts")}
+    assert counted == {f"g{g}": USERS // ACCOUNTS for g in range(ACCOUNTS)}
     stored = await _rows(pg_url, "SELECT count(*) AS n FROM events")
     assert stored[0]["n"] == len(history) + len(live)
     # One survey per user, and one per address: of the two users sharing one, the second
