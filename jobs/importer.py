@@ -12,9 +12,10 @@ those the real run gives.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Protocol
 from jobs.import_rows import BadRow, Reader
 from storage.import_store import ImportRow, RowOutcome
 
-BATCH = 2000
+BATCH = 10_000
 
 
 class ImportStore(Protocol):
@@ -100,7 +101,7 @@ def _check(job: ImportJob, now: datetime, on_bad: Callable[[BadRow], None],
     summary = Summary()
     try:
         with job.path.open("rb") as stream:
-            reader = Reader(stream, job.fmt, zone=job.zone, now=now)
+            reader = Reader(stream, job.fmt, zone=job.zone, now=now, identities=False)
             for n, row in enumerate(reader):
                 summary.read += 1
                 if isinstance(row, BadRow):
@@ -114,38 +115,55 @@ def _check(job: ImportJob, now: datetime, on_bad: Callable[[BadRow], None],
     return summary
 
 
+def _take(rows: Iterator[ImportRow | BadRow], summary: Summary
+          ) -> tuple[list[ImportRow], list[BadRow]]:
+    """The next batch of good rows (empty at the end) and the bad rows met on the way."""
+    batch: list[ImportRow] = []
+    bad: list[BadRow] = []
+    for row in rows:
+        summary.read += 1
+        if isinstance(row, BadRow):
+            bad.append(row)  # only with skip_bad: the check found none otherwise
+            continue
+        batch.append(row)
+        if len(batch) >= BATCH:
+            break
+    return batch, bad
+
+
 async def _write(store: ImportStore, job: ImportJob, now: datetime,
                  on_bad: Callable[[BadRow], None], bar: Progress,
                  scratch: _Scratch | None) -> Summary:
+    """Reading the next batch (in a thread) while the last one is written: the store's
+    work (SQLite's own, PostgreSQL's server) overlaps the parsing of the file. One batch
+    is written at a time, in file order, each after the one before has committed."""
     summary = Summary()
-    batch: list[ImportRow] = []
+    writing: asyncio.Task[list[RowOutcome]] | None = None
     try:
         with job.path.open("rb") as stream:
             reader = Reader(stream, job.fmt, zone=job.zone, now=now)
-            for row in reader:
-                summary.read += 1
-                if isinstance(row, BadRow):
+            rows = iter(reader)
+            while True:
+                batch, bad = await asyncio.to_thread(_take, rows, summary)
+                if writing is not None:
+                    _tally(await writing, summary, scratch)
+                    writing = None
+                for row in bad:
                     summary.bad += 1
-                    on_bad(row)  # only with skip_bad: the check found none otherwise
-                    continue
-                batch.append(row)
-                if len(batch) >= BATCH:
-                    await _flush(store, job, now, batch, summary, scratch)
-                    batch = []
-                    bar.update(reader.bytes_read)
-            await _flush(store, job, now, batch, summary, scratch)
-            bar.update(reader.bytes_read)
+                    on_bad(row)
+                bar.update(reader.bytes_read)
+                if not batch:
+                    break
+                writing = asyncio.create_task(store.import_answers(
+                    batch, job.fmt, now, sync=job.sync, write=not job.dry_run))
     finally:
+        if writing is not None:  # the reading failed: let the write end, then give up
+            await asyncio.gather(writing, return_exceptions=True)
         bar.close()
     return summary
 
 
-async def _flush(store: ImportStore, job: ImportJob, now: datetime, batch: list[ImportRow],
-                 summary: Summary, scratch: _Scratch | None) -> None:
-    if not batch:
-        return
-    outcomes = await store.import_answers(batch, job.fmt, now, sync=job.sync,
-                                          write=not job.dry_run)
+def _tally(outcomes: list[RowOutcome], summary: Summary, scratch: _Scratch | None) -> None:
     if scratch is not None:
         outcomes = scratch.adjust(outcomes)
     for o in outcomes:

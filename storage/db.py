@@ -13,13 +13,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import dialect_for
-from storage.sqlite_writer import SqliteWriter
+from storage.fast_path import Steps, run_async
+from storage.sqlite_writer import SqliteWriter, run_transaction
+
+T = TypeVar("T")
+BULK_CACHE_KB = 64 * 1024  # SQLite's page cache for bulk writes (the default is 2 MB)
 
 
 class StoreUnavailable(Exception):
@@ -82,6 +87,27 @@ class Database:
                 await self._intake_writer.run(work)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(str(exc.__class__.__name__) + ": " + _short(exc)) from exc
+
+    async def run_steps(self, steps: Steps[T], *, write: bool, bulk: bool = False) -> T:
+        """The fast path's `steps` (storage/fast_path.py) as one transaction: on a SQLite
+        file in the intake writer's thread (one thread hop for the whole transaction, and
+        SQLite works without the GIL while this process's event loop goes on), elsewhere on
+        the driver under a SQLAlchemy transaction. `bulk` (an import's batches): SQLite
+        keeps a larger page cache on that connection from then on, so the random-keyed
+        indexes a batch writes into are not read back from the file page by page."""
+        if self.sqlite_path is None:
+            async with (self.write() if write else self.read()) as conn:
+                return await run_async(steps, conn)
+        done: list[T] = []
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if bulk:
+                conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KB}")
+            done.append(run_transaction(conn, steps, write=write))
+            return True  # a failure raised, and the connection is replaced
+
+        await self.in_writer_thread(work)
+        return done[0]
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

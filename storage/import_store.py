@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from storage.book_locks import BOOK_KEY  # taken exclusively: no intake meanwhile
 from storage.fast_path import Steps, Values, fetch_in, insert_returning, many
@@ -26,9 +26,9 @@ from storage.survey_plan import email_key, new_token
 EMAIL_ONLY_PREFIX = "npsd-email-"  # + the address key: a user known only by an address
 
 
-@dataclass(frozen=True)
-class ImportRow:
-    """One checked row of an export (jobs/import_rows.py)."""
+class ImportRow(NamedTuple):
+    """One checked row of an export (jobs/import_rows.py); a tuple, not a dataclass: a
+    million of them are made, and a frozen dataclass costs several times more to build."""
 
     line: int
     user_id: str | None
@@ -39,8 +39,7 @@ class ImportRow:
     key: str  # its identity (jobs.import_rows.identity)
 
 
-@dataclass(frozen=True)
-class RowOutcome:
+class RowOutcome(NamedTuple):
     line: int
     key: str
     outcome: str  # "imported", "present" (already imported) or "suppressed" (erased)
@@ -50,6 +49,7 @@ class RowOutcome:
 
 @dataclass
 class _Known:
+    address_keys: dict[str, str | None]  # a row's email as written → its address key
     present: set[str]
     aliases: dict[str, str]
     suppressed: set[str]
@@ -68,6 +68,9 @@ def import_rows(v: Values, rows: Sequence[ImportRow], source: str, now: datetime
     known = yield from _lookup(rows)
     outcomes: list[RowOutcome] = []
     surveys: list[tuple[Any, ...]] = []
+    created_at = v.ts(now)
+    imported: dict[str, ImportRow] = {}  # by key: the first row of a key is the one written
+    flags = {True: (0, v.flag(True)), False: (1, v.flag(False))}  # (synced_revision, needs_sync)
     for row in rows:
         outcome, user_id, address = _decide(row, known)
         if outcome != "imported" or user_id is None:
@@ -79,14 +82,17 @@ def import_rows(v: Values, rows: Sequence[ImportRow], source: str, now: datetime
         if address is not None:
             known.by_address.setdefault(address, user_id)
         known.present.add(row.key)
+        imported[row.key] = row
         outcomes.append(RowOutcome(row.line, row.key, "imported",
                                    user_id if created else None,
-                                   email_key(row.email) if created else None))
+                                   known.address_keys.get(row.email) if created and row.email
+                                   else None))
         # An email-only user has no id of yours: Segment would get a made-up userId.
         synced = sync and not user_id.startswith(EMAIL_ONLY_PREFIX)
-        surveys.append(_survey(v, row, user_id, address, now, synced=synced))
+        surveys.append(_survey(v, row, user_id, address, created_at,
+                               flags[synced]))
     if write:
-        yield from _write(v, known.created, surveys, source, now)
+        yield from _write(v, known.created, surveys, source, now, imported)
     return outcomes
 
 
@@ -97,8 +103,9 @@ def _lookup(rows: Sequence[ImportRow]) -> Steps[_Known]:
     named = {r.user_id for r in rows if r.user_id}
     aliases = {str(r[0]): str(r[1]) for r in (yield from fetch_in(
         "SELECT alias_id, user_id FROM aliases WHERE alias_id IN ({})", named))}
-    addresses = {r.email.strip().lower() for r in rows if r.email}
-    address_keys = {k for a in addresses if (k := email_key(a))}
+    keys_of = {e: email_key(e) for e in {r.email for r in rows if r.email}}
+    addresses = {e.strip().lower() for e in keys_of}
+    address_keys = {k for k in keys_of.values() if k}
     email_only = {EMAIL_ONLY_PREFIX + k for k in address_keys}
     ids = named | set(aliases.values()) | email_only
     suppressed = {str(r[0]) for r in (yield from fetch_in(
@@ -119,14 +126,14 @@ def _lookup(rows: Sequence[ImportRow]) -> Steps[_Known]:
     by_address = {k: max(sorted(c, key=lambda c: c[1]),
                          key=lambda c: (c[0] is not None, c[0] or ""))[1]
                   for k, c in candidates.items()}
-    return _Known(present, aliases, suppressed, suppressed_keys, users, by_address)
+    return _Known(keys_of, present, aliases, suppressed, suppressed_keys, users, by_address)
 
 
 def _decide(row: ImportRow, known: _Known) -> tuple[str, str | None, str | None]:
     """(outcome, the user it belongs to, the address key for the survey)."""
     if row.key in known.present:
         return "present", None, None
-    address = email_key(row.email)
+    address = known.address_keys.get(row.email) if row.email else None
     if address is not None and address in known.suppressed_keys:
         return "suppressed", None, None
     if row.user_id:
@@ -143,15 +150,14 @@ def _decide(row: ImportRow, known: _Known) -> tuple[str, str | None, str | None]
     return "imported", user_id, address
 
 
-def _survey(v: Values, row: ImportRow, user_id: str, address: str | None, now: datetime, *,
-            synced: bool) -> tuple[Any, ...]:
+def _survey(v: Values, row: ImportRow, user_id: str, address: str | None, created_at: Any,
+            sync_flags: tuple[int, Any]) -> tuple[Any, ...]:
     at = v.ts(row.answered_at)
     # Answered at its date, sent then (so it counts in reports and the re-survey interval),
     # its link closed (expires_at = the answer: nobody holds it), synced or marked as not to
-    # be (revision 1 already "synced").
-    return (user_id, new_token(), "survey", SurveyState.ANSWERED, at, v.ts(now), at, 0, at,
-            row.score, row.comment, at, 1, 0 if synced else 1, v.flag(synced), address,
-            row.key)
+    # be (revision 1 already "synced"). The key last: _write finds the row by it.
+    return (user_id, new_token(), "survey", SurveyState.ANSWERED, at, created_at, at, 0, at,
+            row.score, row.comment, at, 1, *sync_flags, address, row.key)
 
 
 _SURVEY_COLUMNS = ("user_id, token, kind, state, due_at, created_at, sent_at, attempts, "
@@ -160,23 +166,26 @@ _SURVEY_COLUMNS = ("user_id, token, kind, state, due_at, created_at, sent_at, at
 
 
 def _write(v: Values, created: dict[str, str | None], surveys: list[tuple[Any, ...]],
-           source: str, now: datetime) -> Steps[None]:
+           source: str, now: datetime, imported: dict[str, ImportRow]) -> Steps[None]:
+    at_now, no, yes = v.ts(now), v.flag(False), v.flag(True)
     yield from many(
         "INSERT INTO users (user_id, anonymous, email, traits, trait_times, event_count, "
         "session_count, unsubscribe_synced, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT DO NOTHING",
-        [(u, v.flag(False), email, json.dumps({"email": email} if email else {}), "{}", 0, 0,
-          v.flag(True), v.ts(now)) for u, email in sorted(created.items())])
+        [(u, no, email, '{"email": ' + json.dumps(email) + "}" if email else "{}", "{}", 0, 0,
+          yes, at_now) for u, email in sorted(created.items())])
     inserted = yield from insert_returning(
         f"INSERT INTO surveys ({_SURVEY_COLUMNS}) VALUES {{}} ON CONFLICT DO NOTHING",
-        surveys, "id, user_id, score, answered_at")
-    reader = v.time_reader()
+        surveys, "id, user_id, import_key")
+    # Each written survey with its row: the answer as the row has it (no parsing back of
+    # the stored text).
+    written = [(survey_id, str(user_id), imported[key]) for survey_id, user_id, key in inserted]
     # Answered and sent at their date: into the running totals, in this transaction.
-    yield from record_change(v, [], [Counted(str(u), reader(at), int(score), reader(at))
-                                     for _, u, score, at in inserted])
+    yield from record_change(v, [], [Counted(u, row.answered_at, row.score, row.answered_at)
+                                     for _, u, row in written])
     yield from many(
         "INSERT INTO decisions (user_id, at, survey_id, outcome, reason) VALUES (?, ?, ?, ?, ?)",
-        [(user_id, v.ts(now), survey_id, "imported",
-          f"imported from {source}: answered {score} on "
-          f"{reader(at).strftime('%Y-%m-%dT%H:%M:%SZ')}")
-         for survey_id, user_id, score, at in inserted])
+        [(user_id, at_now, survey_id, "imported",
+          f"imported from {source}: answered {row.score} on "
+          f"{row.answered_at.isoformat()[:19]}Z")  # ISO 8601 to the second, in UTC
+         for survey_id, user_id, row in written])

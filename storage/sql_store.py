@@ -27,7 +27,7 @@ from storage.db import Database, StoreUnavailable
 from storage.deliveries import Claimed as ClaimedDelivery
 from storage.deliveries import LoopPolicy, Settled
 from storage.events import Message
-from storage.fast_path import Values, run_async
+from storage.fast_path import Values
 from storage.group_commit import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES, Clock, CommitStats
 from storage.group_commit import GroupCommitter as _Writer
 from storage.import_store import ImportRow, RowOutcome, import_rows
@@ -173,11 +173,7 @@ class SqlStore(ConsoleStore):
             return []
         steps = import_rows(Values(self.db.dialect, now), rows, source, now, sync=sync,
                             write=write)
-        if not write:
-            async with self.db.read() as conn:
-                return await run_async(steps, conn)
-        async with self.db.write() as conn:
-            return await run_async(steps, conn)
+        return await self.db.run_steps(steps, write=write, bulk=True)
 
     # --- alerts and webhooks -------------------------------------------------------------
     async def claim_deliveries(self, now: datetime, owner: str, limit: int,

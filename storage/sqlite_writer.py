@@ -75,9 +75,10 @@ def _connect(path: str | None) -> sqlite3.Connection:
     return conn
 
 
-def run_transaction(conn: sqlite3.Connection, steps: Steps[T]) -> T:
-    """In the writer thread: the steps as one BEGIN IMMEDIATE transaction."""
-    conn.execute("BEGIN IMMEDIATE")
+def run_transaction(conn: sqlite3.Connection, steps: Steps[T], *, write: bool = True) -> T:
+    """In the writer thread: the steps as one BEGIN IMMEDIATE transaction (or, not to
+    `write`, a deferred one that takes no write lock: a read that sees one snapshot)."""
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         result = run_sync(steps, conn)
         conn.execute("COMMIT")

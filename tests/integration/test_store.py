@@ -6,7 +6,6 @@ here; what each returns when there is nothing is asserted too."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -209,7 +208,7 @@ async def test_imported_answers_are_present_the_second_time(store: SqlStore) -> 
     assert (await store.nps())["responses"] == 2
     await store.erase("u1", POLICY)
     assert [o.outcome for o in await store.import_answers(
-        [replace(rows[0], key="k3")], "csv", NOW, sync=True)] == ["suppressed"]
+        [rows[0]._replace(key="k3")], "csv", NOW, sync=True)] == ["suppressed"]
 
 
 async def test_the_sync_lease_and_checkpoints(store: SqlStore) -> None:
