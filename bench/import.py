@@ -51,8 +51,10 @@ def csv_rate(path: Path) -> float:
     return count / (time.perf_counter() - began)
 
 
-def run_import(config: Path, path: Path, workdir: Path) -> tuple[float, str, int]:
-    """(seconds, the summary line, peak RSS in KB of this import process alone)."""
+def run_import(config: Path, path: Path, workdir: Path) -> tuple[float, str, int, float]:
+    """(seconds, the summary line, peak RSS in KB of this import process alone, and the CPU
+    seconds it used: on a shared machine its rows per CPU second vary less than per
+    second)."""
     out_path, err_path = workdir / "import.out", workdir / "import.err"
     began = time.perf_counter()
     with out_path.open("wb") as out, err_path.open("wb") as err:
@@ -64,7 +66,8 @@ def run_import(config: Path, path: Path, workdir: Path) -> tuple[float, str, int
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"npsd import failed ({proc.returncode}): {err_path.read_text()[-2000:]}")
-    return seconds, out_path.read_text().strip(), usage.ru_maxrss
+    return (seconds, out_path.read_text().strip(), usage.ru_maxrss,
+            usage.ru_utime + usage.ru_stime)
 
 
 def main() -> None:
@@ -89,11 +92,12 @@ def main() -> None:
         reference = csv_rate(export)
         print(f"reference: csv.reader alone parses the file at {reference:,.0f} rows/s")
         for label in ("import", "re-import (all present)"):
-            seconds, summary, peak_kb = run_import(config, export, work)
+            seconds, summary, peak_kb, cpu = run_import(config, export, work)
             rate = args.rows / seconds
             print(f"{label}: {seconds:.1f} s, {rate:,.0f} rows/s "
                   f"({100 * rate / reference:.1f} % of csv parsing), peak RSS "
-                  f"{peak_kb / 1024:.0f} MB")
+                  f"{peak_kb / 1024:.0f} MB; CPU {cpu:.1f} s, {args.rows / cpu:,.0f} rows "
+                  "per CPU second")
             print(f"  {summary}")
         print(busy_note())
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -24,7 +25,11 @@ from typing import Protocol
 from jobs.import_rows import BadRow, Reader
 from storage.import_store import ImportRow, RowOutcome
 
-BATCH = 10_000
+# Rows per transaction: more rows, fewer pages written per row into the random-keyed
+# indexes (token, import_key, email_key, user ids); but a batch holds the book's write lock,
+# and the daemon's intake waits meanwhile. So the size follows the time a batch took,
+# aiming at BATCH_SECONDS, between the bounds.
+BATCH_MIN, BATCH_MAX, BATCH_SECONDS = 1000, 10_000, 1.0
 
 
 class ImportStore(Protocol):
@@ -115,7 +120,7 @@ def _check(job: ImportJob, now: datetime, on_bad: Callable[[BadRow], None],
     return summary
 
 
-def _take(rows: Iterator[ImportRow | BadRow], summary: Summary
+def _take(rows: Iterator[ImportRow | BadRow], summary: Summary, size: int
           ) -> tuple[list[ImportRow], list[BadRow]]:
     """The next batch of good rows (empty at the end) and the bad rows met on the way."""
     batch: list[ImportRow] = []
@@ -126,7 +131,7 @@ def _take(rows: Iterator[ImportRow | BadRow], summary: Summary
             bad.append(row)  # only with skip_bad: the check found none otherwise
             continue
         batch.append(row)
-        if len(batch) >= BATCH:
+        if len(batch) >= size:
             break
     return batch, bad
 
@@ -139,21 +144,24 @@ async def _write(store: ImportStore, job: ImportJob, now: datetime,
     is written at a time, in file order, each after the one before has committed."""
     summary = Summary()
     writing: asyncio.Task[list[RowOutcome]] | None = None
+    size, began = BATCH_MIN * 2, 0.0
     try:
         with job.path.open("rb") as stream:
             reader = Reader(stream, job.fmt, zone=job.zone, now=now)
             rows = iter(reader)
             while True:
-                batch, bad = await asyncio.to_thread(_take, rows, summary)
+                batch, bad = await asyncio.to_thread(_take, rows, summary, size)
                 if writing is not None:
                     _tally(await writing, summary, scratch)
                     writing = None
+                    size = _next_size(size, time.monotonic() - began)
                 for row in bad:
                     summary.bad += 1
                     on_bad(row)
                 bar.update(reader.bytes_read)
                 if not batch:
                     break
+                began = time.monotonic()
                 writing = asyncio.create_task(store.import_answers(
                     batch, job.fmt, now, sync=job.sync, write=not job.dry_run))
     finally:
@@ -161,6 +169,13 @@ async def _write(store: ImportStore, job: ImportJob, now: datetime,
             await asyncio.gather(writing, return_exceptions=True)
         bar.close()
     return summary
+
+
+def _next_size(size: int, seconds: float) -> int:
+    """The next batch's size after one of `size` rows took `seconds` (its write and the
+    wait for it: the parsing of the next overlaps it)."""
+    wanted = size * BATCH_SECONDS / max(seconds, 1e-3)
+    return int(min(BATCH_MAX, max(BATCH_MIN, min(wanted, size * 2))))
 
 
 def _tally(outcomes: list[RowOutcome], summary: Summary, scratch: _Scratch | None) -> None:
