@@ -144,7 +144,7 @@ async def _write(store: ImportStore, job: ImportJob, now: datetime,
     is written at a time, in file order, each after the one before has committed."""
     summary = Summary()
     writing: asyncio.Task[list[RowOutcome]] | None = None
-    size, began = BATCH_MIN * 2, 0.0
+    size, began = min(BATCH_MAX, BATCH_MIN * 2), 0.0
     try:
         with job.path.open("rb") as stream:
             reader = Reader(stream, job.fmt, zone=job.zone, now=now)

@@ -198,3 +198,31 @@ async def test_the_resurvey_interval_and_reports_count_an_imported_answer(
     months = await (await client.get("/v1/nps?by=month", headers=bearer())).json()
     assert [(g["key"], g["detractors"]) for g in months["groups"]] == [
         (answered.strftime("%Y-%m"), 1)]
+
+
+async def test_the_nps_after_an_import_is_a_recount(make_client: Any, clock: MovableClock,
+                                                    tmp_path: Path, db_url: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The running totals (storage/nps_totals.py) move in each batch's transaction: after an
+    import in batches of two, and a second import of the same file, `/v1/nps` and the
+    tables equal a recount of the answers."""
+    from tests.integration.test_nps_totals import recounted, tables
+
+    monkeypatch.setattr("jobs.importer.BATCH_MIN", 2)
+    monkeypatch.setattr("jobs.importer.BATCH_MAX", 2)
+    clock.set(NOW)
+    client = await make_client()
+    scores = [10, 9, 3, 7, 0, 10, 6, 8, 9]
+    rows = [f"p{n % 7}@example.com,{score},,{(NOW - timedelta(days=10 * n)).isoformat()},"
+            f"{'u-' + str(n) if n % 2 else ''}" for n, score in enumerate(scores)]
+    path = _csv(tmp_path, *rows, rows[1])  # one row twice: counted once
+    async with SqlStore(db_url, clock, background=False, migrate=False) as store:
+        for _ in range(2):
+            await _import(store, path, "csv", now=clock.now())
+        assert await tables(store) == await recounted(store)
+    nps = await (await client.get("/v1/nps", headers=bearer())).json()
+    promoters = sum(s >= 9 for s in scores)
+    detractors = sum(s <= 6 for s in scores)
+    assert (nps["promoters"], nps["detractors"], nps["responses"]) == (
+        promoters, detractors, len(scores))
+    assert nps["nps"] == pytest.approx(100 * (promoters - detractors) / len(scores), abs=0.05)
