@@ -1,28 +1,33 @@
 """Survey dispatch: claim due surveys, check them again, hand them to the email backend.
 
-At most once: the hand-off of a chunk is committed (storage.surveys.settle) before SMTP
-starts on it. Chunks are pipelined: while one is being sent, the outcomes of the one before
-and the hand-off of the next are committed in one transaction, so the SMTP connections never
-wait for the database. At most MAX_IN_FLIGHT chunks are handed off and not yet recorded, so
-a crash can lose at most those — recorded failed ("interrupted"), never resent."""
+At most once, and only as wide as SMTP itself leaves it: claims are leased, and a survey
+counts as handed off only from the moment its own SMTP transaction starts. The hand-off
+journal (jobs.handoff) commits that mark before the message's DATA, grouped with the marks
+of the other connections and the outcomes of the messages before them, so a crash leaves at
+most one survey per SMTP connection uncertain (recorded failed "interrupted", never resent);
+the rest of a dead process's claims go back to the queue. While one batch is sent, the next
+is claimed and screened, so the connections rarely wait for the database."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
 
+from jobs import outbox
 from jobs.clock import Clock
 from jobs.email import EmailBackend
 from jobs.email_message import (
+    HandoffRefused,
     PermanentEmailError,
     SurveyEmail,
     TransientEmailError,
     render_message,
 )
+from jobs.handoff import HandoffJournal
 from jobs.owners import owner_is_dead
 from jobs.redact import redact
 from jobs.rules import (
@@ -37,15 +42,14 @@ from settings.durations import format_duration
 from storage.states import SurveyState
 from storage.store import Store
 from storage.survey_plan import email_key
-from storage.surveys import Claimed, Outcome
+from storage.surveys import Claimed, Delivered, Outcome
 
 log = structlog.get_logger("npsd.survey")
 
 LEASE = timedelta(seconds=25)  # a dead process's claims are taken over within 30 s (2 s ticks)
 RENEW_EVERY = timedelta(seconds=5)  # leases of claims still waiting, renewed this often
+TAKE_BACK_EVERY = timedelta(seconds=2)  # during a long run, dead processes' claims too
 CLAIM_BATCH = 500
-HANDOFF_CHUNK = 64
-MAX_IN_FLIGHT = 2  # chunks handed off and not yet recorded
 SMTP_RETRY = RetryPolicy(max_attempts=8, base_s=30.0, cap_s=3600.0)
 
 
@@ -57,7 +61,7 @@ class Dispatcher:
         self._settings, self._backend = settings, backend
         self._lock = asyncio.Lock()
         self._on_email = on_email
-        self._renewed: datetime | None = None
+        self._taken_back: datetime | None = None
         self.stopping = False
 
     async def idle(self) -> None:
@@ -75,70 +79,98 @@ class Dispatcher:
         if self._lock.locked():
             return 0
         async with self._lock:
-            now = self._clock.now()
-            back, lost = await self._store.release(now=now)
-            for owner in await self._store.lease_owners():
-                if owner != self._owner and owner_is_dead(owner):
-                    dead_back, dead_lost = await self._store.release(owner)
-                    back, lost = back + dead_back, lost + dead_lost
-            if back or lost:
-                log.warning("survey.leases_taken_over", returned=back, interrupted=lost)
+            settings = self._settings()
+            await self._take_back(settings)
+            # One connection per hand-off in flight: the bound on what a crash leaves open
+            # (the file backend writes as many files at once).
+            limit = max(1, settings.email.smtp.max_connections)
             total = 0
-            in_flight: deque[asyncio.Task[list[Outcome]]] = deque()
-            try:
-                while not self.stopping:
-                    # Claimed while the last chunks are still being sent.
-                    claimed = await self._store.claim_due(self._clock.now(),
-                                                      self._owner, CLAIM_BATCH, LEASE)
-                    if not claimed:
-                        break
-                    total += len(claimed)
-                    settings = self._settings()
-                    sendable = await self._screen(claimed, settings)
-                    for start in range(0, len(sendable), HANDOFF_CHUNK):
-                        if self.stopping:
-                            break  # leases run out and another start picks these up
-                        await self._hand_off(sendable[start:start + HANDOFF_CHUNK],
-                                             settings, in_flight)
-            finally:
-                await self._drain(in_flight)
+            async with HandoffJournal(self._store, self._clock, self._owner, lease=LEASE,
+                                      renew_every=RENEW_EVERY, limit=limit,
+                                      interval=settings.survey.resurvey_interval) as journal:
+                batch = await self._next_batch(settings)
+                while batch is not None:
+                    total += batch[0]
+                    sending = asyncio.create_task(
+                        self._send_all(batch[1], settings, journal, 2 * limit))
+                    try:
+                        # Claimed while this batch is being sent.
+                        batch = None
+                        if not self.stopping:
+                            await self._take_back(settings, only_if_due=True)
+                            batch = await self._next_batch(settings)
+                    finally:
+                        await sending
             return total
 
-    async def _hand_off(self, chunk: list[Claimed], settings: Settings,
-                        in_flight: deque[asyncio.Task[list[Outcome]]]) -> None:
-        """Commit the chunk's hand-off (with the outcomes of the oldest chunk in flight, if
-        the pipeline is full), then start sending it."""
-        done = await in_flight.popleft() if len(in_flight) >= MAX_IN_FLIGHT else []
+    async def _take_back(self, settings: Settings, only_if_due: bool = False) -> None:
+        """Take back the claims of dead processes (first: with the file backend their
+        outbox says what was written) and of expired leases."""
         now = self._clock.now()
-        renew = self._renewed is None or not timedelta(0) <= now - self._renewed < RENEW_EVERY
-        mine = await self._store.settle(done, now, owner=self._owner, lease=LEASE,
-                                    handoff=[c.id for c in chunk if not c.reminder],
-                                    renew=renew, interval=settings.survey.resurvey_interval)
-        if renew:
-            self._renewed = now
-        chunk = [c for c in chunk if c.reminder or c.id in mine]
-        in_flight.append(asyncio.create_task(self._send_chunk(chunk, settings)))
+        last = self._taken_back
+        if only_if_due and last is not None and timedelta(0) <= now - last < TAKE_BACK_EVERY:
+            return
+        self._taken_back = now
+        back = lost = 0
+        for owner in await self._store.lease_owners():
+            if owner != self._owner and owner_is_dead(owner):
+                delivered = await self._delivered(owner, settings, now)
+                dead_back, dead_lost = await self._store.release(owner, now,
+                                                                 delivered=delivered)
+                back, lost = back + dead_back, lost + dead_lost
+        expired_back, expired_lost = await self._store.release(now=now)
+        back, lost = back + expired_back, lost + expired_lost
+        if back or lost:
+            log.warning("survey.leases_taken_over", returned=back, interrupted=lost)
 
-    async def _drain(self, in_flight: deque[asyncio.Task[list[Outcome]]]) -> None:
-        """Wait for the chunks still being sent and record what became of them."""
-        outcomes: list[Outcome] = []
-        while in_flight:
-            outcomes += await in_flight.popleft()
-        if outcomes:
-            await self._store.settle(outcomes, self._clock.now(), owner=self._owner,
-                                 lease=LEASE)
+    async def _delivered(self, owner: str, settings: Settings,
+                         now: datetime) -> Delivered | None:
+        """File backend: which of a dead owner's hand-offs have their .eml written (the
+        others were not delivered at all and can be sent again: exactly once)."""
+        if settings.email.backend != "file":
+            return None
+        handed = await self._store.handed_off(owner)
+        written = await asyncio.to_thread(outbox.first_emails_written,
+                                          settings.email.file_dir, handed)
+        done = now.replace(microsecond=0)
+        return Delivered(frozenset(written), expires_at(done, settings.survey),
+                         reminder_due(done, settings.survey))
 
-    async def _send_chunk(self, chunk: list[Claimed], settings: Settings) -> list[Outcome]:
-        now = self._clock.now()  # the Date of every email in the chunk
-        failures = await asyncio.gather(*(self._send(c, settings, now) for c in chunk))
-        # One time for the chunk: its sent rows then share one UPDATE.
-        done = self._clock.now()
-        expires, reminder = expires_at(done, settings.survey), reminder_due(done, settings.survey)
-        return [failure or Outcome(c.id, c.user_id, SurveyState.SENT,
-                                   "reminder sent" if c.reminder else "sent",
-                                   expires_at=expires, reminder_due_at=reminder,
-                                   reminder=c.reminder)
-                for c, failure in zip(chunk, failures, strict=True)]
+    async def _next_batch(self, settings: Settings) -> tuple[int, list[Claimed]] | None:
+        """Claim and screen the next batch: (how many claimed, the ones to send)."""
+        claimed = await self._store.claim_due(self._clock.now(), self._owner, CLAIM_BATCH,
+                                              LEASE)
+        if not claimed:
+            return None
+        return len(claimed), await self._screen(claimed, settings)
+
+    async def _send_all(self, claims: list[Claimed], settings: Settings,
+                        journal: HandoffJournal, workers: int) -> None:
+        """Send a batch with a few workers: each renders its next message while another
+        one's is on the wire, and no more are rendered ahead than can be sent soon."""
+        queue = deque(claims)
+
+        async def worker() -> None:
+            while queue and not self.stopping:
+                await self._send(queue.popleft(), settings, journal)
+
+        await asyncio.gather(*(worker() for _ in range(min(workers, len(claims)))))
+
+    async def _send(self, c: Claimed, settings: Settings, journal: HandoffJournal) -> None:
+        """Email one survey (or reminder) and queue its outcome in the journal."""
+        handed_off = False
+
+        async def handoff() -> bool:
+            nonlocal handed_off
+            if self.stopping:
+                return False  # left claimed: released at stop, or by its lease
+            handed_off = await journal.mark(c.id)
+            return handed_off
+
+        outcome = await self._deliver(c, settings, None if c.reminder else handoff)
+        # Queued before anything else runs on this connection (no await in between).
+        if outcome is not None:
+            journal.record(outcome, handed_off=handed_off)
 
     async def _screen(self, claimed: list[Claimed], settings: Settings) -> list[Claimed]:
         """Record the claims that are not to be sent now; returns the rest."""
@@ -169,8 +201,9 @@ class Dispatcher:
         since = now - settings.survey.resurvey_interval
         return await self._store.sent_per_account(groups, since) if groups else {}
 
-    async def _send(self, c: Claimed, settings: Settings, now: datetime) -> Outcome | None:
-        """Email one survey; None means sent, else the outcome of the failure."""
+    async def _deliver(self, c: Claimed, settings: Settings,
+                       handoff: Callable[[], Awaitable[bool]] | None) -> Outcome | None:
+        """Email one survey; its outcome, or None when its hand-off was refused."""
         assert c.user is not None
         email = SurveyEmail(
             survey_id=c.id, token=c.token, to=c.user["email"], first_name=c.user["first_name"],
@@ -179,7 +212,10 @@ class Dispatcher:
             reminder=c.reminder, locale=c.user.get("locale"),
             default_locale=settings.survey.default_locale, texts=settings.survey.texts)
         try:
-            await self._backend().send(render_message(email, now=now))
+            await self._backend().send(render_message(email, now=self._clock.now()),
+                                       handoff=handoff)
+        except HandoffRefused:
+            return None
         except TransientEmailError as exc:
             return self._retry(c, exc)
         except PermanentEmailError as exc:
@@ -196,7 +232,12 @@ class Dispatcher:
                            f"failed: {exc.__class__.__name__}", reminder=c.reminder)
         self._count("sent")
         log.info("survey.sent", survey_id=c.id, reminder=c.reminder)
-        return None
+        # To the second: the surveys sent within one then share one UPDATE (storage._record).
+        done = self._clock.now().replace(microsecond=0)
+        return Outcome(c.id, c.user_id, SurveyState.SENT,
+                       "reminder sent" if c.reminder else "sent",
+                       expires_at=expires_at(done, settings.survey),
+                       reminder_due_at=reminder_due(done, settings.survey), reminder=c.reminder)
 
     def _retry(self, c: Claimed, exc: TransientEmailError) -> Outcome:
         detail = redact(f"{exc.code or ''} {exc.reply[:200]}".strip())

@@ -14,6 +14,7 @@ import os
 import re
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +23,7 @@ import aiosmtplib
 from jobs.clock import Clock, SystemClock
 from jobs.email_message import (
     EmailError,
+    HandoffRefused,
     PermanentEmailError,
     RenderedEmail,
     SurveyEmail,
@@ -35,6 +37,8 @@ __all__ = [
     "EmailBackend",
     "EmailError",
     "FileBackend",
+    "Handoff",
+    "HandoffRefused",
     "PermanentEmailError",
     "RenderedEmail",
     "SmtpBackend",
@@ -44,10 +48,14 @@ __all__ = [
     "render_message",
 ]
 
+# Awaited by a backend just before it delivers anything of the message (before SMTP's DATA,
+# before the .eml is written): False means do not send it (HandoffRefused). The dispatcher's
+# hand-off journal commits the survey's hand-off there (jobs.handoff).
+Handoff = Callable[[], Awaitable[bool]]
 
 
 class EmailBackend(Protocol):
-    async def send(self, message: RenderedEmail) -> None: ...
+    async def send(self, message: RenderedEmail, handoff: Handoff | None = None) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -71,7 +79,9 @@ class FileBackend:
         self.directory = Path(directory)
         self._clock = clock or SystemClock()
 
-    async def send(self, message: RenderedEmail) -> None:
+    async def send(self, message: RenderedEmail, handoff: Handoff | None = None) -> None:
+        if handoff is not None and not await handoff():
+            raise HandoffRefused()
         mid, data = message.message_id, message.data
         if message.survey_id is not None:
             # Named by survey, so an erasure finds the person's files (jobs.outbox).
@@ -141,13 +151,16 @@ class SmtpBackend:
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # (connection, last used)
         self._closed = False
 
-    async def send(self, message: RenderedEmail) -> None:
+    async def send(self, message: RenderedEmail, handoff: Handoff | None = None) -> None:
         if self._closed:
             raise RuntimeError("SmtpBackend is closed")
         async with self._slots:
             smtp = await self._acquire()
             try:
-                await self._transaction(smtp, message)
+                await self._transaction(smtp, message, handoff)
+            except HandoffRefused:
+                self._release(smtp)  # the envelope was reset: the connection is still good
+                raise
             except _ANSWERED as exc:
                 # The server answered (and aiosmtplib sent RSET): the connection is still good.
                 self._release(smtp)
@@ -161,10 +174,37 @@ class SmtpBackend:
                 raise
             self._release(smtp)
 
-    async def _transaction(self, smtp: aiosmtplib.SMTP, m: RenderedEmail) -> None:
+    async def _transaction(self, smtp: aiosmtplib.SMTP, m: RenderedEmail,
+                           handoff: Handoff | None) -> None:
         """MAIL, RCPT and DATA, as aiosmtplib's sendmail() does but without its four parses
         of addresses the message carries validated, its regular expressions over the whole
-        message (already CRLF) and a timer per reply: one deadline covers the transaction."""
+        message (already CRLF) and a timer per reply. The hand-off is committed while the
+        envelope goes out and awaited before DATA: nothing is delivered before it is durable."""
+        marked = asyncio.ensure_future(handoff()) if handoff is not None else None
+        try:
+            await self._commands(smtp, self._envelope(smtp, m))
+        except BaseException:
+            if marked is not None:  # the sender must learn whether the mark committed
+                with contextlib.suppress(Exception):
+                    await marked
+            raise
+        if marked is not None and not await marked:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await smtp.rset(timeout=self._timeout_s)
+            raise HandoffRefused()
+        await self._commands(smtp, self._data(smtp, m))
+
+    async def _commands(self, smtp: aiosmtplib.SMTP, steps: Awaitable[None]) -> None:
+        """Run SMTP commands under one deadline; a refusal resets the envelope."""
+        async with asyncio.timeout(self._timeout_s):
+            try:
+                await steps
+            except aiosmtplib.SMTPResponseException:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    await smtp.rset(timeout=None)  # reset the envelope, keep the connection
+                raise
+
+    async def _envelope(self, smtp: aiosmtplib.SMTP, m: RenderedEmail) -> None:
         options: list[bytes] = []
         if smtp.supports_extension("size"):
             options.append(b"SIZE=%d" % len(m.data))
@@ -174,34 +214,29 @@ class SmtpBackend:
                     "a non-ASCII address needs SMTPUTF8, which the server does not offer")
             options.append(b"SMTPUTF8")
         encoding = "utf-8" if m.smtputf8 else "ascii"
-        async with asyncio.timeout(self._timeout_s):
-            try:
-                reply = await smtp.execute_command(
-                    b"MAIL", b"FROM:<" + m.sender.encode(encoding) + b">", *options,
-                    timeout=None)
-                if reply.code != 250:
-                    raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, m.sender)
-                for rcpt in m.recipients:
-                    reply = await smtp.execute_command(
-                        b"RCPT", b"TO:<" + rcpt.encode(encoding) + b">", timeout=None)
-                    if reply.code not in (250, 251):
-                        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt)
-                reply = await smtp.execute_command(b"DATA", timeout=None)
-                if reply.code != 354:
-                    raise aiosmtplib.SMTPDataError(reply.code, reply.message)
-                # The payload goes straight to the protocol (smtp.data() would normalise
-                # line endings again); the pool gives us the connection to ourselves.
-                protocol = smtp.protocol
-                if protocol is None:
-                    raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-                protocol.write(_dot_stuffed(m.data))
-                reply = await protocol.read_response(timeout=None)
-                if reply.code != 250:
-                    raise aiosmtplib.SMTPDataError(reply.code, reply.message)
-            except aiosmtplib.SMTPResponseException:
-                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                    await smtp.rset(timeout=None)  # reset the envelope, keep the connection
-                raise
+        reply = await smtp.execute_command(
+            b"MAIL", b"FROM:<" + m.sender.encode(encoding) + b">", *options, timeout=None)
+        if reply.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, m.sender)
+        for rcpt in m.recipients:
+            reply = await smtp.execute_command(
+                b"RCPT", b"TO:<" + rcpt.encode(encoding) + b">", timeout=None)
+            if reply.code not in (250, 251):
+                raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt)
+
+    async def _data(self, smtp: aiosmtplib.SMTP, m: RenderedEmail) -> None:
+        reply = await smtp.execute_command(b"DATA", timeout=None)
+        if reply.code != 354:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        # The payload goes straight to the protocol (smtp.data() would normalise line
+        # endings again); the pool gives us the connection to ourselves.
+        protocol = smtp.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        protocol.write(_dot_stuffed(m.data))
+        reply = await protocol.read_response(timeout=None)
+        if reply.code != 250:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
 
     async def close(self) -> None:
         """Say QUIT on idle connections; idempotent."""

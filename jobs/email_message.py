@@ -56,6 +56,11 @@ class PermanentEmailError(EmailError):
     """Retrying cannot help: 5xx replies to this message, rejected or invalid recipients."""
 
 
+class HandoffRefused(Exception):
+    """The hand-off mark was refused just before DATA (the survey is no longer ours to send:
+    erased, unsubscribed, taken over, or the store could not commit): nothing was sent."""
+
+
 @dataclass(frozen=True)
 class SurveyEmail:
     survey_id: int

@@ -22,6 +22,7 @@ from storage.store import Store
 log = structlog.get_logger("npsd.outbox")
 
 _NAME = re.compile(r"-survey-(\d+)(?:-reminder|-alert)?(?:-\d+)?\.eml\Z")
+_FIRST = re.compile(r"-survey-(\d+)(?:-\d+)?\.eml\Z")  # a survey's own email, not a reminder or an alert
 
 
 def survey_stem(survey_id: int | str, reminder: bool = False, alert: bool = False) -> str:
@@ -41,6 +42,25 @@ def files_by_survey(directory: Path) -> dict[int, list[Path]]:
         match = _NAME.search(entry.name)
         if match is not None and entry.is_file():
             found.setdefault(int(match.group(1)), []).append(Path(entry.path))
+    return found
+
+
+def first_emails_written(directory: Path, survey_ids: Iterable[int]) -> set[int]:
+    """Which of these surveys have their (first) email in the outbox. A file is written
+    under a dot-name and renamed when complete (jobs.email.FileBackend), so one found here
+    was delivered whole, and one missing was not delivered at all."""
+    wanted = set(survey_ids)
+    found: set[int] = set()
+    if not wanted:
+        return found
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        match = _FIRST.search(entry.name)
+        if match is not None and int(match.group(1)) in wanted and not entry.name.startswith("."):
+            found.add(int(match.group(1)))
     return found
 
 

@@ -35,7 +35,7 @@ from storage.migrations import current_version, migrate
 from storage.sqlutil import EVENTS
 from storage.states import AnswerResult
 from storage.store import IntakePolicy
-from storage.surveys import Claimed, Outcome
+from storage.surveys import Claimed, Delivered, Outcome
 from storage.sync_store import PendingChunk
 
 log = structlog.get_logger("npsd.storage")
@@ -114,14 +114,18 @@ class SqlStore(ConsoleStore):
         return await surveys.settle(self.db, outcomes, now, owner=owner, lease=lease,
                                     handoff=handoff, renew=renew, interval=interval)
 
-    async def release(self, owner: str | None = None, now: datetime | None = None
-                      ) -> tuple[int, int]:
+    async def release(self, owner: str | None = None, now: datetime | None = None, *,
+                      delivered: Delivered | None = None) -> tuple[int, int]:
         if owner is not None:
-            return await surveys.release_owner(self.db, owner)
+            return await surveys.release_owner(self.db, owner, now or self._clock.now(),
+                                               delivered)
         return await surveys.release_expired_leases(self.db, now or self._clock.now())
 
+    async def handed_off(self, owner: str) -> list[int]:
+        return await surveys.handed_off(self.db, owner)
+
     async def release_unsent(self, owner: str) -> int:
-        return await surveys.release_unsent(self.db, owner)
+        return await surveys.release_unsent(self.db, owner, self._clock.now())
 
     async def lease_owners(self) -> list[str]:
         return await surveys.lease_owners(self.db)

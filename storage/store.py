@@ -26,7 +26,7 @@ from storage.events import Message
 from storage.import_store import ImportRow, RowOutcome
 from storage.states import ENDED, UNSENT, AnswerResult, Openness, SurveyState
 from storage.survey_plan import Planner
-from storage.surveys import Claimed, Outcome
+from storage.surveys import Claimed, Delivered, Outcome
 from storage.sync_store import PendingChunk
 
 __all__ = ["ENDED", "UNSENT", "AnswerResult", "IntakePolicy", "Openness", "Store",
@@ -85,20 +85,27 @@ class Store(Protocol):
     async def settle(self, outcomes: list[Outcome], now: datetime, *, owner: str,
                      lease: timedelta, handoff: list[int] | None = None,
                      renew: bool = True, interval: timedelta | None = None) -> set[int]:
-        """Record `outcomes` of `owner`'s claims and commit the hand-off of the next chunk
-        (`handoff`): returns the ids of that chunk still ours to send (empty for none).
-        `renew` also extends the lease of `owner`'s other claims."""
+        """One commit of the hand-off journal: record `outcomes` of `owner`'s claims and mark
+        `handoff` handed off (their SMTP transactions start next): returns the ids of
+        `handoff` still ours to send (empty for none). `renew` also extends the lease of
+        `owner`'s other claims."""
         ...
 
     async def record_outcomes(self, outcomes: list[Outcome], now: datetime) -> None:
         """Record outcomes decided before sending (skipped, deferred); nothing for `[]`."""
         ...
 
-    async def release(self, owner: str | None = None, now: datetime | None = None
-                      ) -> tuple[int, int]:
+    async def release(self, owner: str | None = None, now: datetime | None = None, *,
+                      delivered: Delivered | None = None) -> tuple[int, int]:
         """Give back claims: `owner`'s, or (owner None) every claim whose lease ended
-        before `now`. Unsent claims go back to pending, handed-off ones are recorded
-        failed ("interrupted", never resent). Returns (back to pending, failed)."""
+        before `now`. Claims not handed off go back to pending; handed-off ones (their
+        SMTP transaction had started) are recorded failed ("interrupted", never resent),
+        with a decision. With `delivered` (file backend, `owner` dead): those in it are
+        recorded sent, the other hand-offs go back to pending. Returns (back, failed)."""
+        ...
+
+    async def handed_off(self, owner: str) -> list[int]:
+        """Ids of `owner`'s claims whose hand-off was committed and not yet settled."""
         ...
 
     async def release_unsent(self, owner: str) -> int:

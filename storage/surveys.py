@@ -1,9 +1,11 @@
 """The survey outbox: claiming due surveys, the at-most-once hand-off, and the outcomes.
 
 States: pending → sending (claimed, leased) → sent → answered / expired; or skipped,
-cancelled, failed. `handoff_at` is set, and committed, before the SMTP hand-off starts: a
-claim whose lease ran out with handoff_at set is never sent again (at most once); one
-without it goes back to pending for any process to take.
+cancelled, failed. A claim is only leased until the dispatcher starts its survey's own SMTP
+transaction: `handoff_at` is set, and committed, just before that (jobs.handoff groups these
+marks of all connections, with the outcomes of the messages before them, into one commit).
+A claim whose lease ran out with handoff_at set is never sent again (at most once) and is
+recorded failed "interrupted"; one without it goes back to pending for any process to take.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from storage.sqlutil import DECISIONS, MEMBERSHIPS, SUPPRESSIONS, SURVEYS, USERS
 from storage.states import SurveyState
 
 TZ = SURVEYS.c.due_at.type
-INTERRUPTED = "interrupted during the SMTP hand-off; not sent again (at most once)"
+INTERRUPTED = ("interrupted: npsd stopped during this survey's SMTP transaction, so the mail "
+               "server may or may not have it; not sent again (at most once)")
+RESTORED = "sent (its .eml was found in the outbox after npsd stopped)"
 
 
 @dataclass(frozen=True)
@@ -39,26 +43,73 @@ class Claimed:
     email_key: str | None = None  # the address it was planned for (survey_plan.email_key)
 
 
-async def _release(db: Database, which: Any, *, fail_handed_off: bool = True) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Delivered:
+    """What the file backend's outbox proves about a dead owner's hand-offs: the surveys in
+    `ids` have their .eml written (recorded sent, with these times); the others were not
+    written, so they go back to pending (exactly once, as a file is written atomically)."""
+    ids: frozenset[int]
+    expires_at: datetime | None = None
+    reminder_due_at: datetime | None = None
+
+
+async def _release(db: Database, which: Any, now: datetime, *,
+                   fail_handed_off: bool = True,
+                   delivered: Delivered | None = None) -> tuple[int, int]:
     """The one rule for taking claims back: a claim not yet handed off returns to pending;
-    one whose SMTP hand-off had started fails and is never sent again (at most once)."""
+    one whose SMTP transaction had started fails and is never sent again (at most once),
+    with a decision saying so; with `delivered` (the outbox was looked at) none fails."""
     claimed = sa.and_(SURVEYS.c.state == SurveyState.SENDING, which)
+    handed = sa.and_(claimed, SURVEYS.c.handoff_at.is_not(None))
+    decided: list[dict[str, Any]] = []
     async with db.write() as conn:
-        back = await conn.execute(
-            sa.update(SURVEYS).where(claimed, SURVEYS.c.handoff_at.is_(None))
-            .values(state=SurveyState.PENDING, lease_owner=None, lease_until=None))
+        if delivered is not None:
+            written = [r for part in chunks(sorted(delivered.ids)) for r in await conn.execute(
+                sa.update(SURVEYS).where(handed, SURVEYS.c.id.in_(part))
+                .values(state=SurveyState.SENT, sent_at=SURVEYS.c.handoff_at,
+                        expires_at=delivered.expires_at,
+                        reminder_due_at=delivered.reminder_due_at, lease_owner=None,
+                        lease_until=None, last_error=None)
+                .returning(SURVEYS.c.id, SURVEYS.c.user_id))]
+            decided += [_decision(r, now, SurveyState.SENT, RESTORED) for r in written]
+        back = (await conn.execute(
+            sa.update(SURVEYS)
+            .where(claimed if delivered is not None else
+                   sa.and_(claimed, SURVEYS.c.handoff_at.is_(None)))
+            .values(state=SurveyState.PENDING, lease_owner=None, lease_until=None,
+                    handoff_at=None))).rowcount
         failed = 0
-        if fail_handed_off:
-            failed = (await conn.execute(
-                sa.update(SURVEYS).where(claimed, SURVEYS.c.handoff_at.is_not(None))
+        if fail_handed_off and delivered is None:
+            lost = (await conn.execute(
+                sa.update(SURVEYS).where(handed)
                 .values(state=SurveyState.FAILED, lease_owner=None, lease_until=None,
-                        last_error=INTERRUPTED))).rowcount
-    return back.rowcount, failed
+                        last_error=INTERRUPTED)
+                .returning(SURVEYS.c.id, SURVEYS.c.user_id))).all()
+            failed = len(lost)
+            decided += [_decision(r, now, SurveyState.FAILED, INTERRUPTED) for r in lost]
+        if decided:  # `npsd why` shows what became of each one, with its reason
+            await conn.execute(sa.insert(DECISIONS), decided)
+    return back, failed
+
+
+def _decision(row: Any, at: datetime, outcome: str, reason: str) -> dict[str, Any]:
+    return {"user_id": row[1], "at": at, "survey_id": row[0], "outcome": outcome,
+            "reason": reason}
+
+
+async def handed_off(db: Database, owner: str) -> list[int]:
+    """The claims of `owner` whose SMTP transaction (or .eml write) had started."""
+    async with db.read() as conn:
+        rows = await conn.execute(
+            sa.select(SURVEYS.c.id).where(SURVEYS.c.state == SurveyState.SENDING,
+                                          SURVEYS.c.lease_owner == owner,
+                                          SURVEYS.c.handoff_at.is_not(None)))
+        return [int(r[0]) for r in rows]
 
 
 async def release_expired_leases(db: Database, now: datetime) -> tuple[int, int]:
     """Take back the claims of a process that died: (returned to pending, failed)."""
-    return await _release(db, SURVEYS.c.lease_until < now)
+    return await _release(db, SURVEYS.c.lease_until < now, now)
 
 
 async def lease_owners(db: Database) -> list[str]:
@@ -68,14 +119,16 @@ async def lease_owners(db: Database) -> list[str]:
         return [str(r[0]) for r in rows if r[0] is not None]
 
 
-async def release_owner(db: Database, owner: str) -> tuple[int, int]:
-    """Take back every claim of a holder known to be dead (same rules as lease expiry)."""
-    return await _release(db, SURVEYS.c.lease_owner == owner)
+async def release_owner(db: Database, owner: str, now: datetime,
+                        delivered: Delivered | None = None) -> tuple[int, int]:
+    """Take back every claim of a holder known to be dead (same rules as lease expiry, or
+    by what its outbox shows with `delivered`)."""
+    return await _release(db, SURVEYS.c.lease_owner == owner, now, delivered=delivered)
 
 
-async def release_unsent(db: Database, owner: str) -> int:
+async def release_unsent(db: Database, owner: str, now: datetime) -> int:
     """On a clean stop: claims not yet handed off go back to pending for the next start."""
-    back, _ = await _release(db, SURVEYS.c.lease_owner == owner, fail_handed_off=False)
+    back, _ = await _release(db, SURVEYS.c.lease_owner == owner, now, fail_handed_off=False)
     return back
 
 

@@ -24,7 +24,7 @@ from storage.import_store import ImportRow
 from storage.migrations import LATEST
 from storage.sql_store import SqlStore
 from storage.store import AnswerResult, IntakePolicy, Openness, Store, SurveyState
-from storage.surveys import Outcome
+from storage.surveys import INTERRUPTED, RESTORED, Delivered, Outcome
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -65,6 +65,7 @@ async def test_an_empty_store_answers_with_nothing(store: SqlStore) -> None:
     assert await store.release("me") == (0, 0)
     assert await store.release(now=NOW) == (0, 0)
     assert await store.release_unsent("me") == 0
+    assert await store.handed_off("me") == []
     assert await store.expire(NOW) == 0
     assert await store.existing_surveys({1, 2}) == set()
     assert await store.sent_per_account(["acme"], NOW - timedelta(days=1)) == {}
@@ -125,10 +126,37 @@ async def test_claims_are_exclusive_and_released_by_owner_or_lease(store: SqlSto
                               handoff=[mine[0].id]) == set()
     assert await store.settle([], NOW, owner="me", lease=LEASE,
                               handoff=[mine[0].id]) == {mine[0].id}
+    assert await store.handed_off("me") == [mine[0].id]
     assert await store.release_unsent("me") == 1  # the one not handed off
     assert await store.release("me") == (0, 1)  # the handed-off one fails, never resent
     assert await store.release(now=AT + LEASE + timedelta(seconds=1)) == (1, 0)
     assert await store.lease_owners() == []
+    # `npsd why` says what became of the interrupted one, and why.
+    why = await store.decisions(mine[0].user_id)
+    assert why is not None and {"outcome": "failed", "reason": INTERRUPTED,
+                                "survey_id": mine[0].id}.items() <= why[-1].items()
+
+
+async def test_an_outbox_decides_what_a_dead_owners_hand_offs_became(store: SqlStore) -> None:
+    """File backend: a hand-off whose .eml was written is sent; one whose .eml was not is
+    back to pending (sent later, exactly once); nothing is failed."""
+    await store.record([identify(0, f"u{i}") for i in range(3)], POLICY)
+    claims = await store.claim_due(AT, "dead", 10, LEASE)
+    written, unwritten, waiting = (c.id for c in claims)
+    assert await store.settle([], NOW, owner="dead", lease=LEASE,
+                              handoff=[written, unwritten]) == {written, unwritten}
+    assert sorted(await store.handed_off("dead")) == sorted([written, unwritten])
+    expires = NOW + timedelta(days=30)
+    assert await store.release("dead", NOW, delivered=Delivered(
+        frozenset({written}), expires_at=expires)) == (2, 0)
+    assert await store.handed_off("dead") == [] and await store.lease_owners() == []
+    states = {c.id: await store.user(c.user_id) for c in claims}
+    assert [states[i]["surveys"][0]["state"] for i in (written, unwritten, waiting)] == [
+        "sent", "pending", "pending"]
+    why = await store.decisions(claims[0].user_id)
+    assert why is not None and (why[-1]["outcome"], why[-1]["reason"]) == ("sent", RESTORED)
+    again = await store.claim_due(AT, "alive", 10, LEASE)
+    assert sorted(c.id for c in again) == sorted([unwritten, waiting])
 
 
 async def test_skipped_and_deferred_outcomes_and_email_keys(store: SqlStore) -> None:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from daemon.runtime import RUNTIME
 from jobs.clock import MovableClock
 from jobs.dispatch import Dispatcher
-from jobs.email import EmailBackend, make_backend
+from jobs.email import EmailBackend, HandoffRefused, make_backend
 from jobs.housekeeping import housekeeping
 from storage.sqlutil import SURVEYS
 from tests.conftest import basic, bearer
@@ -422,7 +422,9 @@ class _HeldBackend:
         self.release = asyncio.Event()
         self.holding = asyncio.Event()
 
-    async def send(self, message: Any) -> None:
+    async def send(self, message: Any, handoff: Any = None) -> None:
+        if handoff is not None and not await handoff():
+            raise HandoffRefused()
         self.sent.append(message.data)
         self.holding.set()
         await asyncio.wait_for(self.release.wait(), timeout=30)
