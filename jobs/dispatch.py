@@ -132,7 +132,7 @@ class Dispatcher:
         handed = await self._store.handed_off(owner)
         written = await asyncio.to_thread(outbox.first_emails_written,
                                           settings.email.file_dir, handed)
-        done = now.replace(microsecond=0)
+        done = _next_second(now)
         return Delivered(frozenset(written), expires_at(done, settings.survey),
                          reminder_due(done, settings.survey))
 
@@ -232,8 +232,9 @@ class Dispatcher:
                            f"failed: {exc.__class__.__name__}", reminder=c.reminder)
         self._count("sent")
         log.info("survey.sent", survey_id=c.id, reminder=c.reminder)
-        # To the second: the surveys sent within one then share one UPDATE (storage._record).
-        done = self._clock.now().replace(microsecond=0)
+        # Up to the next second: the surveys sent within one share one UPDATE (storage.
+        # journal), and the response window is never shorter than configured.
+        done = _next_second(self._clock.now())
         return Outcome(c.id, c.user_id, SurveyState.SENT,
                        "reminder sent" if c.reminder else "sent",
                        expires_at=expires_at(done, settings.survey),
@@ -258,6 +259,11 @@ class Dispatcher:
     def _count(self, result: str) -> None:
         if self._on_email is not None:
             self._on_email(result)
+
+
+def _next_second(t: datetime) -> datetime:
+    whole = t.replace(microsecond=0)
+    return whole if whole == t else whole + timedelta(seconds=1)
 
 
 class _AddressCheck:

@@ -29,6 +29,7 @@ from storage.surveys import Outcome
 log = structlog.get_logger("npsd.survey")
 
 RETRY_S = 0.5  # a failed commit's outcomes are tried again this soon
+FLUSH_S = 1.0  # outcomes alone (no mark waiting) are committed this soon
 
 
 @dataclass
@@ -84,22 +85,22 @@ class HandoffJournal:
     def record(self, outcome: Outcome, *, handed_off: bool) -> None:
         """Queue an outcome for the next commit; `handed_off`: its `mark` returned True.
         Synchronous on purpose: called before the sender gives its connection back, the
-        outcome is queued before the next mark on that connection can be."""
+        outcome is queued before the next mark on that connection can be. It rides with
+        the next marks' commit (no commit of its own while marks keep coming)."""
         self._queue.outcomes.append(outcome)
         if handed_off:
             self._open.release()
-        self._wake.set()
 
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._renew_every.total_seconds())
+                await asyncio.wait_for(self._wake.wait(), FLUSH_S)
             self._wake.clear()
-            queue, self._queue = self._queue, _Queue()
             now = self._clock.now()
             renew = self._renewed is None or not (
                 timedelta(0) <= now - self._renewed < self._renew_every)
-            if queue.marks or queue.outcomes or renew:
+            if self._queue.marks or self._queue.outcomes or renew:
+                queue, self._queue = self._queue, _Queue()
                 await self._commit(queue, now, renew)
             if self._closing and not (self._queue.marks or self._queue.outcomes):
                 return

@@ -19,7 +19,7 @@ from typing import Any, Self
 import sqlalchemy as sa
 import structlog
 
-from storage import answers, deliveries, reads, surveys, sync_store
+from storage import answers, deliveries, journal, reads, surveys, sync_store
 from storage.answers import SurveyView
 from storage.checkpointer import Checkpointer
 from storage.console_store import ConsoleStore
@@ -111,7 +111,7 @@ class SqlStore(ConsoleStore):
     async def settle(self, outcomes: list[Outcome], now: datetime, *, owner: str,
                      lease: timedelta, handoff: list[int] | None = None,
                      renew: bool = True, interval: timedelta | None = None) -> set[int]:
-        return await surveys.settle(self.db, outcomes, now, owner=owner, lease=lease,
+        return await journal.settle(self.db, outcomes, now, owner=owner, lease=lease,
                                     handoff=handoff, renew=renew, interval=interval)
 
     async def release(self, owner: str | None = None, now: datetime | None = None, *,
@@ -140,7 +140,7 @@ class SqlStore(ConsoleStore):
         return await sync_store.existing_surveys(self.db, ids)
 
     async def record_outcomes(self, outcomes: list[Outcome], now: datetime) -> None:
-        await surveys.record_outcomes(self.db, outcomes, now)
+        await journal.record_outcomes(self.db, outcomes, now)
 
     async def set_email_keys(self, rows: list[tuple[int, str | None]]) -> None:
         await surveys.set_email_keys(self.db, rows)

@@ -64,9 +64,14 @@ async def _release(db: Database, which: Any, now: datetime, *,
     decided: list[dict[str, Any]] = []
     async with db.write() as conn:
         if delivered is not None:
-            written = [r for part in chunks(sorted(delivered.ids)) for r in await conn.execute(
+            found = [int(r[0]) for part in chunks(sorted(delivered.ids)) for r in
+                     await conn.execute(sa.select(SURVEYS.c.id).where(handed,
+                                                                      SURVEYS.c.id.in_(part)))]
+            if found:
+                await _count_sent(conn, db.dialect, found, now)
+            written = [r for part in chunks(found) for r in await conn.execute(
                 sa.update(SURVEYS).where(handed, SURVEYS.c.id.in_(part))
-                .values(state=SurveyState.SENT, sent_at=SURVEYS.c.handoff_at,
+                .values(state=SurveyState.SENT, sent_at=now,
                         expires_at=delivered.expires_at,
                         reminder_due_at=delivered.reminder_due_at, lease_owner=None,
                         lease_until=None, last_error=None)
@@ -211,54 +216,12 @@ async def sent_per_account(
     return counts
 
 
-async def settle(db: Database, outcomes: list[Outcome], now: datetime, *, owner: str,
-                 lease: timedelta, handoff: list[int] | None = None,
-                 renew: bool = True, interval: timedelta | None = None) -> set[int]:
-    """One transaction for the dispatcher's pipeline: record the outcomes of a chunk that was
-    sent, commit the hand-off of the next chunk (returns the ids still ours to send) and
-    renew this owner's leases. One commit (one fsync on SQLite) per chunk instead of three.
-    `interval` (survey.resurvey_interval) makes the hand-off refuse an address surveyed
-    within it."""
-    async with db.write() as conn:
-        await _record(conn, db.dialect, outcomes, now)
-        mine = (await _handoff(conn, handoff, owner, now, lease, interval)
-                if handoff else set())
-        if renew:
-            await conn.execute(_RENEW, {"b_owner": owner, "b_until": now + lease})
-    return mine
-
-
-async def _handoff(conn: AsyncConnection, ids: list[int], owner: str, now: datetime,
-                   lease: timedelta, interval: timedelta | None = None) -> set[int]:
-    """The commit that gives surveys to SMTP re-checks, in the same statement, that each is
-    still ours (not deleted by an erasure that committed first), that its user still exists,
-    is not suppressed nor unsubscribed, and that its address had no survey in the interval."""
-    checks = [SURVEYS.c.id.in_(ids), SURVEYS.c.lease_owner == owner,
-              SURVEYS.c.state == SurveyState.SENDING, SURVEYS.c.handoff_at.is_(None), _person_ok()]
-    if interval is not None:
-        checks.append(~_address_surveyed(now - interval))
-    rows = await conn.execute(
-        sa.update(SURVEYS).where(*checks)
-        .values(handoff_at=now, lease_until=now + lease).returning(SURVEYS.c.id))
-    return {r[0] for r in rows}
-
-
 def _person_ok() -> sa.ColumnElement[bool]:
     """The survey's user exists, is not unsubscribed and not suppressed (erased)."""
     return sa.and_(
         sa.exists().where(USERS.c.user_id == SURVEYS.c.user_id,
                           USERS.c.unsubscribed_at.is_(None)),
         ~sa.exists().where(SUPPRESSIONS.c.user_id == SURVEYS.c.user_id))
-
-
-def _address_surveyed(since: datetime) -> sa.ColumnElement[bool]:
-    """Another survey to the same address was sent since `since`, or is being sent."""
-    other = SURVEYS.alias("other")
-    return sa.exists().where(
-        other.c.email_key == SURVEYS.c.email_key, other.c.id != SURVEYS.c.id,
-        other.c.kind == "survey",
-        sa.or_(other.c.sent_at >= since,
-               sa.and_(other.c.state == SurveyState.SENDING, other.c.handoff_at.is_not(None))))
 
 
 async def address_last_surveyed(db: Database, keys: list[str], since: datetime
@@ -287,14 +250,10 @@ async def set_email_keys(db: Database, rows: list[tuple[int, str | None]]) -> No
     it was planned)."""
     if rows:
         async with db.write() as conn:
-            await conn.execute(_by_id(email_key=_param("b_key", sa.Text)),
-                               [{"b_id": i, "b_key": k} for i, k in rows])
-
-
-_RENEW = (sa.update(SURVEYS)
-          .where(SURVEYS.c.lease_owner == sa.bindparam("b_owner"),
-                 SURVEYS.c.state == SurveyState.SENDING)
-          .values(lease_until=sa.bindparam("b_until", type_=TZ)))
+            await conn.execute(
+                sa.update(SURVEYS).where(SURVEYS.c.id == sa.bindparam("b_id"))
+                .values(email_key=sa.bindparam("b_key", type_=sa.Text)),
+                [{"b_id": i, "b_key": k} for i, k in rows])
 
 
 @dataclass(frozen=True)
@@ -307,80 +266,6 @@ class Outcome:
     expires_at: datetime | None = None
     reminder_due_at: datetime | None = None
     reminder: bool = False
-
-
-async def record_outcomes(db: Database, outcomes: list[Outcome], now: datetime) -> None:
-    if not outcomes:
-        return
-    async with db.write() as conn:
-        await _record(conn, db.dialect, outcomes, now)
-
-
-def _by_id(**values: Any) -> sa.Update:
-    """UPDATE surveys SET … WHERE id = :b_id, run once per outcome (executemany)."""
-    return sa.update(SURVEYS).where(SURVEYS.c.id == sa.bindparam("b_id")).values(**values)
-
-
-def _param(name: str, type_: Any = None) -> Any:
-    return sa.bindparam(name, type_=type_)
-
-
-_PENDING = _by_id(state=SurveyState.PENDING, due_at=_param("b_due", TZ), handoff_at=None,
-                  lease_owner=None, lease_until=None, last_error=_param("b_reason", sa.Text),
-                  attempts=SURVEYS.c.attempts + _param("b_more", sa.Integer))
-_FINAL = _by_id(state=_param("b_state", sa.Text), lease_owner=None, lease_until=None,
-                last_error=_param("b_error", sa.Text))
-_REMINDER_FAILED = _by_id(last_error=_param("b_reason", sa.Text))
-
-
-async def _record(conn: AsyncConnection, dialect: Dialect, outcomes: list[Outcome],
-                  now: datetime) -> None:
-    """All outcomes of a chunk in a few statements: one UPDATE per kind (executemany, or
-    one for all the surveys sent at the same time), one INSERT for the decisions."""
-    if not outcomes:
-        return
-    sent: dict[tuple[datetime | None, datetime | None], list[int]] = {}
-    pending: list[dict[str, Any]] = []
-    final: list[dict[str, Any]] = []
-    reminders: list[dict[str, Any]] = []
-    for o in outcomes:
-        if o.reminder:
-            if o.state != SurveyState.SENT:
-                reminders.append({"b_id": o.survey_id, "b_reason": o.reason})
-        elif o.state == SurveyState.SENT:
-            sent.setdefault((o.expires_at, o.reminder_due_at), []).append(o.survey_id)
-        elif o.state == SurveyState.PENDING:
-            pending.append({"b_id": o.survey_id, "b_due": o.due_at, "b_reason": o.reason,
-                            "b_more": 1 if "retry" in o.reason else 0})
-        else:
-            final.append({"b_id": o.survey_id, "b_state": o.state,
-                          "b_error": o.reason if o.state == SurveyState.FAILED else None})
-    answered = SURVEYS.c.state == SurveyState.ANSWERED
-    if sent:
-        await _count_sent(conn, dialect, [i for ids in sent.values() for i in ids], now)
-    for (expires, reminder), ids in sent.items():  # usually one group per chunk
-        done = {"sent_at": now, "expires_at": expires, "lease_owner": None, "lease_until": None,
-                "last_error": None}
-        await conn.execute(
-            sa.update(SURVEYS).where(SURVEYS.c.id.in_(ids), ~answered)
-            .values(state=SurveyState.SENT, reminder_due_at=reminder, **done))
-        # Answered between its hand-off and now (a quick customer): it stays answered.
-        await conn.execute(sa.update(SURVEYS).where(SURVEYS.c.id.in_(ids), answered)
-                           .values(**done))
-    for statement, rows in ((_PENDING, pending), (_FINAL, final),
-                            (_REMINDER_FAILED, reminders)):
-        if rows:
-            await conn.execute(statement, rows)
-    # An erasure may have deleted a survey while it was out: it leaves no decision behind.
-    alive: set[int] = set()
-    for part in chunks(sorted({o.survey_id for o in outcomes})):
-        alive.update(r[0] for r in await conn.execute(
-            sa.select(SURVEYS.c.id).where(SURVEYS.c.id.in_(part))))
-    rows = [{"user_id": o.user_id, "at": now, "survey_id": o.survey_id,
-             "outcome": ("reminder " if o.reminder else "") + o.state, "reason": o.reason}
-            for o in outcomes if o.survey_id in alive]
-    if rows:
-        await conn.execute(sa.insert(DECISIONS), rows)
 
 
 async def _count_sent(conn: AsyncConnection, dialect: Dialect, ids: list[int],

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from storage import surveys
+from storage import journal, surveys
 from storage.db import Database
 from storage.migrations import LATEST, SchemaTooNew, current_version, migrate
 from storage.sqlutil import SURVEYS, USERS
@@ -83,7 +83,7 @@ async def test_expired_leases_return_or_fail_by_handoff(db_url: str) -> None:
         await migrate(db, NOW)
         await seed(db, 4, NOW - timedelta(minutes=1))
         claimed = await surveys.claim_due(db, NOW, "dead:1:x", 4, timedelta(seconds=30))
-        handed = await surveys.settle(db, [], NOW, owner="dead:1:x", lease=timedelta(seconds=30),
+        handed = await journal.settle(db, [], NOW, owner="dead:1:x", lease=timedelta(seconds=30),
                                       handoff=[claimed[0].id], renew=False)
         assert handed == {claimed[0].id}
         assert await surveys.release_expired_leases(db, NOW + timedelta(seconds=10)) == (0, 0)
@@ -93,7 +93,7 @@ async def test_expired_leases_return_or_fail_by_handoff(db_url: str) -> None:
                                         timedelta(seconds=30))
         assert sorted(c.id for c in again) == sorted(c.id for c in claimed[1:])
         # A late hand-off by the dead holder is refused: the claim is no longer its own.
-        assert await surveys.settle(db, [], NOW, owner="dead:1:x", lease=timedelta(seconds=30),
+        assert await journal.settle(db, [], NOW, owner="dead:1:x", lease=timedelta(seconds=30),
                                     handoff=[again[0].id], renew=False) == set()
     finally:
         await db.close()
@@ -118,7 +118,7 @@ async def test_settle_records_a_chunk_and_hands_off_the_next(db_url: str) -> Non
         await seed(db, 6, NOW - timedelta(minutes=1))
         claimed = await surveys.claim_due(db, NOW, "me:1:x", 6, lease)
         ids = [c.id for c in claimed]
-        assert await surveys.settle(db, [], NOW, owner="me:1:x", lease=lease,
+        assert await journal.settle(db, [], NOW, owner="me:1:x", lease=lease,
                                     handoff=ids[:3]) == set(ids[:3])
         expires = NOW + timedelta(days=30)
         outcomes = [
@@ -128,7 +128,7 @@ async def test_settle_records_a_chunk_and_hands_off_the_next(db_url: str) -> Non
                             due_at=NOW + timedelta(minutes=5)),
         ]
         later = NOW + timedelta(seconds=20)
-        mine = await surveys.settle(db, outcomes, later, owner="me:1:x", lease=lease,
+        mine = await journal.settle(db, outcomes, later, owner="me:1:x", lease=lease,
                                     handoff=ids[3:], renew=False)
         assert mine == set(ids[3:])
         async with db.read() as conn:
@@ -257,7 +257,7 @@ async def test_hand_off_refuses_an_address_surveyed_within_the_interval(db_url: 
         assert len(ids) == 2
         week, lease = timedelta(days=7), timedelta(seconds=25)
         def hand_off(some: list[int], interval: timedelta) -> Awaitable[set[int]]:
-            return surveys.settle(db, [], NOW, owner="me", lease=lease, handoff=some,
+            return journal.settle(db, [], NOW, owner="me", lease=lease, handoff=some,
                                   renew=False, interval=interval)
 
         assert await hand_off(ids, week) == set()

@@ -9,11 +9,13 @@ import itertools
 import json
 import random
 import re
+import secrets
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,110 @@ def audit_surveys(
         interrupted_emailed=interrupted_emailed,
         problems=problems,
     )
+
+
+async def seed(url: str, n: int, *, answered: bool = False, first: int = 0) -> None:
+    """Users u{first}… with an email and one survey each, due in the past (or sent and
+    answered, waiting to be synced), written straight into the store (SQLite or
+    PostgreSQL, while npsd runs)."""
+    now = datetime.now(UTC)
+    past = now - timedelta(minutes=5)
+    ids = range(first, first + n)
+    users = [
+        (f"u{i}", False, f"u{i}@example.com", "Seeded", "{}", "{}", 0, 0, True, now) for i in ids
+    ]
+    surveys = [
+        (
+            f"u{i}",
+            secrets.token_urlsafe(24),
+            "survey",
+            "answered" if answered else "pending",
+            past,
+            past,
+            0,
+            1 if answered else 0,
+            0,
+            answered,
+            past if answered else None,
+            (i % 11) if answered else None,
+            f"comment {i}" if answered else None,
+            past if answered else None,
+        )
+        for i in ids
+    ]
+    path = sqlite_path(url)
+    if path is not None:
+        await asyncio.to_thread(_seed_sqlite, path, users, surveys)
+        return
+    conn = await asyncio.wait_for(asyncpg.connect(pg_dsn(url)), timeout=10)
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "users",
+                records=users,
+                columns=[
+                    "user_id",
+                    "anonymous",
+                    "email",
+                    "first_name",
+                    "traits",
+                    "trait_times",
+                    "event_count",
+                    "session_count",
+                    "unsubscribe_synced",
+                    "updated_at",
+                ],
+                timeout=60,
+            )
+            await conn.copy_records_to_table(
+                "surveys",
+                records=surveys,
+                columns=[
+                    "user_id",
+                    "token",
+                    "kind",
+                    "state",
+                    "due_at",
+                    "created_at",
+                    "attempts",
+                    "answer_revision",
+                    "synced_revision",
+                    "needs_sync",
+                    "sent_at",
+                    "score",
+                    "comment",
+                    "answered_at",
+                ],
+                timeout=60,
+            )
+    finally:
+        await conn.close()
+
+
+USER_COLUMNS = ("user_id", "anonymous", "email", "first_name", "traits", "trait_times",
+                "event_count", "session_count", "unsubscribe_synced", "updated_at")
+SURVEY_COLUMNS = ("user_id", "token", "kind", "state", "due_at", "created_at", "attempts",
+                  "answer_revision", "synced_revision", "needs_sync", "sent_at", "score",
+                  "comment", "answered_at")
+
+
+def _seed_sqlite(path: str, users: list[tuple[Any, ...]], surveys: list[tuple[Any, ...]]
+                 ) -> None:
+    def stored(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        # As SQLAlchemy's SQLite DateTime stores a value: naive UTC text.
+        return tuple(v.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+                     if isinstance(v, datetime) else v for v in row)
+
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        with conn:
+            for table, columns, values in (("users", USER_COLUMNS, users),
+                                           ("surveys", SURVEY_COLUMNS, surveys)):
+                conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                                 f"({', '.join('?' * len(columns))})",
+                                 [stored(r) for r in values])
+    finally:
+        conn.close()
 
 
 # --- load -----------------------------------------------------------------------------
