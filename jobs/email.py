@@ -159,7 +159,7 @@ class SmtpBackend:
             try:
                 await self._transaction(smtp, message, handoff)
             except HandoffRefused:
-                self._release(smtp)  # the envelope was reset: the connection is still good
+                smtp.close()  # closed in DATA: nothing was delivered
                 raise
             except _ANSWERED as exc:
                 # The server answered (and aiosmtplib sent RSET): the connection is still good.
@@ -178,8 +178,9 @@ class SmtpBackend:
                            handoff: Handoff | None) -> None:
         """MAIL, RCPT and DATA, as aiosmtplib's sendmail() does but without its four parses
         of addresses the message carries validated, its regular expressions over the whole
-        message (already CRLF) and a timer per reply. The hand-off is committed while the
-        envelope goes out and awaited before DATA: nothing is delivered before it is durable."""
+        message (already CRLF) and a timer per reply. The hand-off is committed while MAIL,
+        RCPT and DATA go out and awaited before the content: nothing is delivered (a server
+        takes a message at the content's final dot) before the hand-off is durable."""
         marked = asyncio.ensure_future(handoff()) if handoff is not None else None
         try:
             await self._commands(smtp, self._envelope(smtp, m))
@@ -189,10 +190,11 @@ class SmtpBackend:
                     await marked
             raise
         if marked is not None and not await marked:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                await smtp.rset(timeout=self._timeout_s)
+            # A server in DATA takes every line as content: only dropping the connection
+            # abandons the message (an incomplete one is never delivered).
+            smtp.close()
             raise HandoffRefused()
-        await self._commands(smtp, self._data(smtp, m))
+        await self._commands(smtp, self._content(smtp, m))
 
     async def _commands(self, smtp: aiosmtplib.SMTP, steps: Awaitable[None]) -> None:
         """Run SMTP commands under one deadline; a refusal resets the envelope."""
@@ -223,11 +225,11 @@ class SmtpBackend:
                 b"RCPT", b"TO:<" + rcpt.encode(encoding) + b">", timeout=None)
             if reply.code not in (250, 251):
                 raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt)
-
-    async def _data(self, smtp: aiosmtplib.SMTP, m: RenderedEmail) -> None:
         reply = await smtp.execute_command(b"DATA", timeout=None)
         if reply.code != 354:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+
+    async def _content(self, smtp: aiosmtplib.SMTP, m: RenderedEmail) -> None:
         # The payload goes straight to the protocol (smtp.data() would normalise line
         # endings again); the pool gives us the connection to ourselves.
         protocol = smtp.protocol
