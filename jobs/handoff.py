@@ -29,6 +29,7 @@ from storage.surveys import Outcome
 log = structlog.get_logger("npsd.survey")
 
 RETRY_S = 0.5  # a failed commit's outcomes are tried again this soon
+RETRIES_AT_CLOSE = 3  # then, when closing, they are left to the leases (recorded interrupted)
 FLUSH_S = 1.0  # outcomes alone (no mark waiting) are committed this soon
 
 
@@ -53,10 +54,12 @@ class HandoffJournal:
         self._closing = False
         self._renewed: datetime | None = None
         self._task: asyncio.Task[None] | None = None
+        self._failures = 0  # commits failed in a row
         self.commits = 0
 
     async def __aenter__(self) -> HandoffJournal:
         self._task = asyncio.create_task(self._run(), name="dispatch-handoff-journal")
+        self._task.add_done_callback(self._refuse_waiting)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -70,6 +73,9 @@ class HandoffJournal:
         `record` (also when sending failed). False: it is no longer ours to send (erased,
         unsubscribed, taken over, or the store could not commit): do not send it."""
         await self._open.acquire()
+        if self._task is None or self._task.done():
+            self._open.release()
+            return False  # the writer has stopped: nothing can be handed off
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.marks.append((survey_id, future))
         self._wake.set()
@@ -105,6 +111,12 @@ class HandoffJournal:
             if self._closing and not (self._queue.marks or self._queue.outcomes):
                 return
 
+    def _refuse_waiting(self, _task: asyncio.Task[None]) -> None:
+        """However the writer ended, no mark waits for it forever."""
+        for _, future in self._queue.marks:
+            if not future.done():
+                future.set_result(False)
+
     async def _commit(self, queue: _Queue, now: datetime, renew: bool) -> None:
         try:
             mine = await self._store.settle(
@@ -118,11 +130,15 @@ class HandoffJournal:
             for _, future in queue.marks:
                 if not future.done():
                     future.set_result(False)
+            self._failures += 1
+            if self._closing and self._failures >= RETRIES_AT_CLOSE:
+                return  # their surveys stay handed off: taken back as interrupted
             self._queue.outcomes[:0] = queue.outcomes
             if queue.outcomes:
                 await asyncio.sleep(RETRY_S)
                 self._wake.set()
             return
+        self._failures = 0
         self.commits += 1
         if renew:
             self._renewed = now
