@@ -201,8 +201,11 @@ def main() -> int:
         rows.append(["dispatch to SMTP sink", f"{t['n']:,} due",
                      f"{t['rate']:,.0f} surveys/s = {t['ratio']:.2f}x the bare client's "
                      f"{t['reference']:,.0f}/s; peak RSS {t['hwm_mb']:.0f} MB",
-                     f"{t['connections']} SMTP connections; SQLite commits {t['commits_per_s']:,.0f}/s "
-                     f"here; {t['elapsed_s']:.1f}s after ready ({t['startup_s']:.1f}s start); "
+                     f"{t['connections']} SMTP connections x SQLite commits "
+                     f"{t['commits_per_s']:,.0f}/s here = "
+                     f"{t['connections'] * t['commits_per_s']:,.0f}/s (one hand-off commit per "
+                     f"message on each connection); {t['elapsed_s']:.1f}s after ready "
+                     f"({t['startup_s']:.1f}s start); "
                      f"sink got {t['sink_messages']:,} on {t['sink_connections']} conns "
                      f"({t['sink_rate']:,.0f}/s while receiving); npsd CPU "
                      f"{t['server_cpu']:.0%}; states {t['states']}"])
