@@ -52,7 +52,9 @@ class HandoffJournal:
         self._queue = _Queue()
         self._wake = asyncio.Event()
         self._closing = False
-        self._renewed: datetime | None = None
+        # Claims are taken with a fresh lease: the first renewal is due RENEW_EVERY from now
+        # (an idle dispatcher tick commits nothing).
+        self._renewed: datetime | None = clock.now()
         self._task: asyncio.Task[None] | None = None
         self._failures = 0  # commits failed in a row
         self.commits = 0
