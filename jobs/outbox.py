@@ -22,7 +22,8 @@ from storage.store import Store
 log = structlog.get_logger("npsd.outbox")
 
 _NAME = re.compile(r"-survey-(\d+)(?:-reminder|-alert)?(?:-\d+)?\.eml\Z")
-_FIRST = re.compile(r"-survey-(\d+)(?:-\d+)?\.eml\Z")  # a survey's own email, not a reminder or an alert
+# a survey's own email, not a reminder or an alert
+_FIRST = re.compile(r"-survey-(\d+)(?:-\d+)?\.eml\Z")
 
 
 def survey_stem(survey_id: int | str, reminder: bool = False, alert: bool = False) -> str:
