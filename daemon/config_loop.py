@@ -96,15 +96,25 @@ def parse_alerts(section: Any, env: Mapping[str, str], secret: Secret,
         slack_webhook_url=section.get("slack_webhook_url", slack_url, d.slack_webhook_url),
     )
     section.check_unknown()
-    found = secret(env, "NPSD_SLACK_WEBHOOK_URL", "slack_webhook_url")
-    if found is not None:
-        try:
-            url = slack_url(found[0])
-        except ValueError as exc:
-            raise KeyedError("alerts.slack_webhook_url", f"{exc} (from {found[1]})") from None
+    url = _from_secret(secret(env, "NPSD_SLACK_WEBHOOK_URL", "slack_webhook_url"),
+                       "alerts.slack_webhook_url", slack_url, origins)
+    if url is not None:
         alerts = AlertSettings(alerts.detractor_below, alerts.email_to, url)
-        origins.append(("alerts.slack_webhook_url", found[1]))
     return alerts
+
+
+def _from_secret(found: tuple[str, str] | None, key: str, parse: Callable[[str], str],
+                 origins: list[tuple[str, str]]) -> str | None:
+    """A value from the environment or a credential (`found`: value, where from), parsed as
+    the file's key would be; None when there is none."""
+    if found is None:
+        return None
+    try:
+        value = parse(found[0])
+    except ValueError as exc:
+        raise KeyedError(key, f"{exc} (from {found[1]})") from None
+    origins.append((key, found[1]))
+    return value
 
 
 def parse_webhooks(section: Any, env: Mapping[str, str], secret: Secret,
@@ -119,14 +129,10 @@ def parse_webhooks(section: Any, env: Mapping[str, str], secret: Secret,
         timeout=section.get("timeout", values.short_duration(timedelta(minutes=2)), d.timeout),
     )
     section.check_unknown()
-    found = secret(env, "NPSD_WEBHOOK_SECRET", "webhook_secret")
-    if found is not None:
-        try:
-            key = webhook_secret(found[0])
-        except ValueError as exc:
-            raise KeyedError("webhooks.secret", f"{exc} (from {found[1]})") from None
+    key = _from_secret(secret(env, "NPSD_WEBHOOK_SECRET", "webhook_secret"),
+                       "webhooks.secret", webhook_secret, origins)
+    if key is not None:
         hooks = WebhookSettings(hooks.urls, key, hooks.previous_secrets, hooks.timeout)
-        origins.append(("webhooks.secret", found[1]))
     if hooks.urls and not hooks.secret:
         raise KeyedError("webhooks.secret", "required when webhooks.urls is set, so receivers "
                          f"can verify the signature; generate one: {GENERATE}")
