@@ -15,6 +15,7 @@ from typing import Any
 from _common import PG_ADMIN_URL
 
 from storage.sqlutil import chunks
+from storage.survey_plan import email_key
 
 
 def migrate(storage_url: str) -> None:
@@ -41,7 +42,7 @@ USER_COLS = ("user_id", "anonymous", "email", "first_name", "name", "traits", "t
              "event_count", "session_count", "unsubscribe_synced", "updated_at")
 SURVEY_COLS = ("user_id", "token", "kind", "state", "due_at", "created_at", "attempts",
                "answer_revision", "synced_revision", "needs_sync", "score", "comment",
-               "answered_at", "sent_at")
+               "answered_at", "sent_at", "email_key")
 
 
 def user_row(i: int, now: Any) -> tuple[Any, ...]:
@@ -52,11 +53,12 @@ def user_row(i: int, now: Any) -> tuple[Any, ...]:
 
 def survey_row(i: int, state: str, due: Any, now: Any, answered: Any = None) -> tuple[Any, ...]:
     uid = f"user-{i:07d}"
+    key = email_key(f"{uid}@example.test")  # as the planner stores it with the survey
     if state == "answered":
         return (uid, secrets.token_urlsafe(16), "survey", "answered", due, now, 0, 1, 0, True,
-                i % 11, f"comment {i}" if i % 3 else None, answered, due)
+                i % 11, f"comment {i}" if i % 3 else None, answered, due, key)
     return (uid, secrets.token_urlsafe(16), "survey", state, due, now, 0, 0, 0, False,
-            None, None, None, None)
+            None, None, None, None, key)
 
 
 def seed_sqlite(path: Path, users: int, state: str, due: datetime,

@@ -51,6 +51,7 @@ from _loadgen import have_wrk, python_run, wrk_run
 from _seed import (
     create_pg_database,
     drop_pg_database,
+    migrate,
     pg_commit_rate,
     pg_version,
     seed_postgres,
@@ -189,6 +190,8 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=45.0,
                    help="stop a dispatch run after S s; the rate is what was sent by then")
     p.add_argument("--loadgen", choices=("wrk", "python"), default="wrk" if have_wrk() else "python")
+    p.add_argument("--only", choices=("intake", "dispatch"),
+                   help="measure only this part (with its references)")
     args = p.parse_args()
     seconds = args.seconds or (3.0 if args.quick else 8.0)
     due = args.due or (3_000 if args.quick else 20_000)
@@ -197,6 +200,7 @@ def main() -> int:
 
     name, raw = asyncio.run(create_pg_database())
     url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
+    migrate(url)  # the schema, whichever part runs first
     work = tempdir("scale")
     print(f"database {name}; workdir {work}", flush=True)
     rows: list[list[Any]] = []
@@ -208,7 +212,7 @@ def main() -> int:
         wait_port(smtp_port, 30, sink)
         # --- references: the bare endpoint, raw PostgreSQL commits
         bare: dict[tuple[int, int], dict[str, Any]] = {}
-        for n in (1, 2):
+        for n in (1, 2) if args.only != "dispatch" else ():
             procs, urls = bare_many(work / f"bare{n}", n)
             try:
                 for batch in (1, 100):
@@ -223,7 +227,7 @@ def main() -> int:
         print(f"  raw PostgreSQL 100-row commits: {pg_rows[1]:,.0f} rows/s (1 connection), "
               f"{pg_rows[2]:,.0f} rows/s (2)", flush=True)
         # --- intake
-        for n in (1, 2):
+        for n in (1, 2) if args.only != "dispatch" else ():
             procs, urls = start_many(work / f"i{n}", n, url, {})
             try:
                 for batch in (1, 100):
@@ -258,7 +262,7 @@ def main() -> int:
                 for proc in procs:
                     proc.stop()
         # --- dispatch
-        for n in (1, 2):
+        for n in (1, 2) if args.only != "intake" else ():
             d = dispatch(work, n, url, raw, due, offset=10_000_000 * n, smtp_port=smtp_port,
                          timeout=args.timeout)
             figures[("dispatch", n)] = d["rate"]

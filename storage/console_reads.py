@@ -80,8 +80,10 @@ async def dashboard(db: Database, now: datetime, by: str = "week") -> dict[str, 
 
 async def day_totals(conn: AsyncConnection) -> list[tuple[date, tuple[int, int, int, int]]]:
     """(day, (promoters, passives, detractors, sent)) per UTC day, oldest first."""
-    rows = await conn.execute(sa.select(DAYS.c.day, DAYS.c.promoters, DAYS.c.passives,
-                                        DAYS.c.detractors, DAYS.c.sent).order_by(DAYS.c.day))
+    sums = (sa.func.sum(c) for c in (DAYS.c.promoters, DAYS.c.passives, DAYS.c.detractors,
+                                     DAYS.c.sent))  # over the day's shards
+    rows = await conn.execute(sa.select(DAYS.c.day, *sums).group_by(DAYS.c.day)
+                              .order_by(DAYS.c.day))
     return [(date.fromisoformat(str(r[0])), (int(r[1]), int(r[2]), int(r[3]), int(r[4])))
             for r in rows]
 

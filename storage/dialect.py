@@ -58,6 +58,11 @@ class Dialect:
     # statement per row costs a round trip, a long VALUES list a new plan; in-process
     # (SQLite) neither does.
     row_arrays: bool
+    # How many rows the running totals keep per day (storage/nps_totals.py): each
+    # transaction adds to one, chosen at random, so that concurrent writers (every
+    # dispatcher's commit counts its sends) do not wait on one row's lock. One where
+    # transactions take turns anyway.
+    counter_shards: int
 
     def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
         """(writer, reader) engines for `url`."""
@@ -177,7 +182,7 @@ _RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_f
 
 SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="", exclusive_sql="",
                           shared_sql="", day_sql="substr({}, 1, 10)",  # naive UTC text
-                          keys_sql="", row_arrays=False)
+                          keys_sql="", row_arrays=False, counter_shards=1)
 POSTGRESQL: Dialect = _Postgresql(
     "postgresql", writer_thread=False, row_locks=" FOR UPDATE",
     exclusive_sql="SELECT pg_advisory_xact_lock(?)",
@@ -185,7 +190,7 @@ POSTGRESQL: Dialect = _Postgresql(
     day_sql="to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     # In array order (the function scan keeps it): storage.book_locks passes them sorted.
     keys_sql="SELECT count(pg_advisory_xact_lock(k)) FROM unnest(?::bigint[]) AS k",
-    row_arrays=True)
+    row_arrays=True, counter_shards=16)
 
 
 def dialect_for(url: str) -> Dialect:

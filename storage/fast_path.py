@@ -22,6 +22,7 @@ Dialect's: on PostgreSQL one statement over arrays, storage/pg_arrays.py).
 
 from __future__ import annotations
 
+import random
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
@@ -72,6 +73,9 @@ class Values:
         self._now_value = dialect.time_value(now) if now is not None else None
         # An event's time is written twice (its events row, the user's last_seen).
         self._times: dict[datetime, Any] = {}
+        # The running totals' row this transaction adds to (see Dialect.counter_shards):
+        # one per transaction, so its rows of several days are locked in day order.
+        self.shard = random.randrange(dialect.counter_shards)
 
     def ts(self, value: datetime | None) -> Any:
         """A time as SQLAlchemy's DateTime would store it on this backend."""

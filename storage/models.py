@@ -191,10 +191,13 @@ class ConsoleSession(SQLModel, table=True):
 class NpsDay(SQLModel, table=True):
     """Running totals per UTC day (storage/nps_totals.py): answers by category on the day
     they were given, surveys sent on the day they went. Kept in the transactions that write
-    the survey rows; the dashboard and `/v1/nps` read these few hundred rows."""
+    the survey rows; the dashboard and `/v1/nps` read these few hundred rows. A day's
+    figures are the sum of its shards: concurrent writers (PostgreSQL) each add to a shard
+    of their own (Dialect.counter_shards), so they do not queue on one row per day."""
 
     __tablename__ = "nps_days"
     day: str = Field(primary_key=True)  # YYYY-MM-DD, UTC
+    shard: int = Field(default=0, primary_key=True)
     promoters: int = 0
     passives: int = 0
     detractors: int = 0

@@ -30,8 +30,9 @@ from storage.nps import PASSIVE_MIN, PROMOTER_MIN
 NO_NPS = -1000  # the stored NPS of an account without answers: below any NPS
 
 _UPSERT_DAY = (
-    "INSERT INTO nps_days (day, promoters, passives, detractors, sent) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (day) DO UPDATE SET promoters = nps_days.promoters + excluded.promoters, "
+    "INSERT INTO nps_days (day, shard, promoters, passives, detractors, sent) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (day, shard) DO UPDATE SET "
+    "promoters = nps_days.promoters + excluded.promoters, "
     "passives = nps_days.passives + excluded.passives, "
     "detractors = nps_days.detractors + excluded.detractors, "
     "sent = nps_days.sent + excluded.sent")
@@ -100,7 +101,7 @@ def record_change(v: Values, before: Iterable[Counted], after: Iterable[Counted]
             mine[_slot(score)] += sign * n
             if sign > 0 and (mine[3] is None or at > mine[3]):
                 mine[3] = at
-    yield from many(_UPSERT_DAY, sorted([d, *c] for d, c in days.items() if any(c)))
+    yield from many(_UPSERT_DAY, sorted([d, v.shard, *c] for d, c in days.items() if any(c)))
     users = {u: c for u, c in users.items() if any(c[:3]) or c[3] is not None}
     if not users:
         return
@@ -259,7 +260,7 @@ def rebuild(v: Values) -> Steps[None]:
         "WHERE kind = 'survey' AND score IS NOT NULL AND answered_at IS NOT NULL GROUP BY 1, 2")
     for day, score, count in answered:
         days.setdefault(str(day), [0, 0, 0, 0])[_slot(int(score))] += int(count)
-    yield from many(_UPSERT_DAY, sorted([d, *c] for d, c in days.items()))
+    yield from many(_UPSERT_DAY, sorted([d, 0, *c] for d, c in days.items()))
     accounts = yield Fetch("SELECT group_id, traits, deleted_at FROM accounts")
     yield from save_accounts({"group_id": str(g), "traits": t, "deleted_at": d}
                              for g, t, d in accounts)

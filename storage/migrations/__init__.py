@@ -119,10 +119,25 @@ async def _nps_totals(conn: AsyncConnection) -> None:
     await run_async(nps_totals.rebuild(Values(dialect)), conn)
 
 
+async def _sharded_days(conn: AsyncConnection) -> None:
+    """7 → 8: the day totals get a shard in their key (models.NpsDay), so concurrent
+    writers add to rows of their own. A few hundred rows (one per day): read, table made
+    anew, rows put back as shard 0."""
+    rows = (await conn.execute(sa.text(
+        "SELECT day, promoters, passives, detractors, sent FROM nps_days"))).all()
+    await conn.execute(sa.text("DROP TABLE nps_days"))
+    table = models.NpsDay.__table__  # type: ignore[attr-defined]
+    await conn.run_sync(_create_table, table)
+    if rows:
+        await conn.execute(sa.insert(table), [
+            {"day": r[0], "shard": 0, "promoters": r[1], "passives": r[2], "detractors": r[3],
+             "sent": r[4]} for r in rows])
+
+
 # STEPS[n] upgrades version n to n + 1. Append, never edit.
 STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address, 3: _console,
-                          4: _imports, 5: _nps_totals, 6: _deliveries}
-LATEST = 7
+                          4: _imports, 5: _nps_totals, 6: _deliveries, 7: _sharded_days}
+LATEST = 8
 _SCHEMA = models.SchemaVersion.__table__  # type: ignore[attr-defined]
 _SYNC = models.SyncState.__table__  # type: ignore[attr-defined]
 _LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes

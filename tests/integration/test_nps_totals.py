@@ -33,11 +33,15 @@ async def store(db_url: str) -> AsyncIterator[SqlStore]:
         yield opened
 
 
+# A day's figures are the sum of its shards (Dialect.counter_shards).
+_DAYS = ("SELECT day, SUM(promoters), SUM(passives), SUM(detractors), SUM(sent) FROM nps_days "
+         "GROUP BY day HAVING SUM(promoters + passives + detractors + sent) > 0 ORDER BY day")
+
+
 async def tables(store: SqlStore) -> tuple[list[Any], list[Any]]:
     async with store.db.read() as conn:
         days = [tuple(r) for r in await conn.execute(sa.text(
-            "SELECT day, promoters, passives, detractors, sent FROM nps_days "
-            "WHERE promoters + passives + detractors + sent > 0 ORDER BY day"))]
+            _DAYS))]
         accounts = await _accounts(conn)
     return days, accounts
 
@@ -55,8 +59,7 @@ async def recounted(store: SqlStore) -> tuple[list[Any], list[Any]]:
     async with store.db.write() as conn:
         await run_async(nps_totals.rebuild(Values(store.db.dialect)), conn)
         days = [tuple(r) for r in await conn.execute(sa.text(
-            "SELECT day, promoters, passives, detractors, sent FROM nps_days "
-            "WHERE promoters + passives + detractors + sent > 0 ORDER BY day"))]
+            _DAYS))]
         accounts = await _accounts(conn)
         await conn.rollback()
     return days, accounts
@@ -148,6 +151,40 @@ async def test_an_upgrade_to_schema_6_builds_the_totals_from_the_answers(
     assert await tables(store) == kept
     assert kept[1] == [("acme", 2, 1, 0, 1, kept[1][0][5], 2, 0.0, "Acme", "acme", True)]
     assert (await store.nps())["nps"] == 0.0
+
+
+async def test_an_upgrade_to_schema_8_keeps_the_day_totals_in_shards(store: SqlStore) -> None:
+    tokens = [await sent_survey(store, u, i) for i, u in enumerate(["ann", "bob"])]
+    assert await store.answer(tokens[0], 10, None, NOW) is AnswerResult.RECORDED
+    kept = await tables(store)
+    async with store.db.write() as conn:  # back to schema 7: one row per day
+        await conn.execute(sa.text("DROP TABLE nps_days"))
+        await conn.execute(sa.text(
+            "CREATE TABLE nps_days (day VARCHAR PRIMARY KEY, promoters INTEGER, "
+            "passives INTEGER, detractors INTEGER, sent INTEGER)"))
+        await conn.execute(sa.text("INSERT INTO nps_days VALUES (:d, 1, 0, 0, 2)"),
+                           {"d": NOW.date().isoformat()})
+        await conn.execute(sa.text("UPDATE npsd_schema SET version = 7"))
+    assert await migrate(store.db, NOW) == (7, LATEST)
+    assert await tables(store) == kept
+    token = await sent_survey(store, "cy", 2)  # a send after the upgrade adds to the day
+    assert await store.answer(token, 0, None, NOW) is AnswerResult.RECORDED
+    assert (await store.nps())["sent"] == 3
+    assert (await store.nps())["responses"] == 2
+
+
+async def test_a_day_is_the_sum_of_its_shards(store: SqlStore) -> None:
+    day = NOW.date().isoformat()
+    async with store.db.write() as conn:
+        for shard, promoters, sent in ((0, 2, 5), (7, 1, 3)):
+            await conn.execute(sa.text(
+                "INSERT INTO nps_days (day, shard, promoters, passives, detractors, sent) "
+                "VALUES (:d, :s, :p, 0, 1, :n)"), {"d": day, "s": shard, "p": promoters,
+                                                    "n": sent})
+    report = await store.nps()
+    assert (report["promoters"], report["detractors"], report["sent"]) == (3, 2, 8)
+    last_30 = (await store.dashboard(NOW))["last_30_days"]
+    assert (last_30["promoters"], last_30["detractors"], last_30["sent"]) == (3, 2, 8)
 
 
 async def test_imported_answers_join_the_totals(store: SqlStore) -> None:
