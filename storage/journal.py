@@ -36,11 +36,13 @@ _PENDING = (
 _FINAL = ("UPDATE surveys SET state = ?, lease_owner = NULL, lease_until = NULL, "
           "last_error = ? WHERE id = ?")
 _REMINDER_FAILED = "UPDATE surveys SET last_error = ? WHERE id = ?"
-_ALIVE = "SELECT id FROM surveys WHERE id IN ({ids})"
-# COALESCE, as in _MARK: with `kind = …` as an index term SQLite's planner walked every
-# survey of the kind (ix_surveys_kind_sent) once per commit instead of looking the ids up.
-_COUNTED = ("SELECT user_id, sent_at, score, answered_at FROM surveys "
-            "WHERE id IN ({ids}) AND COALESCE(kind, '') = 'survey'")
+# The surveys of a commit's outcomes as they are: which still exist (an erasure may have
+# deleted one while it was out: it leaves no decision behind) and what the running totals
+# knew of them. Locked (PostgreSQL) so an erasure waits for this commit. The kind is checked
+# in Python: with `kind = …` as an index term SQLite's planner walked every survey of the
+# kind (ix_surveys_kind_sent) once per commit instead of looking the ids up.
+_ROWS = ("SELECT id, user_id, sent_at, score, answered_at, kind FROM surveys "
+         "WHERE id IN ({ids}){lock}")
 _DECISION = ("INSERT INTO decisions (user_id, at, survey_id, outcome, reason) "
              "VALUES (?, ?, ?, ?, ?)")
 # The commit that gives surveys to SMTP re-checks, in the same statement, that each is still
@@ -105,36 +107,36 @@ def _record(v: Values, outcomes: list[Outcome], now: datetime) -> Steps[None]:
         else:
             final.append((str(o.state), o.reason if o.state == SurveyState.FAILED else None,
                           o.survey_id))
+    rows: list[Any] = []
+    for part in chunks(sorted({o.survey_id for o in outcomes})):
+        rows.extend((yield Fetch(_ROWS.format(ids=_marks(len(part)), lock=v.for_update()),
+                                 part)))
+    alive = {int(r[0]) for r in rows}
     if sent:
-        yield from _count_sent(v, [i for ids in sent.values() for i in ids], now)
-    for (expires, reminder), ids in sent.items():  # usually one group per second
-        for part in chunks(ids):
+        ids = {i for group in sent.values() for i in group}
+        yield from _count_sent(v, [r for r in rows if int(r[0]) in ids and r[5] == "survey"],
+                               now)
+    for (expires, reminder), ids_of in sent.items():  # usually one group per second
+        for part in chunks(ids_of):
             yield Fetch(_SENT.format(ids=_marks(len(part))),
                         (v.ts(now), v.ts(expires), v.ts(reminder), *part))
-    for sql, rows in ((_PENDING, pending), (_FINAL, final), (_REMINDER_FAILED, reminders)):
-        if rows:
-            yield Many(sql, rows)
-    # An erasure may have deleted a survey while it was out: it leaves no decision behind.
-    alive: set[int] = set()
-    for part in chunks(sorted({o.survey_id for o in outcomes})):
-        alive.update(int(r[0]) for r in (yield Fetch(_ALIVE.format(ids=_marks(len(part))),
-                                                     part)))
+    for sql, many_rows in ((_PENDING, pending), (_FINAL, final), (_REMINDER_FAILED, reminders)):
+        if many_rows:
+            yield Many(sql, many_rows)
     at = v.ts(now)
-    rows = [(o.user_id, at, o.survey_id, ("reminder " if o.reminder else "") + str(o.state),
-             o.reason) for o in outcomes if o.survey_id in alive]
-    if rows:
-        yield Many(_DECISION, rows)
+    decided = [(o.user_id, at, o.survey_id, ("reminder " if o.reminder else "") + str(o.state),
+                o.reason) for o in outcomes if o.survey_id in alive]
+    if decided:
+        yield Many(_DECISION, decided)
 
 
-def _count_sent(v: Values, ids: list[int], now: datetime) -> Steps[None]:
-    """The running totals (storage.nps_totals) of surveys about to be recorded sent."""
+def _count_sent(v: Values, rows: list[Any], now: datetime) -> Steps[None]:
+    """The running totals (storage.nps_totals) of surveys about to be recorded sent: `rows`
+    as _ROWS read them."""
     read = v.time_reader()
-    before: list[Counted] = []
-    for part in chunks(sorted(set(ids))):
-        for user_id, sent_at, score, answered_at in (
-                yield Fetch(_COUNTED.format(ids=_marks(len(part))), part)):
-            before.append(Counted(str(user_id), read(sent_at) if sent_at is not None else None,
-                                  score, read(answered_at) if answered_at is not None else None))
+    before = [Counted(str(user_id), read(sent_at) if sent_at is not None else None, score,
+                      read(answered_at) if answered_at is not None else None)
+              for _, user_id, sent_at, score, answered_at, _kind in rows]
     yield from record_change(v, before, [replace(c, sent_at=now) for c in before])
 
 
