@@ -252,6 +252,15 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (/proc/stat): what
+    is left of the machine while a figure is measured."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 def tempdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"npsd-bench-{prefix}-"))
 

@@ -7,8 +7,10 @@ A fresh database is created on the local server ($NPSD_BENCH_POSTGRES, default
 postgresql://postgres@127.0.0.1:5432/postgres) and dropped at the end.
 Intake: wrk (or the Python load generator) with 100-message batches of track events and with
 single messages; 32 connections in all, split evenly across the processes' ports.
-Dispatch: N due surveys (default 20,000) seeded with COPY; the processes send them to one
-counting SMTP sink; time until the database shows all of them sent.
+Dispatch: N due surveys (default 40,000) seeded with COPY; the processes send them to one
+counting SMTP sink; the rate counts from the moment the last process is ready until the
+database shows all of them sent, with the CPU of each process, of PostgreSQL, of the sink and
+how busy the whole machine was (two cores are shared by all of them).
 
 References measured in the same run, so a reader sees what bound a figure: the bare aiohttp
 endpoint (only parses the JSON) as one and as two processes under the same load, and raw
@@ -38,6 +40,7 @@ from _common import (
     busy_note,
     cpu_seconds,
     free_port,
+    machine_cpu_seconds,
     machine_line,
     peak_rss_mb,
     pg_server_cpu_seconds,
@@ -113,7 +116,7 @@ def start_many(work: Path, n: int, url: str, extra: dict[str, dict[str, Any]]
 
 
 def dispatch(work: Path, n_procs: int, url: str, raw: str, due: int, offset: int,
-             smtp_port: int, timeout: float) -> dict[str, Any]:
+             smtp_port: int, sink_pid: int, timeout: float) -> dict[str, Any]:
     before = asyncio.run(_count_sent(raw)).get("sent", 0)
     seed_s = asyncio.run(seed_postgres(raw, due, "pending",
                                        datetime.now(UTC) - timedelta(hours=1), offset=offset))
@@ -122,10 +125,14 @@ def dispatch(work: Path, n_procs: int, url: str, raw: str, due: int, offset: int
              "email.smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"}}
     t0 = time.perf_counter()
     procs, _ = start_many(work / f"d{n_procs}", n_procs, url, extra)
-    # Start counts from the moment the last process is ready (the first may have begun).
+    # The rate counts from the moment the last process is ready (the first may have begun):
+    # what n processes send together, not the first one's head start.
     ready = time.perf_counter()
+    at_ready = asyncio.run(_count_sent(raw)).get("sent", 0)
     cpu0 = [cpu_seconds(p.pid) for p in procs]
     pg0 = pg_server_cpu_seconds()
+    sink0 = cpu_seconds(sink_pid)
+    machine0 = machine_cpu_seconds()
     done = None
     states: dict[str, int] = {}
     try:
@@ -141,15 +148,19 @@ def dispatch(work: Path, n_procs: int, url: str, raw: str, due: int, offset: int
         end = done or time.perf_counter()
         cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
         pg_cpu = (pg_server_cpu_seconds() - pg0) / (end - ready)
+        sink_cpu = (cpu_seconds(sink_pid) - sink0) / (end - ready)
+        machine1 = machine_cpu_seconds()
+        busy = (machine1[0] - machine0[0]) / max(1e-9, machine1[1] - machine0[1])
         rss = [peak_rss_mb(p.pid) for p in procs]
     finally:
         for p in procs:
             p.stop()
     sent = states.get("sent", 0) - before
-    elapsed = end - t0  # from the first start: the first process may already be sending
-    return {"rate": sent / elapsed, "elapsed": elapsed, "sent": sent, "complete": bool(done),
+    elapsed = end - t0
+    rate = (states.get("sent", 0) - at_ready) / (end - ready)
+    return {"rate": rate, "elapsed": elapsed, "sent": sent, "complete": bool(done),
             "cpu": [c / (end - ready) for c in cpu], "start_s": ready - t0, "pg_cpu": pg_cpu,
-            "rss": rss}
+            "rss": rss, "sink_cpu": sink_cpu, "machine_busy": busy}
 
 
 def bare_many(work: Path, n: int) -> tuple[list[Proc], list[str]]:
@@ -169,23 +180,27 @@ def measure(args: argparse.Namespace, procs: list[Proc], urls: list[str], batch:
     load(args.loadgen, urls, args.conns, min(2.0, seconds), batch, work, disjoint)  # warm
     cpu0 = [cpu_seconds(p.pid) for p in procs]
     pg0 = pg_server_cpu_seconds()
+    machine0 = machine_cpu_seconds()
     t0 = time.perf_counter()
     r = load(args.loadgen, urls, args.conns, seconds, batch, work, disjoint)
     wall = time.perf_counter() - t0
+    machine1 = machine_cpu_seconds()
     r["cpu"] = [(cpu_seconds(p.pid) - c) / wall for p, c in zip(procs, cpu0, strict=True)]
     r["pg_cpu"] = (pg_server_cpu_seconds() - pg0) / wall
+    r["machine_busy"] = (machine1[0] - machine0[0]) / max(1e-9, machine1[1] - machine0[1])
     return r
 
 
 def _cpu(r: dict[str, Any]) -> str:
-    return ("CPU " + ", ".join(f"{c:.0%}" for c in r["cpu"]) + f"; postgres {r['pg_cpu']:.0%}")
+    return ("CPU " + ", ".join(f"{c:.0%}" for c in r["cpu"]) + f"; postgres {r['pg_cpu']:.0%}"
+            + (f"; machine {r['machine_busy']:.0%} busy" if "machine_busy" in r else ""))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seconds", type=float, help="measured seconds per intake phase (default 10)")
-    p.add_argument("--due", type=int, help="surveys to dispatch per run (default 20,000)")
+    p.add_argument("--due", type=int, help="surveys to dispatch per run (default 40,000)")
     p.add_argument("--conns", type=int, default=32)
     p.add_argument("--timeout", type=float, default=45.0,
                    help="stop a dispatch run after S s; the rate is what was sent by then")
@@ -194,7 +209,7 @@ def main() -> int:
                    help="measure only this part (with its references)")
     args = p.parse_args()
     seconds = args.seconds or (3.0 if args.quick else 8.0)
-    due = args.due or (3_000 if args.quick else 20_000)
+    due = args.due or (3_000 if args.quick else 40_000)
     print(machine_line({"PostgreSQL": pg_version(), "loadgen": args.loadgen}), flush=True)
     print(busy_note(), flush=True)
 
@@ -264,14 +279,14 @@ def main() -> int:
         # --- dispatch
         for n in (1, 2) if args.only != "intake" else ():
             d = dispatch(work, n, url, raw, due, offset=10_000_000 * n, smtp_port=smtp_port,
-                         timeout=args.timeout)
+                         sink_pid=sink.pid, timeout=args.timeout)
             figures[("dispatch", n)] = d["rate"]
             rows.append(["dispatch", n, f"{d['rate']:,.0f} surveys/s",
                          f"{d['sent']:,} sent in {d['elapsed']:.1f}s",
                          f"{d['rate'] / figures[('dispatch', 1)]:.2f}x of one process",
                          f"{'complete' if d['complete'] else 'TIMED OUT'}; start "
                          f"{d['start_s']:.1f}s; npsd "
-                         + _cpu(d) + "; peak RSS "
+                         + _cpu(d) + f"; SMTP sink {d['sink_cpu']:.0%}; peak RSS "
                          + ", ".join(f"{m} MB" for m in d["rss"])])
             print(f"  {rows[-1]}", flush=True)
     finally:
