@@ -164,10 +164,10 @@ class Dispatcher:
             nonlocal handed_off
             if self.stopping:
                 return False  # left claimed: released at stop, or by its lease
-            handed_off = await journal.mark(c.id)
+            handed_off = await journal.mark(c.id, reminder=c.reminder)
             return handed_off
 
-        outcome = await self._deliver(c, settings, None if c.reminder else handoff)
+        outcome = await self._deliver(c, settings, handoff)
         # Queued before anything else runs on this connection (no await in between).
         if outcome is not None:
             journal.record(outcome, handed_off=handed_off)

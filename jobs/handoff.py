@@ -36,7 +36,7 @@ LINGER_S = 0.002  # a commit waits this long at most for the other connections' 
 
 @dataclass
 class _Queue:
-    marks: list[tuple[int, asyncio.Future[bool]]] = field(default_factory=list)
+    marks: list[tuple[int, bool, asyncio.Future[bool]]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -72,7 +72,7 @@ class HandoffJournal:
         if self._task is not None:
             await self._task
 
-    async def mark(self, survey_id: int) -> bool:
+    async def mark(self, survey_id: int, *, reminder: bool = False) -> bool:
         """Commit that this survey's SMTP transaction starts now. True: send it, then call
         `record` (also when sending failed). False: it is no longer ours to send (erased,
         unsubscribed, taken over, or the store could not commit): do not send it."""
@@ -81,7 +81,7 @@ class HandoffJournal:
             self._open.release()
             return False  # the writer has stopped: nothing can be handed off
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.marks.append((survey_id, future))
+        self._queue.marks.append((survey_id, reminder, future))
         self._wake.set()
         try:
             ours = await future
@@ -132,7 +132,7 @@ class HandoffJournal:
 
     def _refuse_waiting(self, _task: asyncio.Task[None]) -> None:
         """However the writer ended, no mark waits for it forever."""
-        for _, future in self._queue.marks:
+        for _, _, future in self._queue.marks:
             if not future.done():
                 future.set_result(False)
 
@@ -140,13 +140,15 @@ class HandoffJournal:
         try:
             mine = await self._store.settle(
                 queue.outcomes, now, owner=self._owner, lease=self._lease,
-                handoff=[i for i, _ in queue.marks], renew=renew, interval=self._interval)
+                handoff=[i for i, reminder, _ in queue.marks if not reminder], renew=renew,
+                interval=self._interval,
+                reminders=[i for i, reminder, _ in queue.marks if reminder])
         except Exception as exc:
             # Nothing of this commit happened: its marks are refused (those surveys stay
             # claimed and go back to the queue), its outcomes are tried again.
             log.warning("survey.handoff_failed", marks=len(queue.marks),
                         outcomes=len(queue.outcomes), error=exc.__class__.__name__)
-            for _, future in queue.marks:
+            for _, _, future in queue.marks:
                 if not future.done():
                     future.set_result(False)
             self._failures += 1
@@ -161,6 +163,6 @@ class HandoffJournal:
         self.commits += 1
         if renew:
             self._renewed = now
-        for survey_id, future in queue.marks:
+        for survey_id, _, future in queue.marks:
             if not future.done():
                 future.set_result(survey_id in mine)

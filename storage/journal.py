@@ -35,7 +35,9 @@ _PENDING = (
     "lease_until = NULL, last_error = ?, attempts = attempts + ? WHERE id = ?")
 _FINAL = ("UPDATE surveys SET state = ?, lease_owner = NULL, lease_until = NULL, "
           "last_error = ? WHERE id = ?")
-_REMINDER_FAILED = "UPDATE surveys SET last_error = ? WHERE id = ?"
+# A reminder skipped or failed is not tried again: it is no longer due, nor claimed.
+_REMINDER_FAILED = ("UPDATE surveys SET last_error = ?, reminder_due_at = NULL, "
+                    "lease_owner = NULL, lease_until = NULL WHERE id = ?")
 # The surveys of a commit's outcomes as they are: which still exist (an erasure may have
 # deleted one while it was out: it leaves no decision behind) and what the running totals
 # knew of them. Locked (PostgreSQL) so an erasure waits for this commit. The kind is checked
@@ -63,6 +65,15 @@ _ADDRESS = (
     "AND other.id <> surveys.id AND COALESCE(other.kind, '') = 'survey' "
     "AND (other.sent_at >= ? "
     "OR (other.state = 'sending' AND other.handoff_at IS NOT NULL)))")
+# A reminder's hand-off: its row stays "sent"; that it went is what the reminder columns say.
+_MARK_REMINDER = (
+    "UPDATE surveys SET reminder_due_at = NULL, reminder_sent_at = ?, lease_owner = NULL, "
+    "lease_until = NULL WHERE id IN ({ids}) AND lease_owner = ? "
+    "AND COALESCE(state, '') = 'sent' AND reminder_due_at IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM users WHERE users.user_id = surveys.user_id "
+    "AND users.unsubscribed_at IS NULL) "
+    "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.user_id = surveys.user_id) "
+    "RETURNING id")
 _RENEW = "UPDATE surveys SET lease_until = ? WHERE lease_owner = ? AND state = 'sending'"
 
 
@@ -72,8 +83,9 @@ def _marks(ids: int) -> str:
 
 def settle_steps(v: Values, outcomes: list[Outcome], now: datetime, owner: str,
                  lease: timedelta, handoff: list[int], renew: bool,
-                 since: datetime | None) -> Steps[set[int]]:
-    """Record `outcomes`, mark `handoff` handed off (returns those still ours), renew."""
+                 since: datetime | None, reminders: list[int]) -> Steps[set[int]]:
+    """Record `outcomes`, mark `handoff` and `reminders` handed off (returns those still
+    ours), renew."""
     yield from _record(v, outcomes, now)
     mine: set[int] = set()
     until = v.ts(now + lease)
@@ -83,6 +95,9 @@ def settle_steps(v: Values, outcomes: list[Outcome], now: datetime, owner: str,
         if since is not None:
             params.append(v.ts(since))
         mine.update(int(r[0]) for r in (yield Fetch(sql, params)))
+    for part in chunks(reminders):
+        mine.update(int(r[0]) for r in (yield Fetch(
+            _MARK_REMINDER.format(ids=_marks(len(part))), [v.ts(now), *part, owner])))
     if renew:
         yield Fetch(_RENEW, (until, owner))
     return mine
@@ -142,14 +157,15 @@ def _count_sent(v: Values, rows: list[Any], now: datetime) -> Steps[None]:
 
 async def settle(db: Database, outcomes: list[Outcome], now: datetime, *, owner: str,
                  lease: timedelta, handoff: list[int] | None = None, renew: bool = True,
-                 interval: timedelta | None = None) -> set[int]:
+                 interval: timedelta | None = None,
+                 reminders: list[int] | None = None) -> set[int]:
     """One commit of the hand-off journal: record the outcomes of a few messages sent,
     mark the next ones handed off (their SMTP transactions start now: returns the ids still
     ours to send) and renew this owner's leases. `interval` (survey.resurvey_interval) makes
     the mark refuse an address surveyed within it."""
     since = now - interval if interval is not None else None
     steps = settle_steps(Values(db.dialect, now), outcomes, now, owner, lease,
-                         handoff or [], renew, since)
+                         handoff or [], renew, since, reminders or [])
     if not db.dialect.writer_thread:
         async with db.write() as conn:
             return await run_async(steps, conn)

@@ -110,9 +110,11 @@ class SqlStore(ConsoleStore):
 
     async def settle(self, outcomes: list[Outcome], now: datetime, *, owner: str,
                      lease: timedelta, handoff: list[int] | None = None,
-                     renew: bool = True, interval: timedelta | None = None) -> set[int]:
+                     renew: bool = True, interval: timedelta | None = None,
+                     reminders: list[int] | None = None) -> set[int]:
         return await journal.settle(self.db, outcomes, now, owner=owner, lease=lease,
-                                    handoff=handoff, renew=renew, interval=interval)
+                                    handoff=handoff, renew=renew, interval=interval,
+                                    reminders=reminders)
 
     async def release(self, owner: str | None = None, now: datetime | None = None, *,
                       delivered: Delivered | None = None) -> tuple[int, int]:

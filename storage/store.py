@@ -84,11 +84,12 @@ class Store(Protocol):
 
     async def settle(self, outcomes: list[Outcome], now: datetime, *, owner: str,
                      lease: timedelta, handoff: list[int] | None = None,
-                     renew: bool = True, interval: timedelta | None = None) -> set[int]:
+                     renew: bool = True, interval: timedelta | None = None,
+                     reminders: list[int] | None = None) -> set[int]:
         """One commit of the hand-off journal: record `outcomes` of `owner`'s claims and mark
-        `handoff` handed off (their SMTP transactions start next): returns the ids of
-        `handoff` still ours to send (empty for none). `renew` also extends the lease of
-        `owner`'s other claims."""
+        `handoff` surveys and `reminders` handed off (their SMTP transactions start next):
+        returns the ids of those still ours to send (empty for none). `renew` also extends
+        the lease of `owner`'s other survey claims."""
         ...
 
     async def record_outcomes(self, outcomes: list[Outcome], now: datetime) -> None:

@@ -132,8 +132,14 @@ async def release_owner(db: Database, owner: str, now: datetime,
 
 
 async def release_unsent(db: Database, owner: str, now: datetime) -> int:
-    """On a clean stop: claims not yet handed off go back to pending for the next start."""
+    """On a clean stop: claims not yet handed off go back to pending for the next start,
+    and claimed reminders are free again."""
     back, _ = await _release(db, SURVEYS.c.lease_owner == owner, now, fail_handed_off=False)
+    async with db.write() as conn:
+        back += (await conn.execute(
+            sa.update(SURVEYS).where(SURVEYS.c.reminder_due_at.is_not(None),
+                                     SURVEYS.c.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None))).rowcount
     return back
 
 
@@ -152,25 +158,29 @@ async def claim_due(
             .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts,
                        SURVEYS.c.email_key)
         )).all()
-        reminders = await _claim_reminders(conn, db.dialect, now, max(0, limit - len(rows)))
+        reminders = await _claim_reminders(conn, db.dialect, now, max(0, limit - len(rows)),
+                                           owner, lease)
         claimed = [(r[0], r[1], r[2], r[3], False, r[4]) for r in rows] + reminders
         return await _with_users(conn, claimed)
 
 
 async def _claim_reminders(
-    conn: AsyncConnection, dialect: Dialect, now: datetime, limit: int
+    conn: AsyncConnection, dialect: Dialect, now: datetime, limit: int, owner: str,
+    lease: timedelta
 ) -> list[tuple[int, str, str, int, bool, str | None]]:
     if limit <= 0:
         return []
+    free = sa.or_(SURVEYS.c.lease_until.is_(None), SURVEYS.c.lease_until < now)
     due = (sa.select(SURVEYS.c.id)
-           .where(SURVEYS.c.reminder_due_at <= now, SURVEYS.c.state == SurveyState.SENT)
+           .where(SURVEYS.c.reminder_due_at <= now, SURVEYS.c.state == SurveyState.SENT, free)
            .order_by(SURVEYS.c.reminder_due_at).limit(limit))
     due = dialect.claimable(due)
-    # A reminder is claimed and handed off in one step: it is sent at most once (and never
-    # to a user erased or unsubscribed by then: the same check as a survey's hand-off).
+    # A reminder is leased like a survey (its row stays "sent"): the hand-off journal's
+    # mark, just before its own SMTP transaction, is what makes it sent (storage.journal);
+    # a claim whose holder died is free again when the lease runs out.
     rows = (await conn.execute(
         sa.update(SURVEYS).where(SURVEYS.c.id.in_(due.scalar_subquery()), _person_ok())
-        .values(reminder_due_at=None, reminder_sent_at=now)
+        .values(lease_owner=owner, lease_until=now + lease)
         .returning(SURVEYS.c.id, SURVEYS.c.user_id, SURVEYS.c.token, SURVEYS.c.attempts,
                    SURVEYS.c.email_key)
     )).all()

@@ -137,6 +137,54 @@ async def test_claims_are_exclusive_and_released_by_owner_or_lease(store: SqlSto
                                 "survey_id": mine[0].id}.items() <= why[-1].items()
 
 
+async def sent_with_reminder(store: Store, user_id: str, due: datetime) -> int:
+    """A user's survey recorded sent with a reminder due at `due`; the survey's id."""
+    await store.record([identify(0, user_id)], POLICY)
+    [claim] = [c for c in await store.claim_due(AT, "me", 50, LEASE) if c.user_id == user_id]
+    assert await store.settle([], NOW, owner="me", lease=LEASE, handoff=[claim.id]) == {claim.id}
+    await store.settle([Outcome(claim.id, user_id, SurveyState.SENT, "sent",
+                                expires_at=NOW + timedelta(days=30), reminder_due_at=due)],
+                       NOW, owner="me", lease=LEASE)
+    return claim.id
+
+
+async def test_a_reminder_is_leased_until_its_own_hand_off(store: SqlStore) -> None:
+    """A reminder counts as sent only from its own hand-off: one claimed by a process that
+    died before that is sent by another once the lease runs out; the dead one's late mark
+    is refused, and a reminder handed off is never claimed again."""
+    due = NOW + timedelta(days=3)
+    survey_id = await sent_with_reminder(store, "u1", due)
+    [dead] = await store.claim_due(due, "dead", 10, LEASE)
+    assert dead.reminder and dead.id == survey_id
+    assert await store.claim_due(due, "alive", 10, LEASE) == []  # leased
+    later = due + LEASE + timedelta(seconds=1)
+    [alive] = await store.claim_due(later, "alive", 10, LEASE)
+    assert alive.id == survey_id and alive.reminder
+    assert await store.settle([], later, owner="dead", lease=LEASE, reminders=[survey_id]) == set()
+    assert await store.settle([], later, owner="alive", lease=LEASE,
+                              reminders=[survey_id]) == {survey_id}
+    await store.settle([Outcome(survey_id, "u1", SurveyState.SENT, "reminder sent",
+                                reminder=True)], later, owner="alive", lease=LEASE)
+    assert await store.claim_due(later + timedelta(days=1), "alive", 10, LEASE) == []
+    user = await store.user("u1")
+    assert user is not None and user["surveys"][0]["reminder_sent_at"] is not None
+    assert user["surveys"][0]["state"] == SurveyState.SENT
+
+
+async def test_reminder_claims_come_back_on_a_clean_stop_and_a_skip_is_final(
+        store: SqlStore) -> None:
+    due = NOW + timedelta(days=3)
+    kept = await sent_with_reminder(store, "u1", due)
+    skipped = await sent_with_reminder(store, "u2", due)
+    assert {c.id for c in await store.claim_due(due, "me", 10, LEASE)} == {kept, skipped}
+    await store.record_outcomes([Outcome(skipped, "u2", SurveyState.SKIPPED, "skipped: x",
+                                         reminder=True)], due)
+    assert await store.release_unsent("me") == 1
+    assert [c.id for c in await store.claim_due(due, "next", 10, LEASE)] == [kept]
+    user = await store.user("u2")
+    assert user is not None and user["surveys"][0]["reminder_sent_at"] is None
+
+
 async def test_an_outbox_decides_what_a_dead_owners_hand_offs_became(store: SqlStore) -> None:
     """File backend: a hand-off whose .eml was written is sent; one whose .eml was not is
     back to pending (sent later, exactly once); nothing is failed."""
