@@ -28,6 +28,10 @@ TZ = SURVEYS.c.due_at.type
 INTERRUPTED = ("interrupted: npsd stopped during this survey's SMTP transaction, so the mail "
                "server may or may not have it; not sent again (at most once)")
 RESTORED = "sent (its .eml was found in the outbox after npsd stopped)"
+# Reminder claims are not renewed (that would touch every sent survey with a reminder to
+# come): their lease is long enough for any batch to be sent; a dead process's come back
+# after it. A reminder claimed twice is still sent once (the hand-off mark checks it is due).
+REMINDER_LEASE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ async def claim_due(
                        SURVEYS.c.email_key)
         )).all()
         reminders = await _claim_reminders(conn, db.dialect, now, max(0, limit - len(rows)),
-                                           owner, lease)
+                                           owner, max(lease, REMINDER_LEASE))
         claimed = [(r[0], r[1], r[2], r[3], False, r[4]) for r in rows] + reminders
         return await _with_users(conn, claimed)
 

@@ -24,7 +24,7 @@ from storage.import_store import ImportRow
 from storage.migrations import LATEST
 from storage.sql_store import SqlStore
 from storage.store import AnswerResult, IntakePolicy, Openness, Store, SurveyState
-from storage.surveys import INTERRUPTED, RESTORED, Delivered, Outcome
+from storage.surveys import INTERRUPTED, REMINDER_LEASE, RESTORED, Delivered, Outcome
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -157,7 +157,8 @@ async def test_a_reminder_is_leased_until_its_own_hand_off(store: SqlStore) -> N
     [dead] = await store.claim_due(due, "dead", 10, LEASE)
     assert dead.reminder and dead.id == survey_id
     assert await store.claim_due(due, "alive", 10, LEASE) == []  # leased
-    later = due + LEASE + timedelta(seconds=1)
+    assert await store.claim_due(due + LEASE * 2, "alive", 10, LEASE) == []  # not renewed,
+    later = due + REMINDER_LEASE + timedelta(seconds=1)  # but long
     [alive] = await store.claim_due(later, "alive", 10, LEASE)
     assert alive.id == survey_id and alive.reminder
     assert await store.settle([], later, owner="dead", lease=LEASE, reminders=[survey_id]) == set()
