@@ -162,18 +162,22 @@ def marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _distinct_sorted(values: Iterable[Any]) -> list[Any]:
+    return sorted(values if isinstance(values, set | frozenset) else set(values))
+
+
 def fetch_in(sql: str, values: Iterable[Any]) -> Steps[Rows]:
     """`sql` holds `{0}` (once or more) where the same IN list goes."""
     rows: Rows = []
     uses = sql.count("{0}") or sql.count("{}")
-    for part in chunks(sorted(set(values)), IN_CHUNK // max(1, uses)):
+    for part in chunks(_distinct_sorted(values), IN_CHUNK // max(1, uses)):
         rows += yield Fetch(sql.format(marks(len(part))), part * uses)
     return rows
 
 
 def execute_in(sql: str, values: Iterable[Any], *params: Any) -> Steps[None]:
     """`sql` holds `{}` for the IN list, after any `params`."""
-    for part in chunks(sorted(set(values)), IN_CHUNK - len(params)):
+    for part in chunks(_distinct_sorted(values), IN_CHUNK - len(params)):
         yield Fetch(sql.format(marks(len(part))), [*params, *part])
 
 

@@ -32,6 +32,10 @@ DELIVERIES = table(models.Delivery)
 
 
 def chunks(values: Iterable[Any], size: int = CHUNK) -> Iterable[list[Any]]:
+    if isinstance(values, list):  # the usual case (a sorted list): slices, not appends
+        for start in range(0, len(values), size):
+            yield values[start:start + size]
+        return
     batch: list[Any] = []
     for value in values:
         batch.append(value)
