@@ -21,6 +21,9 @@ MAX_ID_LENGTH = 256
 FUTURE_LIMIT = timedelta(hours=24)
 
 
+_TYPES = frozenset(TYPES)
+
+
 class InvalidMessage(ValueError):
     """The message cannot be accepted; the text says why (returned to the sender)."""
 
@@ -85,9 +88,9 @@ def parse_message(
         kind = raw.get("action")
     if not isinstance(kind, str) or not kind.strip():
         raise InvalidMessage("type is missing")
-    if kind not in TYPES:
+    if kind not in _TYPES:
         kind = kind.strip().lower()
-    if kind not in TYPES:
+    if kind not in _TYPES:
         raise UnknownType(f"unknown message type {kind[:40]!r}")
     user_id = _identifier(raw, "userId", "user_id")
     anonymous_id = _identifier(raw, "anonymousId", "anonymous_id")
@@ -98,13 +101,11 @@ def parse_message(
     if kind == "identify" and not traits and isinstance(context.get("traits"), dict):
         traits = context["traits"]
     timestamp = timestamp_override or _event_time(raw) or arrival
-    message = Message(
-        message_id=message_id, type=kind, user_id=user_id, anonymous_id=anonymous_id,
-        timestamp=timestamp, traits=traits, properties=properties,
-        context_timezone=_short_text(context.get("timezone"), 64) if context else None,
-        context_locale=_short_text(context.get("locale"), 32) if context else None,
-        context_group_id=_identifier(context, "groupId", "group_id") if context else None,
-    )
+    message = Message(message_id, kind, user_id, anonymous_id, timestamp, traits, properties)
+    if context:
+        message.context_timezone = _short_text(context.get("timezone"), 64)
+        message.context_locale = _short_text(context.get("locale"), 32)
+        message.context_group_id = _identifier(context, "groupId", "group_id")
     _check_type(message, raw)
     return message
 
@@ -119,7 +120,10 @@ def clamp_future(m: Message, arrival: datetime) -> bool:
 
 
 def _event_time(raw: dict[str, Any]) -> datetime | None:
-    for camel, snake in (("timestamp", "timestamp"), ("originalTimestamp", "original_timestamp"),
+    parsed = parse_timestamp(raw.get("timestamp"))  # the usual one, checked first
+    if parsed is not None:
+        return parsed
+    for camel, snake in (("originalTimestamp", "original_timestamp"),
                          ("receivedAt", "received_at")):
         parsed = parse_timestamp(field(raw, camel, snake))
         if parsed is not None:
