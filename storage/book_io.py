@@ -195,11 +195,13 @@ def _save_users(v: Values, book: Book) -> Steps[None]:
                             [_user_values(v, row, _USER_COLUMNS) for row in new])
     # Write only the columns that changed, grouped by which ones (activity is the usual set).
     groups: dict[tuple[str, ...], list[list[Any]]] = {}
+    users, loaded, now = book.users, book.loaded, book.now
+    now_value = v.ts(now)
     for user_id in sorted(book.dirty_users - book.new_users):
-        current = book.users.get(user_id)
+        current = users.get(user_id)
         if current is None:
             continue
-        before = book.loaded.get(user_id)
+        before = loaded.get(user_id)
         if before is None:
             changed = _USER_COMPARED
         else:
@@ -207,11 +209,13 @@ def _save_users(v: Values, book: Book) -> Steps[None]:
             if after == before:
                 continue
             changed = tuple(compress(_USER_COMPARED, map(ne, after, before)))
-        current["updated_at"] = book.now
-        columns = (*changed, "updated_at")
-        groups.setdefault(columns, []).append([*_user_values(v, current, columns), user_id])
-    for columns, rows in groups.items():
-        yield from v.update_rows(USERS, columns, "user_id", rows)
+        current["updated_at"] = now
+        rows = groups.get(changed)
+        if rows is None:
+            rows = groups[changed] = []
+        rows.append([*_user_values(v, current, changed), now_value, user_id])
+    for changed, rows in groups.items():
+        yield from v.update_rows(USERS, (*changed, "updated_at"), "user_id", rows)
 
 
 def save_book(v: Values, book: Book) -> Steps[None]:
