@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from storage.checkpointer import WRITER_AUTOCHECKPOINT
+from storage.pool_ping import ping_when_idle
 
 S = TypeVar("S", bound=sa.Select[Any])
 
@@ -143,8 +144,8 @@ class _Sqlite(Dialect):
 @dataclass(frozen=True)
 class _Postgresql(Dialect):
     def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                                     pool_pre_ping=True)
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        ping_when_idle(engine)
         return engine, engine
 
     async def exclusive(self, conn: AsyncConnection, key: int) -> None:
