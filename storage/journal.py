@@ -53,13 +53,14 @@ _DECISION = ("INSERT INTO decisions (user_id, at, survey_id, outcome, reason) "
 # COALESCE keeps SQLite's planner on the id and email_key indexes: with `state = …` and
 # `kind = …` as index terms it scanned every survey of the kind for each mark (100,000
 # rows per mark in bench/dispatch.py).
+_PERSON_OK = (
+    "AND EXISTS (SELECT 1 FROM users WHERE users.user_id = surveys.user_id "
+    "AND users.unsubscribed_at IS NULL) "
+    "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.user_id = surveys.user_id)")
 _MARK = (
     "UPDATE surveys SET handoff_at = ?, lease_until = ? WHERE id IN ({ids}) "
     "AND lease_owner = ? AND COALESCE(state, '') = 'sending' AND handoff_at IS NULL "
-    "AND EXISTS (SELECT 1 FROM users WHERE users.user_id = surveys.user_id "
-    "AND users.unsubscribed_at IS NULL) "
-    "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.user_id = surveys.user_id)"
-    "{address} RETURNING id")
+    + _PERSON_OK + "{address} RETURNING id")
 _ADDRESS = (
     " AND NOT EXISTS (SELECT 1 FROM surveys AS other WHERE other.email_key = surveys.email_key "
     "AND other.id <> surveys.id AND COALESCE(other.kind, '') = 'survey' "
@@ -70,10 +71,7 @@ _MARK_REMINDER = (
     "UPDATE surveys SET reminder_due_at = NULL, reminder_sent_at = ?, lease_owner = NULL, "
     "lease_until = NULL WHERE id IN ({ids}) AND lease_owner = ? "
     "AND COALESCE(state, '') = 'sent' AND reminder_due_at IS NOT NULL "
-    "AND EXISTS (SELECT 1 FROM users WHERE users.user_id = surveys.user_id "
-    "AND users.unsubscribed_at IS NULL) "
-    "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.user_id = surveys.user_id) "
-    "RETURNING id")
+    + _PERSON_OK + " RETURNING id")
 _RENEW = "UPDATE surveys SET lease_until = ? WHERE lease_owner = ? AND state = 'sending'"
 
 
