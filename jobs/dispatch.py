@@ -131,10 +131,13 @@ class Dispatcher:
             return None
         handed = await self._store.handed_off(owner)
         written = await asyncio.to_thread(outbox.first_emails_written,
-                                          settings.email.file_dir, handed)
+                                          settings.email.file_dir, handed.surveys)
+        reminders = await asyncio.to_thread(outbox.first_emails_written,
+                                            settings.email.file_dir, handed.reminders,
+                                            reminder=True)
         done = _next_second(now)
         return Delivered(frozenset(written), expires_at(done, settings.survey),
-                         reminder_due(done, settings.survey))
+                         reminder_due(done, settings.survey), frozenset(reminders))
 
     async def _next_batch(self, settings: Settings) -> tuple[int, list[Claimed]] | None:
         """Claim and screen the next batch: (how many claimed, the ones to send)."""

@@ -22,8 +22,9 @@ from storage.store import Store
 log = structlog.get_logger("npsd.outbox")
 
 _NAME = re.compile(r"-survey-(\d+)(?:-reminder|-alert)?(?:-\d+)?\.eml\Z")
-# a survey's own email, not a reminder or an alert
+# a survey's own email, not a reminder or an alert; and its reminder
 _FIRST = re.compile(r"-survey-(\d+)(?:-\d+)?\.eml\Z")
+_REMINDER = re.compile(r"-survey-(\d+)-reminder(?:-\d+)?\.eml\Z")
 
 
 def survey_stem(survey_id: int | str, reminder: bool = False, alert: bool = False) -> str:
@@ -46,8 +47,10 @@ def files_by_survey(directory: Path) -> dict[int, list[Path]]:
     return found
 
 
-def first_emails_written(directory: Path, survey_ids: Iterable[int]) -> set[int]:
-    """Which of these surveys have their (first) email in the outbox. A file is written
+def first_emails_written(directory: Path, survey_ids: Iterable[int], *,
+                         reminder: bool = False) -> set[int]:
+    """Which of these surveys have their (first) email, or with `reminder` their reminder,
+    in the outbox. A file is written
     under a dot-name and renamed when complete (jobs.email.FileBackend), so one found here
     was delivered whole, and one missing was not delivered at all."""
     wanted = set(survey_ids)
@@ -59,7 +62,7 @@ def first_emails_written(directory: Path, survey_ids: Iterable[int]) -> set[int]
     except (FileNotFoundError, NotADirectoryError):
         return found
     for entry in entries:
-        match = _FIRST.search(entry.name)
+        match = (_REMINDER if reminder else _FIRST).search(entry.name)
         if match is not None and int(match.group(1)) in wanted and not entry.name.startswith("."):
             found.add(int(match.group(1)))
     return found

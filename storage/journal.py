@@ -21,7 +21,7 @@ from storage.nps_totals import Counted, record_change
 from storage.sqlite_writer import run_transaction
 from storage.sqlutil import chunks
 from storage.states import SurveyState
-from storage.surveys import Outcome
+from storage.surveys import REMINDER_LEASE, Outcome
 
 _SENT = (
     "UPDATE surveys SET sent_at = ?, expires_at = ?, lease_owner = NULL, lease_until = NULL, "
@@ -35,9 +35,13 @@ _PENDING = (
     "lease_until = NULL, last_error = ?, attempts = attempts + ? WHERE id = ?")
 _FINAL = ("UPDATE surveys SET state = ?, lease_owner = NULL, lease_until = NULL, "
           "last_error = ? WHERE id = ?")
-# A reminder skipped or failed is not tried again: it is no longer due, nor claimed.
+# A reminder skipped or failed is not tried again: it is no longer due, nor claimed, nor
+# (its hand-off mark undone) sent.
 _REMINDER_FAILED = ("UPDATE surveys SET last_error = ?, reminder_due_at = NULL, "
-                    "lease_owner = NULL, lease_until = NULL WHERE id = ?")
+                    "reminder_sent_at = NULL, lease_owner = NULL, lease_until = NULL "
+                    "WHERE id = ?")
+_REMINDER_SENT = ("UPDATE surveys SET reminder_due_at = NULL, lease_owner = NULL, "
+                  "lease_until = NULL WHERE id = ?")
 # The surveys of a commit's outcomes as they are: which still exist (an erasure may have
 # deleted one while it was out: it leaves no decision behind) and what the running totals
 # knew of them. Locked (PostgreSQL) so an erasure waits for this commit. The kind is checked
@@ -66,12 +70,12 @@ _ADDRESS = (
     "AND other.id <> surveys.id AND COALESCE(other.kind, '') = 'survey' "
     "AND (other.sent_at >= ? "
     "OR (other.state = 'sending' AND other.handoff_at IS NOT NULL)))")
-# A reminder's hand-off: its row stays "sent"; that it went is what the reminder columns say.
+# A reminder's hand-off: its row stays "sent" and leased; reminder_sent_at is the mark, and
+# its outcome clears reminder_due_at (storage.surveys takes a dead holder's marks back).
 _MARK_REMINDER = (
-    "UPDATE surveys SET reminder_due_at = NULL, reminder_sent_at = ?, lease_owner = NULL, "
-    "lease_until = NULL WHERE id IN ({ids}) AND lease_owner = ? "
-    "AND COALESCE(state, '') = 'sent' AND reminder_due_at IS NOT NULL "
-    + _PERSON_OK + " RETURNING id")
+    "UPDATE surveys SET reminder_sent_at = ?, lease_until = ? WHERE id IN ({ids}) "
+    "AND lease_owner = ? AND COALESCE(state, '') = 'sent' AND reminder_due_at IS NOT NULL "
+    "AND reminder_sent_at IS NULL " + _PERSON_OK + " RETURNING id")
 _RENEW = "UPDATE surveys SET lease_until = ? WHERE lease_owner = ? AND state = 'sending'"
 
 
@@ -95,7 +99,8 @@ def settle_steps(v: Values, outcomes: list[Outcome], now: datetime, owner: str,
         mine.update(int(r[0]) for r in (yield Fetch(sql, params)))
     for part in chunks(reminders):
         mine.update(int(r[0]) for r in (yield Fetch(
-            _MARK_REMINDER.format(ids=_marks(len(part))), [v.ts(now), *part, owner])))
+            _MARK_REMINDER.format(ids=_marks(len(part))),
+            [v.ts(now), v.ts(now + REMINDER_LEASE), *part, owner])))
     if renew:
         yield Fetch(_RENEW, (until, owner))
     return mine
@@ -108,9 +113,12 @@ def _record(v: Values, outcomes: list[Outcome], now: datetime) -> Steps[None]:
     pending: list[tuple[Any, ...]] = []
     final: list[tuple[Any, ...]] = []
     reminders: list[tuple[Any, ...]] = []
+    reminders_sent: list[tuple[Any, ...]] = []
     for o in outcomes:
         if o.reminder:
-            if o.state != SurveyState.SENT:
+            if o.state == SurveyState.SENT:
+                reminders_sent.append((o.survey_id,))
+            else:
                 reminders.append((o.reason, o.survey_id))
         elif o.state == SurveyState.SENT:
             sent.setdefault((o.expires_at, o.reminder_due_at), []).append(o.survey_id)
@@ -133,7 +141,8 @@ def _record(v: Values, outcomes: list[Outcome], now: datetime) -> Steps[None]:
         for part in chunks(ids_of):
             yield Fetch(_SENT.format(ids=_marks(len(part))),
                         (v.ts(now), v.ts(expires), v.ts(reminder), *part))
-    for sql, many_rows in ((_PENDING, pending), (_FINAL, final), (_REMINDER_FAILED, reminders)):
+    for sql, many_rows in ((_PENDING, pending), (_FINAL, final), (_REMINDER_FAILED, reminders),
+                           (_REMINDER_SENT, reminders_sent)):
         if many_rows:
             yield Many(sql, many_rows)
     at = v.ts(now)

@@ -35,7 +35,7 @@ from storage.migrations import current_version, migrate
 from storage.sqlutil import EVENTS
 from storage.states import AnswerResult
 from storage.store import IntakePolicy
-from storage.surveys import Claimed, Delivered, Outcome
+from storage.surveys import Claimed, Delivered, HandedOff, Outcome
 from storage.sync_store import PendingChunk
 
 log = structlog.get_logger("npsd.storage")
@@ -123,14 +123,14 @@ class SqlStore(ConsoleStore):
                                                delivered)
         return await surveys.release_expired_leases(self.db, now or self._clock.now())
 
-    async def handed_off(self, owner: str) -> list[int]:
+    async def handed_off(self, owner: str) -> HandedOff:
         return await surveys.handed_off(self.db, owner)
 
     async def release_unsent(self, owner: str) -> int:
         return await surveys.release_unsent(self.db, owner, self._clock.now())
 
-    async def lease_owners(self) -> list[str]:
-        return await surveys.lease_owners(self.db)
+    async def lease_owners(self, now: datetime | None = None) -> list[str]:
+        return await surveys.lease_owners(self.db, now or self._clock.now())
 
     async def earliest_due(self) -> datetime | None:
         return await surveys.earliest_due(self.db)

@@ -26,7 +26,7 @@ from storage.events import Message
 from storage.import_store import ImportRow, RowOutcome
 from storage.states import ENDED, UNSENT, AnswerResult, Openness, SurveyState
 from storage.survey_plan import Planner
-from storage.surveys import Claimed, Delivered, Outcome
+from storage.surveys import Claimed, Delivered, HandedOff, Outcome
 from storage.sync_store import PendingChunk
 
 __all__ = ["ENDED", "UNSENT", "AnswerResult", "IntakePolicy", "Openness", "Store",
@@ -101,20 +101,23 @@ class Store(Protocol):
         """Give back claims: `owner`'s, or (owner None) every claim whose lease ended
         before `now`. Claims not handed off go back to pending; handed-off ones (their
         SMTP transaction had started) are recorded failed ("interrupted", never resent),
-        with a decision. With `delivered` (file backend, `owner` dead): those in it are
-        recorded sent, the other hand-offs go back to pending. Returns (back, failed)."""
+        with a decision. Reminder claims likewise: unmarked ones are free again, marked ones
+        recorded "reminder failed" (interrupted). With `delivered` (file backend, `owner`
+        dead): those in it are recorded sent, the other hand-offs go back to pending (or are
+        free again). Returns (back, failed)."""
         ...
 
-    async def handed_off(self, owner: str) -> list[int]:
-        """Ids of `owner`'s claims whose hand-off was committed and not yet settled."""
+    async def handed_off(self, owner: str) -> HandedOff:
+        """Ids of `owner`'s claims (surveys, reminders) whose hand-off was committed and not
+        yet settled."""
         ...
 
     async def release_unsent(self, owner: str) -> int:
         """Give back `owner`'s claims not yet handed to the mail server; their count."""
         ...
 
-    async def lease_owners(self) -> list[str]:
-        """The owners holding claims now; `[]` when none."""
+    async def lease_owners(self, now: datetime | None = None) -> list[str]:
+        """The owners holding survey or reminder claims now; `[]` when none."""
         ...
 
     async def earliest_due(self) -> datetime | None:

@@ -6,6 +6,9 @@ transaction: `handoff_at` is set, and committed, just before that (jobs.handoff 
 marks of all connections, with the outcomes of the messages before them, into one commit).
 A claim whose lease ran out with handoff_at set is never sent again (at most once) and is
 recorded failed "interrupted"; one without it goes back to pending for any process to take.
+A reminder is claimed the same way while its survey stays "sent": `reminder_sent_at` is its
+hand-off mark, and its outcome clears `reminder_due_at`; a dead holder's unmarked reminder
+claims are free again at once, its marked ones are recorded interrupted.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from storage.states import SurveyState
 TZ = SURVEYS.c.due_at.type
 INTERRUPTED = ("interrupted: npsd stopped during this survey's SMTP transaction, so the mail "
                "server may or may not have it; not sent again (at most once)")
+INTERRUPTED_REMINDER = ("interrupted: npsd stopped during this reminder's SMTP transaction, so "
+                        "the mail server may or may not have it; not sent again (at most once)")
 RESTORED = "sent (its .eml was found in the outbox after npsd stopped)"
 # Reminder claims are not renewed (that would touch every sent survey with a reminder to
 # come): their lease is long enough for any batch to be sent; a dead process's come back
-# after it. A reminder claimed twice is still sent once (the hand-off mark checks it is due).
+# when it is seen dead, or after the lease. A reminder claimed twice is still sent once (its
+# hand-off mark checks that it is ours and not marked yet).
 REMINDER_LEASE = timedelta(minutes=10)
 
 
@@ -55,14 +61,24 @@ class Delivered:
     ids: frozenset[int]
     expires_at: datetime | None = None
     reminder_due_at: datetime | None = None
+    reminders: frozenset[int] = frozenset()  # marked reminders whose .eml is written
+
+
+@dataclass(frozen=True)
+class HandedOff:
+    """A holder's hand-offs not yet settled: surveys and reminders."""
+    surveys: list[int]
+    reminders: list[int]
 
 
 async def _release(db: Database, which: Any, now: datetime, *,
                    fail_handed_off: bool = True,
-                   delivered: Delivered | None = None) -> tuple[int, int]:
+                   delivered: Delivered | None = None,
+                   reminders_due_by: datetime | None = None) -> tuple[int, int]:
     """The one rule for taking claims back: a claim not yet handed off returns to pending;
     one whose SMTP transaction had started fails and is never sent again (at most once),
-    with a decision saying so; with `delivered` (the outbox was looked at) none fails."""
+    with a decision saying so; with `delivered` (the outbox was looked at) none fails.
+    Reminder claims (due by `reminders_due_by`, or any) follow the same rule."""
     claimed = sa.and_(SURVEYS.c.state == SurveyState.SENDING, which)
     handed = sa.and_(claimed, SURVEYS.c.handoff_at.is_not(None))
     decided: list[dict[str, Any]] = []
@@ -96,9 +112,42 @@ async def _release(db: Database, which: Any, now: datetime, *,
                 .returning(SURVEYS.c.id, SURVEYS.c.user_id))).all()
             failed = len(lost)
             decided += [_decision(r, now, SurveyState.FAILED, INTERRUPTED) for r in lost]
+        due = (SURVEYS.c.reminder_due_at.is_not(None) if reminders_due_by is None
+               else SURVEYS.c.reminder_due_at <= reminders_due_by)
+        reminders_back, reminders_failed = await _release_reminders(
+            conn, sa.and_(due, which), now, fail_handed_off, delivered, decided)
         if decided:  # `npsd why` shows what became of each one, with its reason
             await conn.execute(sa.insert(DECISIONS), decided)
-    return back, failed
+    return back + reminders_back, failed + reminders_failed
+
+
+async def _release_reminders(conn: AsyncConnection, which: Any, now: datetime,
+                             fail_handed_off: bool, delivered: Delivered | None,
+                             decided: list[dict[str, Any]]) -> tuple[int, int]:
+    """The same rule for reminder claims (`which` includes that they are due)."""
+    claimed = sa.and_(SURVEYS.c.lease_owner.is_not(None), which)
+    handed = sa.and_(claimed, SURVEYS.c.reminder_sent_at.is_not(None))
+    if delivered is not None and delivered.reminders:
+        for part in chunks(sorted(delivered.reminders)):
+            written = (await conn.execute(
+                sa.update(SURVEYS).where(handed, SURVEYS.c.id.in_(part))
+                .values(reminder_due_at=None, lease_owner=None, lease_until=None)
+                .returning(SURVEYS.c.id, SURVEYS.c.user_id))).all()
+            decided += [_decision(r, now, "reminder sent", RESTORED) for r in written]
+    back = (await conn.execute(
+        sa.update(SURVEYS)
+        .where(claimed if delivered is not None else
+               sa.and_(claimed, SURVEYS.c.reminder_sent_at.is_(None)))
+        .values(lease_owner=None, lease_until=None, reminder_sent_at=None))).rowcount
+    if not fail_handed_off or delivered is not None:
+        return back, 0
+    lost = (await conn.execute(
+        sa.update(SURVEYS).where(handed)
+        .values(reminder_due_at=None, lease_owner=None, lease_until=None,
+                last_error=INTERRUPTED_REMINDER)
+        .returning(SURVEYS.c.id, SURVEYS.c.user_id))).all()
+    decided += [_decision(r, now, "reminder failed", INTERRUPTED_REMINDER) for r in lost]
+    return back, len(lost)
 
 
 def _decision(row: Any, at: datetime, outcome: str, reason: str) -> dict[str, Any]:
@@ -106,26 +155,36 @@ def _decision(row: Any, at: datetime, outcome: str, reason: str) -> dict[str, An
             "reason": reason}
 
 
-async def handed_off(db: Database, owner: str) -> list[int]:
+async def handed_off(db: Database, owner: str) -> HandedOff:
     """The claims of `owner` whose SMTP transaction (or .eml write) had started."""
     async with db.read() as conn:
         rows = await conn.execute(
             sa.select(SURVEYS.c.id).where(SURVEYS.c.state == SurveyState.SENDING,
                                           SURVEYS.c.lease_owner == owner,
                                           SURVEYS.c.handoff_at.is_not(None)))
-        return [int(r[0]) for r in rows]
+        reminders = await conn.execute(
+            sa.select(SURVEYS.c.id).where(SURVEYS.c.reminder_due_at.is_not(None),
+                                          SURVEYS.c.lease_owner == owner,
+                                          SURVEYS.c.reminder_sent_at.is_not(None)))
+        return HandedOff([int(r[0]) for r in rows], [int(r[0]) for r in reminders])
 
 
 async def release_expired_leases(db: Database, now: datetime) -> tuple[int, int]:
-    """Take back the claims of a process that died: (returned to pending, failed)."""
-    return await _release(db, SURVEYS.c.lease_until < now, now)
+    """Take back the claims of a process that died: (returned to pending, failed). A
+    claimed reminder was due when it was claimed: the index on reminder_due_at keeps this
+    to the reminders due by now."""
+    return await _release(db, SURVEYS.c.lease_until < now, now, reminders_due_by=now)
 
 
-async def lease_owners(db: Database) -> list[str]:
+async def lease_owners(db: Database, now: datetime) -> list[str]:
     async with db.read() as conn:
-        rows = await conn.execute(sa.select(SURVEYS.c.lease_owner).distinct()
-                                  .where(SURVEYS.c.state == SurveyState.SENDING))
-        return [str(r[0]) for r in rows if r[0] is not None]
+        owners = {str(r[0]) for r in await conn.execute(
+            sa.select(SURVEYS.c.lease_owner).distinct()
+            .where(SURVEYS.c.state == SurveyState.SENDING)) if r[0] is not None}
+        owners.update(str(r[0]) for r in await conn.execute(
+            sa.select(SURVEYS.c.lease_owner).distinct()
+            .where(SURVEYS.c.reminder_due_at <= now, SURVEYS.c.lease_owner.is_not(None))))
+        return sorted(owners)
 
 
 async def release_owner(db: Database, owner: str, now: datetime,
@@ -136,14 +195,9 @@ async def release_owner(db: Database, owner: str, now: datetime,
 
 
 async def release_unsent(db: Database, owner: str, now: datetime) -> int:
-    """On a clean stop: claims not yet handed off go back to pending for the next start,
-    and claimed reminders are free again."""
+    """On a clean stop: claims not yet handed off (surveys and reminders) are free again
+    for the next start."""
     back, _ = await _release(db, SURVEYS.c.lease_owner == owner, now, fail_handed_off=False)
-    async with db.write() as conn:
-        back += (await conn.execute(
-            sa.update(SURVEYS).where(SURVEYS.c.reminder_due_at.is_not(None),
-                                     SURVEYS.c.lease_owner == owner)
-            .values(lease_owner=None, lease_until=None))).rowcount
     return back
 
 
@@ -176,7 +230,8 @@ async def _claim_reminders(
         return []
     free = sa.or_(SURVEYS.c.lease_until.is_(None), SURVEYS.c.lease_until < now)
     due = (sa.select(SURVEYS.c.id)
-           .where(SURVEYS.c.reminder_due_at <= now, SURVEYS.c.state == SurveyState.SENT, free)
+           .where(SURVEYS.c.reminder_due_at <= now, SURVEYS.c.state == SurveyState.SENT,
+                  SURVEYS.c.reminder_sent_at.is_(None), free)
            .order_by(SURVEYS.c.reminder_due_at).limit(limit))
     due = dialect.claimable(due)
     # A reminder is leased like a survey (its row stays "sent"): the hand-off journal's
@@ -301,7 +356,7 @@ async def earliest_due(db: Database) -> datetime | None:
         )).scalar()
         reminder = (await conn.execute(
             sa.select(sa.func.min(SURVEYS.c.reminder_due_at))
-            .where(SURVEYS.c.state == SurveyState.SENT)
+            .where(SURVEYS.c.state == SurveyState.SENT, SURVEYS.c.reminder_sent_at.is_(None))
         )).scalar()
     candidates = [utc(v) for v in (value, reminder) if v is not None]
     return min(c for c in candidates if c is not None) if candidates else None

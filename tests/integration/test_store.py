@@ -24,7 +24,15 @@ from storage.import_store import ImportRow
 from storage.migrations import LATEST
 from storage.sql_store import SqlStore
 from storage.store import AnswerResult, IntakePolicy, Openness, Store, SurveyState
-from storage.surveys import INTERRUPTED, REMINDER_LEASE, RESTORED, Delivered, Outcome
+from storage.surveys import (
+    INTERRUPTED,
+    INTERRUPTED_REMINDER,
+    REMINDER_LEASE,
+    RESTORED,
+    Delivered,
+    HandedOff,
+    Outcome,
+)
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -65,7 +73,7 @@ async def test_an_empty_store_answers_with_nothing(store: SqlStore) -> None:
     assert await store.release("me") == (0, 0)
     assert await store.release(now=NOW) == (0, 0)
     assert await store.release_unsent("me") == 0
-    assert await store.handed_off("me") == []
+    assert await store.handed_off("me") == HandedOff([], [])
     assert await store.expire(NOW) == 0
     assert await store.existing_surveys({1, 2}) == set()
     assert await store.sent_per_account(["acme"], NOW - timedelta(days=1)) == {}
@@ -126,7 +134,7 @@ async def test_claims_are_exclusive_and_released_by_owner_or_lease(store: SqlSto
                               handoff=[mine[0].id]) == set()
     assert await store.settle([], NOW, owner="me", lease=LEASE,
                               handoff=[mine[0].id]) == {mine[0].id}
-    assert await store.handed_off("me") == [mine[0].id]
+    assert await store.handed_off("me") == HandedOff([mine[0].id], [])
     assert await store.release_unsent("me") == 1  # the one not handed off
     assert await store.release("me") == (0, 1)  # the handed-off one fails, never resent
     assert await store.release(now=AT + LEASE + timedelta(seconds=1)) == (1, 0)
@@ -172,6 +180,78 @@ async def test_a_reminder_is_leased_until_its_own_hand_off(store: SqlStore) -> N
     assert user["surveys"][0]["state"] == SurveyState.SENT
 
 
+async def test_a_dead_holders_reminders_are_free_at_once_or_interrupted(
+        store: SqlStore) -> None:
+    """A holder seen dead: its reminder claims not handed off are free for another process
+    at once; one whose SMTP transaction had started is recorded "reminder failed"
+    (interrupted) and never sent again, the survey itself staying sent."""
+    due = NOW + timedelta(days=3)
+    marked = await sent_with_reminder(store, "u1", due)
+    unmarked = await sent_with_reminder(store, "u2", due)
+    assert {c.id for c in await store.claim_due(due, "dead", 10, LEASE)} == {marked, unmarked}
+    assert await store.settle([], due, owner="dead", lease=LEASE,
+                              reminders=[marked]) == {marked}
+    assert await store.lease_owners(due) == ["dead"]
+    assert await store.handed_off("dead") == HandedOff([], [marked])
+    assert await store.release("dead", due) == (1, 1)
+    assert await store.lease_owners(due) == []
+    [again] = await store.claim_due(due, "alive", 10, LEASE)
+    assert again.id == unmarked and again.reminder
+    user = await store.user("u1")
+    assert user is not None and user["surveys"][0]["state"] == SurveyState.SENT
+    why = await store.decisions("u1")
+    assert why is not None and (why[-1]["outcome"], why[-1]["reason"]) == (
+        "reminder failed", INTERRUPTED_REMINDER)
+    later = due + REMINDER_LEASE + timedelta(seconds=1)  # alive's claim ran out
+    assert [c.id for c in await store.claim_due(later, "alive", 10, LEASE)] == [unmarked]
+
+
+async def test_a_marked_reminder_whose_lease_ran_out_is_interrupted(store: SqlStore) -> None:
+    """A holder on another host is only taken over by expiry: the same rule applies then."""
+    due = NOW + timedelta(days=3)
+    survey_id = await sent_with_reminder(store, "u1", due)
+    await store.claim_due(due, "elsewhere", 10, LEASE)
+    assert await store.settle([], due, owner="elsewhere", lease=LEASE,
+                              reminders=[survey_id]) == {survey_id}
+    assert await store.release(now=due + timedelta(minutes=1)) == (0, 0)  # still leased
+    assert await store.release(now=due + REMINDER_LEASE + timedelta(seconds=1)) == (0, 1)
+    assert await store.claim_due(due + timedelta(days=1), "alive", 10, LEASE) == []
+
+
+async def test_a_reminder_the_mail_server_refused_is_not_recorded_sent(
+        store: SqlStore) -> None:
+    due = NOW + timedelta(days=3)
+    survey_id = await sent_with_reminder(store, "u1", due)
+    await store.claim_due(due, "me", 10, LEASE)
+    assert await store.settle([], due, owner="me", lease=LEASE,
+                              reminders=[survey_id]) == {survey_id}
+    await store.settle([Outcome(survey_id, "u1", SurveyState.FAILED, "failed: 550",
+                                reminder=True)], due, owner="me", lease=LEASE)
+    user = await store.user("u1")
+    assert user is not None and user["surveys"][0]["reminder_sent_at"] is None
+    assert await store.lease_owners(due) == []
+    assert await store.claim_due(due + timedelta(days=1), "me", 10, LEASE) == []
+
+
+async def test_an_outbox_decides_what_a_dead_owners_reminders_became(store: SqlStore) -> None:
+    """File backend: a marked reminder whose .eml was written is sent; one whose .eml was
+    not is free again (sent later, exactly once)."""
+    due = NOW + timedelta(days=3)
+    written = await sent_with_reminder(store, "u1", due)
+    unwritten = await sent_with_reminder(store, "u2", due)
+    await store.claim_due(due, "dead", 10, LEASE)
+    assert await store.settle([], due, owner="dead", lease=LEASE,
+                              reminders=[written, unwritten]) == {written, unwritten}
+    assert await store.release("dead", due, delivered=Delivered(
+        frozenset(), reminders=frozenset({written}))) == (1, 0)
+    assert [c.id for c in await store.claim_due(due, "alive", 10, LEASE)] == [unwritten]
+    why = await store.decisions("u1")
+    assert why is not None and (why[-1]["outcome"], why[-1]["reason"]) == (
+        "reminder sent", RESTORED)
+    user = await store.user("u2")
+    assert user is not None and user["surveys"][0]["reminder_sent_at"] is None
+
+
 async def test_reminder_claims_come_back_on_a_clean_stop_and_a_skip_is_final(
         store: SqlStore) -> None:
     due = NOW + timedelta(days=3)
@@ -194,11 +274,12 @@ async def test_an_outbox_decides_what_a_dead_owners_hand_offs_became(store: SqlS
     written, unwritten, waiting = (c.id for c in claims)
     assert await store.settle([], NOW, owner="dead", lease=LEASE,
                               handoff=[written, unwritten]) == {written, unwritten}
-    assert sorted(await store.handed_off("dead")) == sorted([written, unwritten])
+    assert sorted((await store.handed_off("dead")).surveys) == sorted([written, unwritten])
     expires = NOW + timedelta(days=30)
     assert await store.release("dead", NOW, delivered=Delivered(
         frozenset({written}), expires_at=expires)) == (2, 0)
-    assert await store.handed_off("dead") == [] and await store.lease_owners() == []
+    assert await store.handed_off("dead") == HandedOff([], [])
+    assert await store.lease_owners() == []
     states = {c.id: await store.user(c.user_id) for c in claims}
     assert [states[i]["surveys"][0]["state"] for i in (written, unwritten, waiting)] == [
         "sent", "pending", "pending"]

@@ -120,11 +120,12 @@ async def survey_ids_in(url: str, tokens: Iterable[str]) -> Counter[int]:
     return counts
 
 
-def email_tokens(messages: Iterable[Any]) -> list[str]:
-    """The survey token of each email that is not a reminder."""
+def email_tokens(messages: Iterable[Any], *, reminders: bool = False) -> list[str]:
+    """The survey token of each email that is not a reminder (or, with `reminders`, of
+    each reminder)."""
     out = []
     for msg in messages:
-        if str(msg["Subject"]).startswith("Reminder:"):
+        if str(msg["Subject"]).startswith("Reminder:") != reminders:
             continue
         match = UNSUBSCRIBE_TOKEN.search(str(msg["List-Unsubscribe"]))
         assert match is not None, f"no unsubscribe link in {msg['List-Unsubscribe']!r}"
@@ -132,12 +133,13 @@ def email_tokens(messages: Iterable[Any]) -> list[str]:
     return out
 
 
-def outbox_tokens(outbox: Path) -> list[str]:
-    """Survey tokens of every complete .eml in the file backend's outbox."""
+def outbox_tokens(outbox: Path, *, reminders: bool = False) -> list[str]:
+    """Survey tokens of every complete .eml in the file backend's outbox (first emails, or
+    reminders)."""
     if not outbox.is_dir():
         return []
-    return email_tokens(message_from_bytes(path.read_bytes(), policy=policy.default)
-                        for path in sorted(outbox.glob("*.eml")))
+    return email_tokens((message_from_bytes(path.read_bytes(), policy=policy.default)
+                         for path in sorted(outbox.glob("*.eml"))), reminders=reminders)
 
 
 @dataclass
@@ -183,32 +185,39 @@ def audit_surveys(
     )
 
 
-async def seed(url: str, n: int, *, answered: bool = False, first: int = 0) -> None:
+async def seed(url: str, n: int, *, answered: bool = False, first: int = 0,
+               reminders: bool = False) -> None:
     """Users u{first}… with an email and one survey each, due in the past (or sent and
-    answered, waiting to be synced), written straight into the store (SQLite or
+    answered, waiting to be synced; or with `reminders`, sent, unanswered and with its
+    reminder due, to users r{first}…), written straight into the store (SQLite or
     PostgreSQL, while npsd runs)."""
     now = datetime.now(UTC)
     past = now - timedelta(minutes=5)
     ids = range(first, first + n)
+    prefix = "r" if reminders else "u"
     users = [
-        (f"u{i}", False, f"u{i}@example.com", "Seeded", "{}", "{}", 0, 0, True, now) for i in ids
+        (f"{prefix}{i}", False, f"{prefix}{i}@example.com", "Seeded", "{}", "{}", 0, 0, True,
+         now) for i in ids
     ]
+    sent = answered or reminders
     surveys = [
         (
-            f"u{i}",
+            f"{prefix}{i}",
             secrets.token_urlsafe(24),
             "survey",
-            "answered" if answered else "pending",
+            "answered" if answered else "sent" if reminders else "pending",
             past,
             past,
             0,
             1 if answered else 0,
             0,
             answered,
-            past if answered else None,
+            past if sent else None,
             (i % 11) if answered else None,
             f"comment {i}" if answered else None,
             past if answered else None,
+            past if reminders else None,
+            now + timedelta(days=30) if reminders else None,
         )
         for i in ids
     ]
@@ -254,6 +263,8 @@ async def seed(url: str, n: int, *, answered: bool = False, first: int = 0) -> N
                     "score",
                     "comment",
                     "answered_at",
+                    "reminder_due_at",
+                    "expires_at",
                 ],
                 timeout=60,
             )
@@ -265,7 +276,7 @@ USER_COLUMNS = ("user_id", "anonymous", "email", "first_name", "traits", "trait_
                 "event_count", "session_count", "unsubscribe_synced", "updated_at")
 SURVEY_COLUMNS = ("user_id", "token", "kind", "state", "due_at", "created_at", "attempts",
                   "answer_revision", "synced_revision", "needs_sync", "sent_at", "score",
-                  "comment", "answered_at")
+                  "comment", "answered_at", "reminder_due_at", "expires_at")
 
 
 def _seed_sqlite(path: str, users: list[tuple[Any, ...]], surveys: list[tuple[Any, ...]]

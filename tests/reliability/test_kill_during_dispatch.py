@@ -4,7 +4,9 @@ each kill, send to a real aiosmtpd sink that holds every message a moment, so ea
 inside SMTP transactions. After every kill the dead process's claims are taken back: those
 whose own SMTP transaction had started (at most `email.smtp.max_connections`) are recorded
 failed "interrupted", with the reason in `npsd why`; the rest go back to the queue and are
-sent. With the file backend a kill costs nothing: every survey is written exactly once."""
+sent. Every other kill lands in a run of reminders instead (surveys sent earlier, their
+reminder due): the same rule holds for them, an interrupted one recorded "reminder failed".
+With the file backend a kill costs nothing: every survey is written exactly once."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from storage.surveys import INTERRUPTED
+from storage.surveys import INTERRUPTED, INTERRUPTED_REMINDER
 from tests.fakes.smtp_sink import SmtpSink
 from tests.harness import Daemon
 from tests.reliability.support import (
@@ -43,10 +45,13 @@ TAKE_BACK_S = 20  # a same-host dead process's claims come back on a survivor's 
 
 @dataclass
 class Kills:
-    """What each kill cost: surveys recorded interrupted, and claims the victim held."""
+    """What each kill cost: surveys (or reminders) recorded interrupted, and claims the
+    victim held."""
     interrupted: list[int] = field(default_factory=list)
     held: list[tuple[int, int]] = field(default_factory=list)  # (claims, handed off)
     next_user: int = 0
+    reminder_users: int = 0
+    reminder_kills: int = 0
 
 
 def npsd(tmp_path: Path, name: str, url: str, sink: SmtpSink | None) -> Daemon:
@@ -59,16 +64,20 @@ def npsd(tmp_path: Path, name: str, url: str, sink: SmtpSink | None) -> Daemon:
     return d
 
 
-async def _held(url: str, pid: int) -> tuple[int, int]:
+async def _held(url: str, pid: int, reminders: bool = False) -> tuple[int, int]:
+    """(claims, handed off) of the process `pid`: surveys, or reminders."""
     [(claims, handed)] = await rows(
-        url, "SELECT count(*), count(handoff_at) FROM surveys "
+        url, "SELECT count(*), count(reminder_sent_at) FROM surveys "
+        "WHERE reminder_due_at IS NOT NULL AND lease_owner LIKE ?" if reminders else
+        "SELECT count(*), count(handoff_at) FROM surveys "
         "WHERE state = 'sending' AND lease_owner LIKE ?", f"%:{pid}:%")
     return int(claims), int(handed)
 
 
 async def _interrupted(url: str) -> int:
-    [(n,)] = await rows(url, "SELECT count(*) FROM surveys WHERE state = 'failed' AND "
-                        "last_error = ?", INTERRUPTED)
+    [(n,)] = await rows(url, "SELECT count(*) FROM surveys WHERE (state = 'failed' AND "
+                        "last_error = ?) OR (state = 'sent' AND last_error = ?)", INTERRUPTED,
+                        INTERRUPTED_REMINDER)
     return int(n)
 
 
@@ -77,15 +86,23 @@ async def kill_mid_dispatch(victims: list[Daemon], url: str, kills: Kills,
     """Make surveys due, SIGKILL the first of `victims` seen with a survey in an SMTP
     transaction, wait until its claims are taken back (by another process, or by itself
     started again with `restart`) and note what the kill cost. Returns the one killed."""
-    await seed(url, TOP_UP, first=kills.next_user)
-    kills.next_user += TOP_UP
+    reminders = len(kills.interrupted) % 2 == 1
+    if reminders:  # once the surveys are out, so that the kill lands among reminders
+        await wait_until(lambda: _no_surveys_left(url), timeout=30, interval=0.05,
+                         what="the surveys sent before the reminders")
+        await seed(url, TOP_UP, first=kills.reminder_users, reminders=True)
+        kills.reminder_users += TOP_UP
+        kills.reminder_kills += 1
+    else:
+        await seed(url, TOP_UP, first=kills.next_user)
+        kills.next_user += TOP_UP
     before = await _interrupted(url)
     pids = {d.proc.pid: d for d in victims if d.proc is not None}
     found: list[tuple[int, tuple[int, int]]] = []
 
     async def mid_transaction() -> bool:
         for pid in pids:
-            held = await _held(url, pid)
+            held = await _held(url, pid, reminders)
             if held[1] > 0:
                 found.append((pid, held))
                 return True
@@ -97,15 +114,19 @@ async def kill_mid_dispatch(victims: list[Daemon], url: str, kills: Kills,
     await victim.kill()
     if restart:
         await victim.start()
-    await wait_until(lambda: _none_held(url, pid), timeout=TAKE_BACK_S, interval=0.1,
-                     what="the dead process's claims taken back")
+    await wait_until(lambda: _none_held(url, pid, reminders), timeout=TAKE_BACK_S,
+                     interval=0.1, what="the dead process's claims taken back")
     kills.held.append(held)
     kills.interrupted.append(await _interrupted(url) - before)
     return victim
 
 
-async def _none_held(url: str, pid: int) -> bool:
-    return (await _held(url, pid))[0] == 0
+async def _none_held(url: str, pid: int, reminders: bool) -> bool:
+    return (await _held(url, pid, reminders))[0] == 0
+
+
+async def _no_surveys_left(url: str) -> bool:
+    return await unfinished_surveys(url) == 0
 
 
 async def finish(url: str, sink: SmtpSink | None) -> None:
@@ -116,7 +137,9 @@ async def finish(url: str, sink: SmtpSink | None) -> None:
 
 
 async def _settled(url: str) -> bool:
-    return await unfinished_surveys(url) == 0
+    [(reminders,)] = await rows(url, "SELECT count(*) FROM surveys WHERE reminder_due_at IS "
+                                "NOT NULL")
+    return await unfinished_surveys(url) == 0 and int(reminders) == 0
 
 
 async def check_why(url: str, d: Daemon, states: dict[int, tuple[str, str | None, str]]
@@ -208,23 +231,61 @@ async def test_kills_on_sqlite_cost_one_survey_per_connection_at_most(
                            SQLITE_KILLS, states, lost)
 
 
+def split(states: dict[int, tuple[str, str | None, str]]
+          ) -> tuple[dict[int, tuple[str, str | None, str]], dict[int, tuple[str, str | None, str]]]:
+    """(first surveys, surveys seeded for their reminders), by their users' names."""
+    first = {k: v for k, v in states.items() if v[2].startswith("u")}
+    return first, {k: v for k, v in states.items() if k not in first}
+
+
+async def audit_reminders(url: str, states: dict[int, tuple[str, str | None, str]],
+                          reminded: Counter[int]) -> tuple[list[int], list[str]]:
+    """Each seeded survey stays sent and got its reminder exactly once, or at most once when
+    it was interrupted, with its decision. Returns (interrupted ids, problems)."""
+    problems = [f"reminder of unknown survey {s}" for s in reminded if s not in states]
+    lost = sorted(s for s, (_st, error, _u) in states.items() if error == INTERRUPTED_REMINDER)
+    for sid, (state, error, _user) in sorted(states.items()):
+        n = reminded.get(sid, 0)
+        if state != "sent" or (error is not None and error != INTERRUPTED_REMINDER):
+            problems.append(f"survey {sid} ended {state!r} ({error!r}) after its reminder")
+        elif n > 1 or (sid not in lost and n != 1):
+            problems.append(f"survey {sid} got {n} reminders (interrupted: {sid in lost})")
+    decided = {int(r[0]) for r in await rows(
+        url, "SELECT survey_id FROM decisions WHERE outcome = 'reminder failed' AND "
+        "reason = ?", INTERRUPTED_REMINDER)}
+    problems += [f"no decision for interrupted reminder {s}" for s in lost if s not in decided]
+    [(due,)] = await rows(url, "SELECT count(*) FROM surveys WHERE reminder_due_at IS NOT NULL")
+    if due:
+        problems.append(f"{due} reminders still due")
+    return lost, problems
+
+
 async def assert_sent_once(capsys: pytest.CaptureFixture[str], title: str, url: str,
                            messages: list[Any], kills: Kills, count: int,
                            states: dict[int, tuple[str, str | None, str]],
                            lost: list[int]) -> None:
     deliveries = per_recipient(messages)
+    first, seeded = split(states)
     emailed = await survey_ids_in(url, email_tokens(messages))
-    audit = audit_surveys(states, emailed)
+    audit = audit_surveys(first, emailed)
+    reminded = await survey_ids_in(url, email_tokens(messages, reminders=True))
+    reminders_lost, reminder_problems = await audit_reminders(url, seeded, reminded)
     report(capsys, f"kills during dispatch ({title})", kills=len(kills.interrupted),
            interrupted_per_kill=kills.interrupted, held_at_kill=kills.held,
-           surveys=len(states), emails=len(messages), sent=audit.sent,
-           interrupted=audit.interrupted, interrupted_delivered=audit.interrupted_emailed,
+           surveys=len(first), reminders_due=len(seeded), emails=len(messages),
+           sent=audit.sent, interrupted=audit.interrupted,
+           interrupted_delivered=audit.interrupted_emailed,
            never_delivered=audit.interrupted - audit.interrupted_emailed,
+           reminders_sent=sum(reminded.values()), reminders_interrupted=len(reminders_lost),
            duplicates=sum(1 for n in deliveries.values() if n > 1))
     assert [r for r, n in deliveries.items() if n > 1] == []
     assert audit.duplicates == [] and audit.problems == [], audit.problems[:10]
-    assert audit.sent + audit.interrupted == len(states) == kills.next_user
-    assert audit.interrupted == len(lost) == sum(kills.interrupted)
+    assert reminder_problems == [], reminder_problems[:10]
+    assert audit.sent + audit.interrupted == len(first) == kills.next_user
+    assert len(seeded) == kills.reminder_users and kills.reminder_kills >= 2
+    assert audit.interrupted == len(lost)
+    assert len(lost) + len(reminders_lost) == sum(kills.interrupted)
+    assert reminders_lost, "no kill interrupted a reminder"
     check_kills(kills, count)
 
 
@@ -245,10 +306,16 @@ async def test_kills_with_the_file_backend_write_each_survey_exactly_once(
     finally:
         await d.close()
     states = await survey_states(url)
-    written = await survey_ids_in(url, outbox_tokens(tmp_path / "a" / "outbox"))
+    first, seeded = split(states)
+    outbox = tmp_path / "a" / "outbox"
+    written = await survey_ids_in(url, outbox_tokens(outbox))
+    reminded = await survey_ids_in(url, outbox_tokens(outbox, reminders=True))
     report(capsys, "kills during dispatch (sqlite, file backend)",
-           kills=len(kills.interrupted), held_at_kill=kills.held, surveys=len(states),
-           files=sum(written.values()))
+           kills=len(kills.interrupted), held_at_kill=kills.held, surveys=len(first),
+           reminders_due=len(seeded), files=sum(written.values()),
+           reminder_files=sum(reminded.values()))
     assert kills.interrupted == [0] * FILE_KILLS
     assert {s: st for s, (st, _e, _u) in states.items() if st != "sent"} == {}
-    assert sorted(written) == sorted(states) and set(written.values()) == {1}
+    assert sorted(written) == sorted(first) and set(written.values()) == {1}
+    assert len(seeded) == TOP_UP and sorted(reminded) == sorted(seeded)
+    assert set(reminded.values()) == {1}
