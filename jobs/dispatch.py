@@ -130,11 +130,8 @@ class Dispatcher:
         if settings.email.backend != "file":
             return None
         handed = await self._store.handed_off(owner)
-        written = await asyncio.to_thread(outbox.first_emails_written,
-                                          settings.email.file_dir, handed.surveys)
-        reminders = await asyncio.to_thread(outbox.first_emails_written,
-                                            settings.email.file_dir, handed.reminders,
-                                            reminder=True)
+        written, reminders = await asyncio.to_thread(
+            outbox.emails_written, settings.email.file_dir, handed.surveys, handed.reminders)
         done = _next_second(now)
         return Delivered(frozenset(written), expires_at(done, settings.survey),
                          reminder_due(done, settings.survey), frozenset(reminders))

@@ -22,7 +22,7 @@ from storage.store import Store
 log = structlog.get_logger("npsd.outbox")
 
 _NAME = re.compile(r"-survey-(\d+)(?:-reminder|-alert)?(?:-\d+)?\.eml\Z")
-# a survey's own email, not a reminder or an alert; and its reminder
+# a survey's own email (not a reminder or an alert), and its reminder
 _FIRST = re.compile(r"-survey-(\d+)(?:-\d+)?\.eml\Z")
 _REMINDER = re.compile(r"-survey-(\d+)-reminder(?:-\d+)?\.eml\Z")
 
@@ -47,25 +47,28 @@ def files_by_survey(directory: Path) -> dict[int, list[Path]]:
     return found
 
 
-def first_emails_written(directory: Path, survey_ids: Iterable[int], *,
-                         reminder: bool = False) -> set[int]:
-    """Which of these surveys have their (first) email, or with `reminder` their reminder,
-    in the outbox. A file is written
-    under a dot-name and renamed when complete (jobs.email.FileBackend), so one found here
-    was delivered whole, and one missing was not delivered at all."""
-    wanted = set(survey_ids)
-    found: set[int] = set()
-    if not wanted:
-        return found
+def emails_written(directory: Path, survey_ids: Iterable[int],
+                   reminder_ids: Iterable[int]) -> tuple[set[int], set[int]]:
+    """Which of these surveys have their first email, and which of these their reminder, in
+    the outbox (one scan). A file is written under a dot-name and renamed when complete
+    (jobs.email.FileBackend), so one found here was delivered whole, and one missing was not
+    delivered at all."""
+    wanted = {False: set(survey_ids), True: set(reminder_ids)}
+    found: dict[bool, set[int]] = {False: set(), True: set()}
+    if not (wanted[False] or wanted[True]):
+        return found[False], found[True]
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
-        return found
+        return found[False], found[True]
     for entry in entries:
-        match = (_REMINDER if reminder else _FIRST).search(entry.name)
-        if match is not None and int(match.group(1)) in wanted and not entry.name.startswith("."):
-            found.add(int(match.group(1)))
-    return found
+        if entry.name.startswith("."):
+            continue
+        for reminder, pattern in ((False, _FIRST), (True, _REMINDER)):
+            match = pattern.search(entry.name)
+            if match is not None and int(match.group(1)) in wanted[reminder]:
+                found[reminder].add(int(match.group(1)))
+    return found[False], found[True]
 
 
 def remove_files(directory: Path, survey_ids: Iterable[int]) -> int:
