@@ -126,19 +126,22 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime.supervisor.start("dispatch-waker", _wake_on_identify(runtime, schedule))
     yield
     dispatcher.stopping = deliverer.stopping = True
+    schedule.pause()
     await runtime.supervisor.stop("dispatch-waker")
-    grace = runtime.settings.server.shutdown_timeout.total_seconds()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + runtime.settings.server.shutdown_timeout.total_seconds()
     try:
         # Let an in-flight dispatch chunk finish and record its outcomes first: APScheduler
         # 3's shutdown cancels the jobs it is running (even a chunk whose emails are sent).
-        await asyncio.wait_for(dispatcher.idle(), timeout=grace)
-        await asyncio.wait_for(dispatcher.release_claims(), timeout=grace)
-        await asyncio.wait_for(deliverer.release_claims(), timeout=grace)
+        async with asyncio.timeout_at(deadline):
+            await dispatcher.idle()
+            await dispatcher.release_claims()
+            await deliverer.release_claims()
     except TimeoutError:
         log.warning("shutdown.dispatch_timeout")
     except StoreUnavailable as exc:
         log.warning("shutdown.release_failed", reason=str(exc))
-    schedule.shutdown()
+    await schedule.stop(max(0.0, deadline - loop.time()))
     await session.close()
 
 

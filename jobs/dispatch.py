@@ -76,7 +76,7 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """Send everything that is due now; returns how many surveys were handled."""
-        if self._lock.locked():
+        if self._lock.locked() or self.stopping:
             return 0
         async with self._lock:
             settings = self._settings()

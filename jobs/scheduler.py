@@ -5,6 +5,8 @@ housekeeping. All pending work lives in our own tables."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,18 +45,38 @@ class Schedule:
         self._segment, self._housekeeping = segment, housekeeping
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._taken_over = False
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def _add(self, job: Callable[[], Awaitable[Any]], trigger: Any, **options: Any) -> None:
+        self.scheduler.add_job(self._tracked(job), trigger, **options)
+
+    def _tracked(self, job: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+        """A job whose run `stop` can wait for. APScheduler 3's shutdown cancels running
+        jobs and logs each as an error; a job cut short past the grace is a warning."""
+        @functools.wraps(job)
+        async def run() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                log.warning("job.cancelled_at_stop", job=getattr(job, "__name__", "job"))
+            finally:
+                self._running.discard(task)
+        return run
 
     def start(self) -> None:
         now = datetime.now(UTC)
-        self.scheduler.add_job(self.dispatch, "interval", seconds=TICK_S, id="dispatch",
-                               next_run_time=now, **_JOB)
-        self.scheduler.add_job(self._housekeeping, "interval", seconds=60, id="housekeeping",
-                               next_run_time=now, **_JOB)
-        self.scheduler.add_job(self.catch_up_sync, "date", run_date=now, id="sync-catch-up",
-                               misfire_grace_time=None)
+        self._add(self.dispatch, "interval", seconds=TICK_S, id="dispatch",
+                  next_run_time=now, **_JOB)
+        self._add(self._housekeeping, "interval", seconds=60, id="housekeeping",
+                  next_run_time=now, **_JOB)
+        self._add(self.catch_up_sync, "date", run_date=now, id="sync-catch-up",
+                  misfire_grace_time=None)
         if self._deliverer is not None:
-            self.scheduler.add_job(self.deliver, "interval", seconds=DELIVERY_TICK_S,
-                                   id="deliveries", next_run_time=now, **_JOB)
+            self._add(self.deliver, "interval", seconds=DELIVERY_TICK_S,
+                      id="deliveries", next_run_time=now, **_JOB)
         self.reschedule_sync()
         self.scheduler.start()
 
@@ -64,15 +86,15 @@ class Schedule:
             if self.scheduler.get_job("sync"):
                 self.scheduler.remove_job("sync")
             return
-        self.scheduler.add_job(self.daily_sync, sync_trigger(s), id="sync",
-                               replace_existing=True, **_JOB)
+        self._add(self.daily_sync, sync_trigger(s), id="sync",
+                  replace_existing=True, **_JOB)
 
     def wake(self) -> None:
         """Run the dispatcher now (an identify made a survey due at once)."""
         if self.scheduler.running:
-            self.scheduler.add_job(self.dispatch, "date", run_date=datetime.now(UTC),
-                                   id="dispatch-now", replace_existing=True,
-                                   misfire_grace_time=None)
+            self._add(self.dispatch, "date", run_date=datetime.now(UTC),
+                      id="dispatch-now", replace_existing=True,
+                      misfire_grace_time=None)
 
     async def dispatch(self) -> None:
         await self._dispatcher.run_once()
@@ -83,10 +105,10 @@ class Schedule:
             return
         wait = (earliest - self._clock.now()).total_seconds()
         if 0 < wait < TICK_S:
-            self.scheduler.add_job(self.dispatch, "date",
-                                   run_date=datetime.now(UTC) + timedelta(seconds=wait),
-                                   id="dispatch-next", replace_existing=True,
-                                   misfire_grace_time=None)
+            self._add(self.dispatch, "date",
+                      run_date=datetime.now(UTC) + timedelta(seconds=wait),
+                      id="dispatch-next", replace_existing=True,
+                      misfire_grace_time=None)
 
     async def deliver(self) -> None:
         assert self._deliverer is not None
@@ -109,6 +131,17 @@ class Schedule:
             log.info("sync.catch_up")
             await self._syncer.run("catch-up")
 
-    def shutdown(self) -> None:
+    def pause(self) -> None:
+        """No job starts from now on; the ones running go on."""
+        if self.scheduler.running:
+            self.scheduler.pause()
+
+    async def stop(self, grace: float) -> None:
+        """Let the running jobs finish within `grace` seconds, then stop the clock."""
+        self.pause()
+        if self._running:
+            _, late = await asyncio.wait(set(self._running), timeout=grace)
+            if late:
+                log.warning("shutdown.jobs_timeout", running=len(late))
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

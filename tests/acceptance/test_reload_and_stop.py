@@ -22,8 +22,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from storage.surveys import INTERRUPTED
 from tests.conftest import ROOT, basic, bearer, fixture
+from tests.fakes.smtp_sink import SmtpSink
 from tests.harness import NPSD, Daemon
+from tests.reliability.support import rows, seed, survey_states, wait_until
 
 _ids = itertools.count()
 
@@ -367,3 +370,50 @@ async def test_sigint_stops_like_sigterm(tmp_path: Path) -> None:
     async with npsd:
         assert await npsd.stop(signal.SIGINT) == 0
     assert npsd.events("server.stopped")
+
+
+async def test_sigterm_past_the_grace_cuts_a_stuck_send_without_an_error(
+    tmp_path: Path,
+) -> None:
+    """An SMTP server that stops answering mid-DATA must not hold npsd past
+    server.shutdown_timeout, nor leave an error in its log: the stuck run is cut short
+    (a warning says so) and, at the next start, recorded interrupted rather than resent."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'npsd.db'}"
+    async with SmtpSink() as sink:
+        sink.delay = 120.0  # every DATA hangs far longer than the grace below
+        npsd = Daemon(tmp_path, url, survey={"max_delay": 0},
+                      email={"backend": "smtp"},
+                      **{"server": {"shutdown_timeout": "2s"},
+                         "email.smtp": {"host": sink.host, "port": sink.port,
+                                        "security": "none", "timeout": "5m",
+                                        "max_connections": 1}})
+        async with npsd:
+            await seed(url, 3)
+
+            async def handed_off() -> bool:
+                [(n,)] = await rows(url, "SELECT count(handoff_at) FROM surveys")
+                return int(n) >= 1
+
+            await wait_until(handed_off, 30, what="a survey in SMTP DATA")
+            started = asyncio.get_running_loop().time()
+            assert await npsd.stop(signal.SIGTERM, timeout=20) == 0
+            took = asyncio.get_running_loop().time() - started
+        errors = [line for line in npsd.raw_log
+                  if '"level": "error"' in line or "Traceback" in line]
+        assert not errors, errors
+        assert npsd.events("shutdown.dispatch_timeout")
+        assert [e["job"] for e in npsd.events("job.cancelled_at_stop")] == ["dispatch"]
+        assert took < 10, f"stopping took {took:.1f}s with a 2s grace"
+
+        sink.delay = 0.0
+        async with npsd:
+            async def settled() -> bool:
+                return all(s in ("sent", "failed") for s, _e, _u in
+                           (await survey_states(url)).values())
+
+            await wait_until(settled, 30, what="every survey sent or failed")
+            assert await npsd.stop() == 0
+    states = sorted((s, e) for s, e, _u in (await survey_states(url)).values())
+    # The one in DATA at the stop may have reached the customer: never sent twice.
+    assert states == [("failed", INTERRUPTED), ("sent", None), ("sent", None)], states
+    assert len(sink.messages) == 2
