@@ -61,7 +61,7 @@ class Schedule:
             try:
                 await job()
             except asyncio.CancelledError:
-                log.warning("job.cancelled_at_stop", job=getattr(job, "__name__", "job"))
+                log.warning("shutdown.job_cancelled", job=getattr(job, "__name__", "job"))
             finally:
                 self._running.discard(task)
         return run

@@ -402,7 +402,7 @@ async def test_sigterm_past_the_grace_cuts_a_stuck_send_without_an_error(
                   if '"level": "error"' in line or "Traceback" in line]
         assert not errors, errors
         assert npsd.events("shutdown.dispatch_timeout")
-        assert [e["job"] for e in npsd.events("job.cancelled_at_stop")] == ["dispatch"]
+        assert [e["job"] for e in npsd.events("shutdown.job_cancelled")] == ["dispatch"]
         assert took < 10, f"stopping took {took:.1f}s with a 2s grace"
 
         sink.delay = 0.0
