@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import base64
 import json
+import random
 import resource
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ from typing import Any
 _LUA = r"""
 counter = 0
 local headers = {["Content-Type"] = "application/json", ["Authorization"] = "%AUTH%"}
-local nonce, batch, users, first = "x", 1, 10000, 0
+local nonce, batch, users, first, random_ids = "x", 1, 10000, 0, false
 local nthreads = 0
 
 function setup(thread)
@@ -37,6 +38,8 @@ function init(args)
   batch = tonumber(args[2])
   users = tonumber(args[3])
   first = tonumber(args[4] or "0")
+  random_ids = args[5] == "random"
+  math.randomseed(os.time() + (threadid or 0))
 end
 
 -- Every event its own millisecond (as real traffic has), and the context analytics.js sends.
@@ -46,11 +49,20 @@ local function ts(id)
     math.floor(s / 60) %% 60, s %% 60, id %% 1000)
 end
 
+-- "random": a random 64-bit prefix, so each id lands apart from the others in the b-tree as
+-- uuid4 messageIds do; otherwise each id lands next to the previous ones.
+local function message_id(id)
+  local clustered = string.format("%%s-%%d-%%d", nonce, threadid, id)
+  if not random_ids then return clustered end
+  return string.format("%%08x%%08x-", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+    .. clustered
+end
+
 local function msg(id)
   return string.format('{"type":"track","userId":"u%%d","event":"Bench Event",' ..
-    '"messageId":"%%s-%%d-%%d","timestamp":"%%s","context":{"library":{"name":"bench"},' ..
+    '"messageId":"%%s","timestamp":"%%s","context":{"library":{"name":"bench"},' ..
     '"timezone":"Europe/Berlin","locale":"de-DE"},"properties":{"plan":"pro","n":%%d}}',
-    first + id %% users, nonce, threadid, id, ts(id), id)
+    first + id %% users, message_id(id), ts(id), id)
 end
 
 function request()
@@ -94,7 +106,7 @@ def _children_cpu() -> float:
 
 def wrk_run(url: str, key: str, *, conns: int, seconds: float, batch: int, nonce: str,
             users: int, threads: int, workdir: Path, path: str = "/v1/segment",
-            first_user: int = 0) -> dict[str, Any]:
+            first_user: int = 0, ids: str = "clustered") -> dict[str, Any]:
     script = workdir / f"load-{nonce}.lua"
     script.write_text(_LUA.replace("%AUTH%", auth(key)).replace("%PATH%", path)
                       .replace("%%", "%"))
@@ -102,7 +114,7 @@ def wrk_run(url: str, key: str, *, conns: int, seconds: float, batch: int, nonce
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{max(1, round(seconds))}s",
          "--timeout", "10s", "-s", str(script), url + path, "--", nonce, str(batch), str(users),
-         str(first_user)],
+         str(first_user), ids],
         capture_output=True, text=True, timeout=seconds + 60, check=False)
     cpu = _children_cpu() - before
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
@@ -118,13 +130,13 @@ def wrk_run(url: str, key: str, *, conns: int, seconds: float, batch: int, nonce
 
 
 def python_run(url: str, key: str, *, conns: int, seconds: float, batch: int, nonce: str,
-               users: int, max_requests: int = 2_000_000, path: str = "/v1/segment"
-               ) -> dict[str, Any]:
+               users: int, max_requests: int = 2_000_000, path: str = "/v1/segment",
+               ids: str = "clustered") -> dict[str, Any]:
     before = _children_cpu()
     out = subprocess.run(
         [sys.executable, __file__, url + path, "--key", key, "--conns", str(conns),
          "--seconds", str(seconds), "--batch", str(batch), "--nonce", nonce,
-         "--users", str(users), "--max-requests", str(max_requests)],
+         "--users", str(users), "--max-requests", str(max_requests), "--ids", ids],
         capture_output=True, text=True, timeout=seconds + 60, check=False)
     cpu = _children_cpu() - before
     if out.returncode != 0:
@@ -137,12 +149,13 @@ def python_run(url: str, key: str, *, conns: int, seconds: float, batch: int, no
 
 # --- the Python load generator process --------------------------------------------------
 
-def _message(nonce: str, worker: int, n: int, users: int) -> str:
+def _message(nonce: str, worker: int, n: int, users: int, random_ids: bool = False) -> str:
     # The same shape as the wrk script's: each event its own millisecond, analytics.js context.
     s = n // 1000
     ts = f"2026-05-01T{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{n % 1000:03d}Z"
+    prefix = f"{random.getrandbits(64):016x}-" if random_ids else ""
     return (f'{{"type":"track","userId":"u{n % users}","event":"Bench Event",'
-            f'"messageId":"{nonce}-p{worker}-{n}","timestamp":"{ts}",'
+            f'"messageId":"{prefix}{nonce}-p{worker}-{n}","timestamp":"{ts}",'
             f'"context":{{"library":{{"name":"bench"}},"timezone":"Europe/Berlin",'
             f'"locale":"de-DE"}},"properties":{{"plan":"pro","n":{n}}}}}')
 
@@ -166,12 +179,12 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 sent += 1
                 if args.batch == 1:
                     n += 1
-                    body = _message(args.nonce, w, n, args.users)
+                    body = _message(args.nonce, w, n, args.users, args.ids == "random")
                 else:
                     parts = []
                     for _ in range(args.batch):
                         n += 1
-                        parts.append(_message(args.nonce, w, n, args.users))
+                        parts.append(_message(args.nonce, w, n, args.users, args.ids == "random"))
                     body = "[" + ",".join(parts) + "]"
                 t0 = time.perf_counter()
                 try:
@@ -206,4 +219,5 @@ if __name__ == "__main__":
     p.add_argument("--nonce", default="py")
     p.add_argument("--users", type=int, default=10000)
     p.add_argument("--max-requests", type=int, default=2_000_000)
+    p.add_argument("--ids", choices=("clustered", "random"), default="clustered")
     print(json.dumps(asyncio.run(_main(p.parse_args()))))

@@ -2,12 +2,15 @@
 bare aiohttp endpoint that only parses JSON, driven with the same load from another process.
 
     python bench/intake.py [--quick] [--seconds S] [--conns N] [--loadgen wrk|python]
+                           [--ids clustered|random]
 
 Prints requests/s and p50/p99 latency for single-message requests and events/s for
 100-message batches, each as a ratio to its physical reference measured in the same run:
 the bare endpoint under the same load, and (batches) the raw commit rate of 100-row
 WAL synchronous=FULL SQLite transactions on the same disk; plus npsd's CPU and peak RSS. Every messageId is unique (a
-per-phase nonce, a per-thread id and a counter), track events over a pool of 10,000 users.
+per-phase nonce, a per-thread id and a counter, so each lands next to the previous ones in
+the b-tree; `--ids random` puts a random 64-bit prefix first, as uuid4 messageIds land), track
+events over a pool of 10,000 users.
 Targets (issue 14, 2-core machine): single-message npsd >= 70% of bare requests/s with
 p99 < 50 ms; batches >= 50,000 events/s.
 """
@@ -46,15 +49,16 @@ HERE = Path(__file__).resolve().parent
 
 
 def drive(kind: str, url: str, *, conns: int, seconds: float, batch: int, threads: int,
-          workdir: Path, server_pid: int, users: int = 10_000) -> dict[str, Any]:
+          workdir: Path, server_pid: int, users: int = 10_000,
+          ids: str = "clustered") -> dict[str, Any]:
     nonce = secrets.token_hex(4)
     cpu0 = cpu_seconds(server_pid)
     if kind == "wrk":
         r = wrk_run(url, API_KEY, conns=conns, seconds=seconds, batch=batch, nonce=nonce,
-                    users=users, threads=threads, workdir=workdir)
+                    users=users, threads=threads, workdir=workdir, ids=ids)
     else:
         r = python_run(url, API_KEY, conns=conns, seconds=seconds, batch=batch, nonce=nonce,
-                       users=users)
+                       users=users, ids=ids)
     r["server_cpu"] = (cpu_seconds(server_pid) - cpu0) / r["seconds"]
     r["client_cpu"] = r["client_cpu_s"] / r["seconds"]
     r["eps"] = r["rps"] * batch
@@ -66,9 +70,9 @@ def phase(kind: str, url: str, args: argparse.Namespace, batch: int, workdir: Pa
     # A short warm-up (imports, caches, the first users created), then the measured runs:
     # a shared 2-core VM varies by +-15 % from run to run, so the median run is reported.
     drive(kind, url, conns=args.conns, seconds=args.warmup, batch=batch, threads=args.threads,
-          workdir=workdir, server_pid=pid)
+          workdir=workdir, server_pid=pid, ids=args.ids)
     runs = sorted((drive(kind, url, conns=args.conns, seconds=args.seconds, batch=batch,
-                         threads=args.threads, workdir=workdir, server_pid=pid)
+                         threads=args.threads, workdir=workdir, server_pid=pid, ids=args.ids)
                    for _ in range(args.repeat)), key=lambda r: r["rps"])
     median = dict(runs[len(runs) // 2])
     median["spread"] = f"{runs[0]['rps'] * batch:,.0f}-{runs[-1]['rps'] * batch:,.0f}"
@@ -85,6 +89,9 @@ def main() -> int:
     p.add_argument("--conns", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--loadgen", choices=("wrk", "python"), default="wrk" if have_wrk() else "python")
+    p.add_argument("--ids", choices=("clustered", "random"), default="clustered",
+                   help="messageIds: each next to the previous ones (default), or with a random "
+                        "64-bit prefix as uuid4 ones land in the b-tree (bench/events_table.py)")
     p.add_argument("--storage", default="", help="storage.url (default: a SQLite file in a temp dir)")
     args = p.parse_args()
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -94,7 +101,8 @@ def main() -> int:
     work = tempdir("intake")
     print(machine_line({"loadgen": args.loadgen}), flush=True)
     print(busy_note(), flush=True)
-    print(f"workdir {work}; {args.conns} connections; per phase {args.repeat} runs of "
+    print(f"workdir {work}; {args.conns} connections; {args.ids} messageIds; per phase "
+          f"{args.repeat} runs of "
           f"{args.seconds:.0f}s after {args.warmup:.0f}s warm-up, median run shown", flush=True)
 
     results: dict[tuple[str, int], dict[str, Any]] = {}
