@@ -267,6 +267,12 @@ def tempdir(prefix: str) -> Path:
 
 # --- physical references ---------------------------------------------------------------
 
+def remove_sqlite_files(path: Path) -> None:
+    """A reference database and its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def sqlite_commit_rate(path: Path, seconds: float = 2.0, rows: int = 100) -> float:
     """Rows/s of raw `rows`-row transactions into a WAL database with synchronous=FULL (the
     ceiling of what npsd's SQLite intake could commit): small rows shaped like `events`."""
@@ -288,8 +294,7 @@ def sqlite_commit_rate(path: Path, seconds: float = 2.0, rows: int = 100) -> flo
         return n / (time.perf_counter() - t0)
     finally:
         con.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
+        remove_sqlite_files(path)
 
 
 def peak_rss_mb(pid: int) -> int:

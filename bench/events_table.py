@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from _common import busy_note, machine_line, table, tempdir
+from _common import busy_note, machine_line, remove_sqlite_files, table, tempdir
 
 GROUP = 2_000
 STATEMENT = 100
@@ -47,8 +47,7 @@ def random_ids() -> Iterator[str]:
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    remove_sqlite_files(path)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -87,8 +86,7 @@ def rate(path: Path, prefill: int, ids: Callable[[], Iterator[str]], seconds: fl
         return written / (time.perf_counter() - started)
     finally:
         conn.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        remove_sqlite_files(path)
 
 
 def main() -> int:
