@@ -132,6 +132,10 @@ _SELECT_MEMBERSHIPS = (f"SELECT {', '.join(_MEMBERSHIP_COLUMNS)} FROM membership
 
 def _load_users(v: Values, ids: set[str]) -> Steps[dict[str, dict[str, Any]]]:
     users: dict[str, dict[str, Any]] = {}
+    if v.users_cache is not None and ids:
+        users, ids = v.users_cache.take(ids)
+        if not ids:
+            return users
     t = v.time_reader()
     # One dict display per row (this runs for every user of every group): twice as fast as
     # dict(zip(...)) followed by a pass over the time and flag columns.
@@ -186,8 +190,11 @@ def _user_values(v: Values, row: dict[str, Any], columns: tuple[str, ...]) -> li
 
 def _save_users(v: Values, book: Book) -> Steps[None]:
     gone = book.removed_users | book.erased_users
+    cache = v.users_cache
     if gone:
         yield from execute_in("DELETE FROM users WHERE user_id IN ({})", gone)
+        if cache is not None:
+            cache.forget_all()
     new = [book.users[u] for u in sorted(book.new_users) if u in book.users]
     for row in new:
         row["updated_at"] = book.now
@@ -197,7 +204,8 @@ def _save_users(v: Values, book: Book) -> Steps[None]:
     groups: dict[tuple[str, ...], list[list[Any]]] = {}
     users, loaded, now = book.users, book.loaded, book.now
     now_value = v.ts(now)
-    for user_id in sorted(book.dirty_users - book.new_users):
+    dirty = book.dirty_users - book.new_users
+    for user_id in sorted(dirty):
         current = users.get(user_id)
         if current is None:
             continue
@@ -216,6 +224,12 @@ def _save_users(v: Values, book: Book) -> Steps[None]:
         rows.append([*_user_values(v, current, changed), now_value, user_id])
     for changed, rows in groups.items():
         yield from v.update_rows(USERS, (*changed, "updated_at"), "user_id", rows)
+    if cache is not None:
+        # The rows read that now hold what is stored: the dirty ones just written (or found
+        # unchanged) and the others as read (one changed but not marked dirty stays out).
+        # New rows are read back next time, the way every row is known at first.
+        cache.keep(row for u, row in users.items() if u in loaded and (
+            u in dirty or _user_compared(row) == loaded[u]))
 
 
 def save_book(v: Values, book: Book) -> Steps[None]:

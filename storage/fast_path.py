@@ -28,7 +28,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,6 +36,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage import pg_arrays
 from storage.dialect import Dialect
 from storage.sqlutil import chunks
+
+if TYPE_CHECKING:
+    from storage.user_cache import UserRowCache
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
@@ -64,8 +67,11 @@ IN_CHUNK = 2000  # bound parameters per statement: under SQLite's and asyncpg's 
 class Values:
     """Python values to and from one backend's column values, for one transaction."""
 
-    def __init__(self, dialect: Dialect, now: datetime | None = None) -> None:
+    def __init__(self, dialect: Dialect, now: datetime | None = None,
+                 users_cache: UserRowCache | None = None) -> None:
         self._dialect = dialect
+        # The SQLite intake writer's rows of users (storage/user_cache.py), else None.
+        self.users_cache = users_cache
         self.flag = dialect.flag_value
         self.time_reader = dialect.time_reader
         # The transaction's own time recurs on every row it writes (updated_at, received_at).

@@ -39,6 +39,7 @@ from storage.fast_path import Values
 from storage.intake_store import Recorded, record, record_messages
 from storage.sqlite_writer import run_transaction
 from storage.store import IntakePolicy
+from storage.user_cache import UserRowCache
 
 log = structlog.get_logger("npsd.intake")
 
@@ -105,6 +106,7 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._on_commit = on_commit
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._users = UserRowCache()  # the writer thread's (SQLite)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -241,12 +243,17 @@ class GroupCommitter:
         started = time.perf_counter()
         now = self._clock.now()
         policy = jobs[-1].policy
-        steps = record(Values(self._db.dialect, now), messages, policy.book, policy.planner,
-                       now, policy.loop)
+        self._users.bind(conn)
+        steps = record(Values(self._db.dialect, now, self._users), messages, policy.book,
+                       policy.planner, now, policy.loop)
         try:
             recorded = run_transaction(conn, steps)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{exc.__class__.__name__}: {str(exc)[:200]}") from exc
+        except BaseException as exc:
+            self._users.discard()  # its rows were changed by a transaction that did not commit
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"{exc.__class__.__name__}: {str(exc)[:200]}") from exc
+            raise
+        self._users.committed()
         return recorded, time.perf_counter() - started
 
     def _deliver_soon(self, jobs: list[_Job], result: tuple[Recorded, float]) -> None:

@@ -57,6 +57,8 @@ def record(
     v: Values, messages: list[Message], rules: BookPolicy, planner: Planner | None,
     now: datetime, loop: LoopPolicy | None = None,
 ) -> Steps[Recorded]:
+    if v.users_cache is not None:
+        yield from v.users_cache.begin()
     first: dict[str, int] = {}
     for index, m in enumerate(messages):
         first.setdefault(m.message_id, index)
@@ -89,6 +91,8 @@ def record(
             # One survey per address: lock the addresses planned for.
             yield from locks.lock(addresses=_email_keys(book, triggers))
             result.scheduled = yield from plan_surveys(v, book, planner, now, triggers)
+    if v.users_cache is not None:
+        yield from v.users_cache.end()
     return result
 
 
