@@ -10,7 +10,8 @@ the bare endpoint under the same load, and (batches) the raw commit rate of 100-
 WAL synchronous=FULL SQLite transactions on the same disk; plus npsd's CPU and peak RSS. Every messageId is unique (a
 per-phase nonce, a per-thread id and a counter, so each lands next to the previous ones in
 the b-tree; `--ids random` puts a random 64-bit prefix first, as uuid4 messageIds land), track
-events over a pool of 10,000 users.
+events over a pool of 10,000 users (`--users N`: another pool; the SQLite writer keeps the rows
+of the last 20,000 users it wrote, so a larger pool measures its reads from SQLite).
 Targets (issue 14, 2-core machine): single-message npsd >= 70% of bare requests/s with
 p99 < 50 ms; batches >= 50,000 events/s.
 """
@@ -70,9 +71,10 @@ def phase(kind: str, url: str, args: argparse.Namespace, batch: int, workdir: Pa
     # A short warm-up (imports, caches, the first users created), then the measured runs:
     # a shared 2-core VM varies by +-15 % from run to run, so the median run is reported.
     drive(kind, url, conns=args.conns, seconds=args.warmup, batch=batch, threads=args.threads,
-          workdir=workdir, server_pid=pid, ids=args.ids)
+          workdir=workdir, server_pid=pid, users=args.users, ids=args.ids)
     runs = sorted((drive(kind, url, conns=args.conns, seconds=args.seconds, batch=batch,
-                         threads=args.threads, workdir=workdir, server_pid=pid, ids=args.ids)
+                         threads=args.threads, workdir=workdir, server_pid=pid,
+                         users=args.users, ids=args.ids)
                    for _ in range(args.repeat)), key=lambda r: r["rps"])
     median = dict(runs[len(runs) // 2])
     median["spread"] = f"{runs[0]['rps'] * batch:,.0f}-{runs[-1]['rps'] * batch:,.0f}"
@@ -87,6 +89,8 @@ def main() -> int:
                                               "(default 3)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per phase (default 3)")
     p.add_argument("--conns", type=int, default=32)
+    p.add_argument("--users", type=int, default=10_000,
+                   help="the pool of userIds the events name (npsd's writer keeps 20,000)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--loadgen", choices=("wrk", "python"), default="wrk" if have_wrk() else "python")
     p.add_argument("--ids", choices=("clustered", "random"), default="clustered",
@@ -101,7 +105,8 @@ def main() -> int:
     work = tempdir("intake")
     print(machine_line({"loadgen": args.loadgen}), flush=True)
     print(busy_note(), flush=True)
-    print(f"workdir {work}; {args.conns} connections; {args.ids} messageIds; per phase "
+    print(f"workdir {work}; {args.conns} connections; {args.ids} messageIds; "
+          f"{args.users:,} users; per phase "
           f"{args.repeat} runs of "
           f"{args.seconds:.0f}s after {args.warmup:.0f}s warm-up, median run shown", flush=True)
 
