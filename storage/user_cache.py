@@ -11,7 +11,9 @@ intake commit left, the cache is emptied.
 A transaction takes the cached rows out and changes them in place. Only the rows whose
 stored values it knows are put back, and only once it has committed (`committed`). A
 failed transaction empties the cache (`discard`), and so does one that erased or merged
-users, because those delete rows beyond the ones the book holds. Writer thread only.
+users, because those delete rows beyond the ones the book holds. The rows put back are the
+book's own dicts, so nothing may change them after save_book has written them. Writer
+thread only.
 """
 
 from __future__ import annotations
