@@ -13,7 +13,8 @@ stored values it knows are put back, and only once it has committed (`committed`
 failed transaction empties the cache (`discard`), and so does one that erased or merged
 users, because those delete rows beyond the ones the book holds. The rows put back are the
 book's own dicts, so nothing may change them after save_book has written them. Writer
-thread only.
+thread only. Schema changes and the backup API on the writer's own connection would go
+unseen; npsd does neither there (migrations run on the engine's connection at start).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ Row = dict[str, Any]
 
 
 class UserRowCache:
-    def __init__(self, capacity: int = CAPACITY) -> None:
-        self.capacity = capacity
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = CAPACITY if capacity is None else capacity
         self._rows: OrderedDict[str, Row] = OrderedDict()
         self._connection: object | None = None
         # (total_changes, data_version) as the last intake commit left them.

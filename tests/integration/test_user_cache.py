@@ -3,6 +3,7 @@ the store answers must be the same as if it read every row again, whatever else 
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import AsyncIterator, Generator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 import storage.book_io
+import storage.user_cache
 from jobs.book_rules import BookRules
 from jobs.clock import MovableClock
 from jobs.planning import make_planner
@@ -113,6 +115,111 @@ async def test_a_group_that_failed_leaves_nothing_of_itself_behind(
         await store.record([track("u1")], POLICY)
     await store.record([track("u1")], POLICY)
     assert await count(store, "u1") == 2
+
+
+# --- the same book with and without it ---------------------------------------------------
+
+def _messages(rng: random.Random, sent: list[str]) -> list[Message]:
+    """A few messages of every kind the book knows, over a few users and visitors, now and
+    then one sent again."""
+    out: list[Message] = []
+    for _ in range(rng.randrange(1, 6)):
+        user = rng.choice(["u1", "u2", "u3", "u4", "u5"])
+        visitor = rng.choice([None, None, "a1", "a2", "a3"])
+        at = NOW + timedelta(minutes=rng.randrange(5_000))
+        kind = rng.choice(["track"] * 10 + ["identify"] * 6 + ["page"] * 2 + ["alias", "delete"])
+        if kind == "delete":
+            user, visitor = rng.choice(["u4", "u5"]), None  # erased for good: not the others
+        mid = rng.choice(sent) if sent and rng.random() < 0.1 else f"d-{len(sent)}"
+        sent.append(mid)
+        if kind == "identify":
+            traits: dict[str, Any] = {"email": f"{user}@example.com",
+                                      "plan": rng.choice(["free", "pro"])}
+            if rng.random() < 0.3:
+                traits["groupId"] = rng.choice(["g1", "g2"])
+            out.append(Message(mid, kind, user, visitor, at, traits=traits,
+                               context_timezone=rng.choice([None, "Europe/Paris"])))
+        elif kind == "alias":
+            out.append(Message(mid, kind, user, None, at, previous_id=f"v{len(sent)}"))
+        else:
+            out.append(Message(mid, kind, None if kind != "delete" and visitor and
+                               rng.random() < 0.5 else user, visitor, at,
+                               event="Clicked" if kind == "track" else None,
+                               name="Home" if kind == "page" else None))
+    return out
+
+
+async def _write_elsewhere(rng: random.Random, store: SqlStore, path: Path) -> None:
+    """What the rest of npsd (or an operator) may write between two intake groups."""
+    user = rng.choice(["u1", "u2", "u3", "a1"])
+    choice = rng.randrange(4)
+    if choice == 0:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("UPDATE users SET event_count = event_count + 7, first_name = 'X' "
+                      "WHERE user_id = ?", (user,))
+        other.close()
+    elif choice == 1:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("DELETE FROM users WHERE user_id = ?", (user,))
+        other.close()
+    elif choice == 2:
+        await store.unsubscribe(user, NOW)
+    else:
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute("UPDATE users SET session_count = session_count + 3 "
+                         "WHERE user_id = ?", (user,))
+            return True
+
+        await store.db.in_writer_thread(work)
+
+
+def _book(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(users)") if r[1] != "updated_at"]
+        return {
+            "users": conn.execute(f"SELECT {', '.join(columns)} FROM users "
+                                  "ORDER BY user_id").fetchall(),
+            "aliases": conn.execute("SELECT alias_id, user_id FROM aliases "
+                                    "ORDER BY alias_id").fetchall(),
+            "suppressions": conn.execute("SELECT user_id FROM suppressions "
+                                         "ORDER BY user_id").fetchall(),
+            "memberships": conn.execute("SELECT user_id, group_id, active, changed_at "
+                                        "FROM memberships ORDER BY 1, 2").fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("capacity", [3, 20_000])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_the_book_is_the_same_as_without_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capacity: int, seed: int) -> None:
+    paths = [tmp_path / "cached.db", tmp_path / "uncached.db"]
+    stores = []
+    for path, size in zip(paths, (capacity, 0), strict=True):
+        monkeypatch.setattr(storage.user_cache, "CAPACITY", size)
+        stores.append(await SqlStore(f"sqlite+aiosqlite:///{path}",
+                                     MovableClock(NOW)).__aenter__())
+    try:
+        rng = random.Random(seed)
+        sent: list[str] = []
+        for _ in range(150):
+            if rng.random() < 0.2:
+                state = rng.getstate()
+                for store, path in zip(stores, paths, strict=True):
+                    rng.setstate(state)
+                    await _write_elsewhere(rng, store, path)
+            else:
+                group = _messages(rng, sent)
+                for store in stores:
+                    await store.record(group, POLICY)
+        cached, uncached = _book(paths[0]), _book(paths[1])
+        assert cached == uncached
+        assert len(cached["users"]) >= 3  # the sequence did build a book
+    finally:
+        for store in stores:
+            await store.__aexit__(None, None, None)
 
 
 # --- the cache itself, on a plain connection --------------------------------------------
