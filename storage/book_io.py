@@ -193,8 +193,10 @@ def _save_users(v: Values, book: Book) -> Steps[None]:
     cache = v.users_cache
     if gone:
         yield from execute_in("DELETE FROM users WHERE user_id IN ({})", gone)
-        if cache is not None:
-            cache.forget_all()
+    if book.erased_users and cache is not None:
+        # Erased rows were taken out of the cache with the rest of the group's rows; this
+        # is a precaution (storage/user_cache.py).
+        cache.forget_all()
     new = [book.users[u] for u in sorted(book.new_users) if u in book.users]
     for row in new:
         row["updated_at"] = book.now

@@ -10,8 +10,10 @@ intake commit left, the cache is emptied.
 
 A transaction takes the cached rows out and changes them in place. Only the rows whose
 stored values it knows are put back, and only once it has committed (`committed`). A
-failed transaction empties the cache (`discard`), and so does one that erased or merged
-users, because those delete rows beyond the ones the book holds. The rows put back are the
+failed transaction empties the cache (`discard`). A merged-away or erased row is never put
+back: it was taken out when its group loaded it, as every row of the ids a group names is.
+An erasure also empties the whole cache, as a precaution where a person's data is at stake
+(erasures are rare, merges are not). The rows put back are the
 book's own dicts, so nothing may change them after save_book has written them. Writer
 thread only. Schema changes and the backup API on the writer's own connection would go
 unseen; npsd does neither there (migrations run on the engine's connection at start).

@@ -216,7 +216,7 @@ async def test_the_book_is_the_same_as_without_the_cache(
                     await store.record(group, POLICY)
         cached, uncached = _book(paths[0]), _book(paths[1])
         assert cached == uncached
-        assert len(cached["users"]) >= 3  # the sequence did build a book
+        assert len(cached["users"]) >= 2  # the sequence did build a book
     finally:
         for store in stores:
             await store.__aexit__(None, None, None)
