@@ -13,10 +13,10 @@ stored values it knows are put back, and only once it has committed (`committed`
 failed transaction empties the cache (`discard`). A merged-away or erased row is never put
 back: it was taken out when its group loaded it, as every row of the ids a group names is.
 An erasure also empties the whole cache, as a precaution where a person's data is at stake
-(erasures are rare, merges are not). The rows put back are the
-book's own dicts, so nothing may change them after save_book has written them. Writer
-thread only. Schema changes and the backup API on the writer's own connection would go
-unseen; npsd does neither there (migrations run on the engine's connection at start).
+(erasures are rare, merges are not). The rows put back are the book's own dicts, so nothing
+may change them after save_book has written them. Writer thread only. Schema changes and
+the backup API on the writer's own connection would go unseen; npsd does neither there
+(migrations run on the engine's connection at start).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class UserRowCache:
         self._keep.extend(rows)
 
     def forget_all(self) -> None:
-        """This transaction deleted rows the cache cannot track (an erasure, a merge)."""
+        """Empty the cache once this transaction commits (it erased someone)."""
         self._forget_all = True
 
     def end(self) -> Steps[None]:
@@ -97,9 +97,8 @@ class UserRowCache:
             self.discard()
             return
         rows = self._rows
-        for row in self._keep:
+        for row in self._keep:  # taken out when loaded, so each goes in as the newest
             rows[row["user_id"]] = row
-            rows.move_to_end(row["user_id"])
         while len(rows) > self.capacity:
             rows.popitem(last=False)
         self._state, self._keep = self._next_state, []
