@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import signal
 import socket
 import sqlite3
@@ -292,6 +293,47 @@ def sqlite_commit_rate(path: Path, seconds: float = 2.0, rows: int = 100) -> flo
             con.execute("COMMIT")
             n += rows
         return n / (time.perf_counter() - t0)
+    finally:
+        con.close()
+        remove_sqlite_files(path)
+
+
+def sqlite_group_commit_s(path: Path, group: int = 32, users: int = 10_000,
+                          seconds: float = 2.0) -> float:
+    """Seconds per commit of what one group of `group` single messages must write, in plain
+    sqlite3 with npsd's WAL + synchronous=FULL: `group` events rows inserted and `group`
+    rows of a users-shaped table (`users` rows of ~130 bytes, as the bench's users are)
+    updated at random, each on its own page as the pool's users mostly are. Under a closed
+    load of `group` connections every request waits for one such commit."""
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("CREATE TABLE ev (message_id TEXT PRIMARY KEY, received_at TEXT, "
+                    "type TEXT, timestamp TEXT, name TEXT)")
+        con.execute("CREATE INDEX ev_received ON ev (received_at)")
+        con.execute("CREATE TABLE us (user_id TEXT PRIMARY KEY, row TEXT, last_seen TEXT, "
+                    "event_count INTEGER)")
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO us VALUES (?, ?, ?, 0)",
+                        [(f"u{i}", "x" * 80, "2026-05-01 00:00:00.000000")
+                         for i in range(users)])
+        con.execute("COMMIT")
+        pick = random.Random(0)
+        n = commits = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            at = f"2026-05-01 00:00:{commits % 60:02d}.000000"
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("INSERT INTO ev VALUES (?, ?, 'track', ?, 'Bench Event')",
+                            [(f"m{n + i}", at, at) for i in range(group)])
+            con.executemany("UPDATE us SET last_seen = ?, event_count = event_count + 1 "
+                            "WHERE user_id = ?",
+                            [(at, f"u{pick.randrange(users)}") for _ in range(group)])
+            con.execute("COMMIT")
+            n += group
+            commits += 1
+        return (time.perf_counter() - t0) / commits
     finally:
         con.close()
         remove_sqlite_files(path)
