@@ -31,7 +31,7 @@ EVENTS: dict[str, frozenset[str]] = {
     "housekeeping": frozenset({"housekeeping.done"}),
     "watchdog": frozenset({"watchdog.store_stalled"}),
     "privacy": frozenset({"privacy.erased", "privacy.files_removed",
-                          "privacy.files_not_removed"}),
+                          "privacy.files_not_removed", "privacy.log_not_wiped"}),
     "admin": frozenset({"admin.user_erased"}),
     "outbox": frozenset({"outbox.remove_failed"}),
     "import": frozenset({"import.finished", "import.aborted"}),

@@ -47,7 +47,12 @@ def apply_message(book: Book, m: Message, rules: BookRules) -> None:
     if book.suppressed and any(
             i in book.suppressed or book.resolve(i) in book.suppressed
             for i in (m.user_id, m.anonymous_id, m.previous_id) if i):
-        return  # a deleted user's later events are accepted and dropped
+        # A deleted user's later events are accepted and dropped; a group call still
+        # writes its account (a company's traits), not the erased member.
+        if m.type == "group" and m.group_id:
+            _merge_traits(_account(book, m.group_id), m.traits, m.timestamp)
+            book.dirty_accounts.add(m.group_id)
+        return
     if m.type == "alias":
         source = m.previous_id or m.anonymous_id
         if m.user_id and source and source != m.user_id:

@@ -311,16 +311,35 @@ def _save_memberships(v: Values, book: Book) -> Steps[None]:
 
 def _erase(v: Values, book: Book, user_ids: list[str]) -> Steps[None]:
     """Forget everything about these people (storage.personal_data lists where it lives);
-    keep only the suppression of the id."""
+    keep only the suppression of their ids."""
+    user_ids = sorted((yield from _with_alias_ids(user_ids)))
+    # The day only, and (SQLite) in no order: nothing ties an address key to the erased id
+    # it was erased with.
+    day = v.ts(book.now.replace(hour=0, minute=0, second=0, microsecond=0))
+    column, value = v.dialect.random_rowid
     yield from many("INSERT INTO suppressions (user_id, suppressed_at) VALUES (?, ?) "
-                    "ON CONFLICT DO NOTHING", [(u, v.ts(book.now)) for u in user_ids])
+                    "ON CONFLICT DO NOTHING", [(u, day) for u in user_ids])
     # Their addresses, as keys (hashes), so an import's email-only row cannot bring them back.
     keys = {email_key(str(r[0])) for r in (yield from fetch_in(
         "SELECT email FROM users WHERE email IS NOT NULL AND user_id IN ({})", user_ids))}
     keys.update(str(r[0]) for r in (yield from fetch_in(
         "SELECT email_key FROM surveys WHERE email_key IS NOT NULL AND user_id IN ({})",
         user_ids)))
-    yield from many("INSERT INTO suppressed_addresses (email_key, suppressed_at) VALUES (?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    [(k, v.ts(book.now)) for k in sorted(k for k in keys if k)])
+    yield from many(f"INSERT INTO suppressed_addresses ({column}email_key, suppressed_at) "
+                    f"VALUES ({value}?, ?) ON CONFLICT DO NOTHING",
+                    [(k, day) for k in sorted(k for k in keys if k)])
     book.erased_surveys += yield from erase_rows(v, user_ids)
+
+
+def _with_alias_ids(user_ids: list[str]) -> Steps[set[str]]:
+    """These ids and every id aliased to them (an anonymousId folded in at sign-in, a
+    previousId): the person's old browser may still send events under one of those."""
+    ids, new = set(user_ids), set(user_ids)
+    for _ in range(8):  # aliases of aliases, as deep as Book.resolve follows them
+        found = {str(r[0]) for r in (yield from fetch_in(
+            "SELECT alias_id FROM aliases WHERE user_id IN ({})", new))}
+        new = found - ids
+        if not new:
+            break
+        ids |= new
+    return ids

@@ -64,6 +64,10 @@ class Dialect:
     # dispatcher's commit counts its sends) do not wait on one row's lock. One where
     # transactions take turns anyway.
     counter_shards: int
+    # The INSERT column and value that store a row away from its insertion order (SQLite's
+    # rowid, at random), so that two tables written together cannot be matched row by row;
+    # empty where the table has no such order to give away cheaply (PostgreSQL).
+    random_rowid: tuple[str, str] = ("", "")
 
     def engines(self, url: str, pool_size: int) -> tuple[AsyncEngine, AsyncEngine]:
         """(writer, reader) engines for `url`."""
@@ -183,7 +187,8 @@ _RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_f
 
 SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="", exclusive_sql="",
                           shared_sql="", day_sql="substr({}, 1, 10)",  # naive UTC text
-                          keys_sql="", row_arrays=False, counter_shards=1)
+                          keys_sql="", row_arrays=False, counter_shards=1,
+                          random_rowid=("rowid, ", "abs(random()), "))
 POSTGRESQL: Dialect = _Postgresql(
     "postgresql", writer_thread=False, row_locks=" FOR UPDATE",
     exclusive_sql="SELECT pg_advisory_xact_lock(?)",
@@ -205,9 +210,10 @@ def sqlite_pragmas(conn: sqlite3.Connection | Any, *, writer: bool) -> None:
     conn.isolation_level = None  # autocommit: every transaction issues its own BEGIN
     pragmas = ["journal_mode=WAL", "synchronous=FULL", "busy_timeout=10000", "foreign_keys=OFF"]
     if writer:
-        # Deleted rows (an erasure) are zeroed where their pages are written anyway: no
-        # fragment of the person lingers in the b-tree pages, at no extra I/O.
-        pragmas.append("secure_delete=FAST")
+        # Deleted rows (an erasure) are zeroed, and so are the pages and overflow pages a
+        # delete or an update frees: no copy of a person lingers in the file's free pages.
+        # (FAST would leave freed pages as they were.) Intake seldom frees a page.
+        pragmas.append("secure_delete=ON")
     # storage.checkpointer copies the log in the background; this finishes the job.
     pragmas.append(f"wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
     cursor = conn.cursor()  # (SQLAlchemy's aiosqlite adapter has no execute of its own)

@@ -83,6 +83,10 @@ class Values:
         # one per transaction, so its rows of several days are locked in day order.
         self.shard = random.randrange(dialect.counter_shards)
 
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
     def ts(self, value: datetime | None) -> Any:
         """A time as SQLAlchemy's DateTime would store it on this backend."""
         if value is None:

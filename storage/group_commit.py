@@ -90,6 +90,7 @@ class GroupCommitter:
         on_commit: Callable[[CommitStats], None] | None = None,
         max_queued_messages: int = MAX_QUEUED_MESSAGES,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        on_erasure: Callable[[], None] | None = None,
     ) -> None:
         self._db, self._clock = db, clock
         self._max = max_messages
@@ -105,6 +106,7 @@ class GroupCommitter:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._on_commit = on_commit
+        self._on_erasure = on_erasure  # after a commit that erased someone
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = UserRowCache()  # the writer thread's (SQLite)
 
@@ -298,6 +300,8 @@ class GroupCommitter:
         if recorded.erased_users:
             log.info("privacy.erased", users=recorded.erased_users,
                      surveys=len(recorded.erased_surveys))
+            if self._on_erasure is not None:
+                self._on_erasure()
         on_erased = jobs[-1].policy.on_erased
         if recorded.erased_surveys and on_erased is not None:
             # Before the senders are answered: what the erasure left outside the database

@@ -54,7 +54,8 @@ class SqlStore(ConsoleStore):
         self._migrate, self._background = migrate, background
         self._writer = _Writer(self.db, clock, on_commit=on_commit,
                                max_queued_messages=max_queued_messages,
-                               max_queued_bytes=max_queued_bytes)
+                               max_queued_bytes=max_queued_bytes,
+                               on_erasure=self._erased)
         self._checkpointer: Checkpointer | None = None
 
     @property
@@ -83,6 +84,11 @@ class SqlStore(ConsoleStore):
                 await asyncio.to_thread(self._checkpointer.stop)
                 self._checkpointer = None
             await self.db.close()
+
+    def _erased(self) -> None:
+        # The write-ahead log still holds the erased rows' earlier page versions.
+        if self._checkpointer is not None:
+            self._checkpointer.wipe_log()
 
     # --- intake ---------------------------------------------------------------------------
     async def record(self, messages: list[Message], policy: IntakePolicy,

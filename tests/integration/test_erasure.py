@@ -4,6 +4,7 @@ links are unknown, nothing of theirs is synced, and no figure counts them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from jobs.housekeeping import housekeeping
 from jobs.sync import Syncer
 from storage import personal_data, surveys
 from storage.sqlutil import SURVEYS, SYNC_FAILURES
+from storage.survey_plan import email_key
 from tests.conftest import basic, bearer
 from tests.fakes.segment_api import FakeSegment
 from tests.privacy import find_everywhere, outbox_mail, token_in
@@ -114,8 +116,10 @@ async def test_erasure_leaves_nothing(book: Book, door: str) -> None:
     assert {t for t, _, n in before if n == EMAIL} == {"users", "surveys"}
     assert len(outbox_mail(b.outbox)) == 2
     await erase(b, door)
-    # Only the suppressed id is left, in the whole schema.
-    assert await find_everywhere(b.db, NEEDLES) == {("suppressions", "user_id", "gone-user")}
+    # Only the suppressed ids are left, in the whole schema: the user id and the
+    # anonymousId folded into it, which the person's old browser may still send.
+    assert await find_everywhere(b.db, NEEDLES) == {("suppressions", "user_id", "gone-user"),
+                                                    ("suppressions", "user_id", "anon-of-gone")}
     for path in ("/v1/users/gone-user", "/v1/users/anon-of-gone",
                  "/v1/users/gone-user/decisions"):
         assert (await b.get(path))[0] == 404
@@ -142,6 +146,93 @@ async def test_erasure_leaves_nothing(book: Book, door: str) -> None:
     assert sent and not [m for m in sent if "gone-user" in m or COMMENT in m or EMAIL in m]
     [group] = [m for m in b.seg.messages if m["type"] == "group"]
     assert group["traits"] == {"NPS": 100.0, "NPS_responses": 1}
+
+
+@pytest.mark.parametrize("door", ["segment", "admin"])
+async def test_the_old_anonymous_id_does_not_bring_the_person_back(book: Book,
+                                                                   door: str) -> None:
+    """Segment delivers late: a page and an identify from the person's old browser, under
+    the anonymousId that was folded into the erased user, arrive after the erasure."""
+    b = book
+    await b.post({"type": "page", "anonymousId": "anon-of-gone", "name": "Home"})
+    await b.post({"type": "alias", "previousId": "anon-of-gone", "userId": "gone-user"})
+    await b.post({"type": "identify", "userId": "gone-user",
+                  "traits": {"email": EMAIL, "firstName": "Gone"}})
+    await erase(b, door)
+    await b.post({"type": "page", "anonymousId": "anon-of-gone", "name": "Home"})
+    await b.post({"type": "identify", "anonymousId": "anon-of-gone",
+                  "traits": {"email": EMAIL, "firstName": "Gone"}})
+    await b.post({"type": "identify", "userId": "gone-user", "anonymousId": "anon-of-gone",
+                  "traits": {"email": EMAIL}})
+    for path in ("/v1/users/anon-of-gone", "/v1/users/gone-user"):
+        assert (await b.get(path))[0] == 404, path
+    assert {t for t, _, n in await find_everywhere(b.db, NEEDLES)} == {"suppressions"}
+    assert await b.dispatcher.run_once() == 0 and outbox_mail(b.outbox) == {}
+
+
+async def test_a_group_call_of_an_erased_member_still_writes_the_account(book: Book) -> None:
+    b = book
+    await b.post({"type": "identify", "userId": "gone-user", "traits": {"email": EMAIL}})
+    await b.post({"type": "delete", "userId": "gone-user"})
+    await b.post({"type": "group", "userId": "gone-user", "groupId": "newco",
+                  "traits": {"name": "NewCo", "plan": "pro"}})
+    status, account = await b.get("/v1/accounts/newco")
+    assert status == 200, account
+    assert account["traits"] == {"name": "NewCo", "plan": "pro"} and account["members"] == []
+    assert (await b.get("/v1/users/gone-user"))[0] == 404
+
+
+async def test_the_sqlite_files_hold_no_copy_of_the_erased_person(book: Book) -> None:
+    """Not only the tables: the database file's free pages and the write-ahead log, where
+    earlier versions of the person's pages were, are cleared within seconds."""
+    b = book
+    path = b.db.sqlite_path
+    if path is None:
+        pytest.skip("SQLite's files; PostgreSQL keeps dead rows until its own VACUUM")
+    await surveyed_and_answered(b)
+    for n in range(60):  # enough erased rows that whole pages are freed, not only cells
+        await b.post({"type": "identify", "userId": f"race-{n}",
+                      "traits": {"email": f"racer-{n}@example.com", "name": f"Racer {n}"}})
+    files = [Path(path), Path(f"{path}-wal")]
+
+    def copies() -> set[str]:
+        data = b"".join(f.read_bytes() for f in files if f.exists()).lower()
+        needles = [EMAIL, COMMENT, "racer-7@example.com", "racer-42@example.com"]
+        return {n for n in needles if n.lower().encode() in data}
+
+    assert copies()  # what the test looks for is there before
+    await erase(b, "admin")
+    deletes = [{"type": "delete", "userId": f"race-{n}", "messageId": f"del-{n}"}
+               for n in range(60)]
+    response = await b.client.post("/v1/segment", json={"batch": deletes}, headers=basic())
+    assert response.status == 200, await response.text()
+    for _ in range(100):
+        if not copies():
+            break
+        await asyncio.sleep(0.1)
+    assert copies() == set()
+    assert (await b.get("/v1/users/stay"))[0] == 200  # the others are untouched
+
+
+async def test_nothing_ties_a_kept_address_key_to_the_erased_id(book: Book) -> None:
+    """The address key is kept so an import cannot bring the person back; neither its time
+    nor (SQLite) its place in the file says which erased id it belonged to."""
+    b = book
+    for n in range(12):
+        await b.post({"type": "identify", "userId": f"e-{n}",
+                      "traits": {"email": f"e-{n}@example.com"}})
+        b.clock.advance(timedelta(minutes=7))
+        await b.post({"type": "delete", "userId": f"e-{n}"})
+    async with b.db.read() as conn:
+        times = {str(r[0]) for r in await conn.execute(sa.text(
+            "SELECT suppressed_at FROM suppressions UNION ALL "
+            "SELECT suppressed_at FROM suppressed_addresses"))}
+        assert len(times) == 1 and "10:00" not in times.pop()  # the day, not the minute
+        if b.db.sqlite_path is not None:
+            keys = [str(r[0]) for r in await conn.execute(sa.text(
+                "SELECT email_key FROM suppressed_addresses ORDER BY rowid"))]
+            erased_order = [email_key(f"e-{n}@example.com") for n in range(12)]
+            assert sorted(keys) == sorted(erased_order) and keys != erased_order
 
 
 async def test_delete_user_needs_the_admin_token_and_a_known_id(book: Book) -> None:
