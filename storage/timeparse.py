@@ -20,7 +20,10 @@ def parse_timestamp(value: object) -> datetime | None:
     if not isinstance(value, str) or not 10 <= len(value) <= 64:
         return None
     text = value.strip()
-    parsed = _iso(text) or _go(text)
+    try:
+        parsed = _iso(text) or _go(text)
+    except OverflowError:  # year 1 at +14:00 or 9999 at -14:00: before 1 or after 9999 in UTC
+        return None
     if parsed is None or not _MIN <= parsed < _MAX:
         return None
     return parsed

@@ -342,6 +342,33 @@ async def test_invalid_utf8_and_lone_surrogates(client: Any) -> None:
     await still_serving(client)
 
 
+EDGES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00Z",
+         "9999-12-31 23:59:59.5 -1400 UTC", "0001-01-01 00:00:00 +1400"]
+
+
+async def test_timestamps_at_the_edge_of_the_calendar(client: Any) -> None:
+    """Year 1 at +14:00 is before year 1 in UTC: such a time is unusable, never an error,
+    and the good messages sent with it are stored."""
+    n = 0
+    for edge in EDGES:
+        for field in ("timestamp", "originalTimestamp", "sentAt", "receivedAt", "createdAt"):
+            n += 1
+            bad: dict[str, Any] = {"type": "identify", "userId": f"edge-{n}",
+                                   "messageId": f"edge-{n}", "traits": {"email": "e@x.io"}}
+            if field == "createdAt":
+                bad["traits"]["createdAt"] = edge
+            else:
+                bad[field] = edge
+            good = {"type": "identify", "userId": f"good-{n}", "messageId": f"good-{n}"}
+            for path, payload in (("/v1/segment", bad), ("/v1/segment", [good, bad]),
+                                  ("/v1/batch", {"batch": [good, bad], "sentAt": edge}),
+                                  ("/v1/identify", {**bad, "messageId": f"edge-i-{n}"})):
+                await check_answer(client, path, encode(payload), payload)
+            response = await client.get(f"/v1/users/good-{n}", headers=bearer())
+            assert response.status == 200, (edge, field, await response.text())
+    await still_serving(client)
+
+
 async def test_gzip_bomb_is_refused(make_client: Any) -> None:
     limit = 1 << 20
     client = await make_client(intake={"max_body_bytes": limit})
