@@ -32,7 +32,7 @@ from settings import (
     StorageSettings,
     SurveySettings,
 )
-from settings.durations import parse_duration
+from settings.durations import format_duration, parse_duration
 
 # The settings types live in settings/ so jobs and storage need not import daemon;
 # they are re-exported here for the parser's callers.
@@ -162,7 +162,7 @@ def _server(raw: Mapping[str, Any], path: str) -> ServerSettings:
         host=s.get("host", values.nonempty, d.host),
         port=s.get("port", values.int_in(0, 65535), d.port),
         public_url=s.get("public_url", values.url, d.public_url),
-        shutdown_timeout=s.get("shutdown_timeout", values.positive_duration, d.shutdown_timeout),
+        shutdown_timeout=s.get("shutdown_timeout", values.timeout, d.shutdown_timeout),
         keepalive_timeout=s.get("keepalive_timeout", values.short_duration(timedelta(hours=1)),
                                 d.keepalive_timeout),
         body_timeout=s.get("body_timeout", values.short_duration(timedelta(hours=1)),
@@ -226,7 +226,7 @@ def _accounts(raw: Mapping[str, Any], path: str) -> AccountsSettings:
     accounts = AccountsSettings(
         one_account_per_user=s.get(
             "one_account_per_user", values.boolean, d_acc.one_account_per_user),
-        session_timeout=s.get("session_timeout", values.positive_duration, d_acc.session_timeout),
+        session_timeout=s.get("session_timeout", values.timeout, d_acc.session_timeout),
     )
     s.check_unknown()
     return accounts
@@ -256,6 +256,12 @@ def _survey(raw: Mapping[str, Any], path: str) -> SurveySettings:
         raise ConfigError(
             path, "survey.max_delay", "is shorter than survey.min_delay (use 0 to survey always)"
         )
+    if survey.reminder_after and survey.reminder_after >= survey.response_window:
+        raise ConfigError(
+            path, "survey.reminder_after",
+            f"must be shorter than survey.response_window "
+            f"({format_duration(survey.response_window)}): it counts from the survey's email, "
+            "and the reminder's link would have expired")
     return survey
 
 
@@ -301,7 +307,7 @@ def _email(raw: Mapping[str, Any], path: str, env: Mapping[str, str]) -> EmailSe
         security=m.get("security", values.choice("none", "starttls", "tls"), ds.security),
         username=m.get("username", values.string, ds.username),
         password=m.get("password", values.string, ds.password),
-        timeout=m.get("timeout", values.positive_duration, ds.timeout),
+        timeout=m.get("timeout", values.timeout, ds.timeout),
         max_connections=m.get("max_connections", values.int_in(1, 64), ds.max_connections),
     )
     m.check_unknown()

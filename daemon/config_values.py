@@ -117,12 +117,21 @@ def positive_duration(value: Any) -> timedelta:
     return delta
 
 
+def timeout(value: Any) -> timedelta:
+    """A positive duration written with its unit: a bare number means days for the survey
+    delays, so `shutdown_timeout = 30` would wait 30 days; here it is refused instead."""
+    if (isinstance(value, int | float) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value.strip().replace(".", "", 1).isdigit()):
+        raise ValueError(f'needs a unit, e.g. "{value}s" (a bare number would mean days)')
+    return positive_duration(value)
+
+
 def short_duration(most: timedelta) -> Parser:
     """A positive duration of at most `most` (a bare number means days elsewhere: here a
     `75` would keep connections 75 days, so the bound says what was meant)."""
 
     def parse(value: Any) -> timedelta:
-        delta = positive_duration(value)
+        delta = timeout(value)
         if delta > most:
             raise ValueError(f"must be at most {format_duration(most)} "
                              f'(write seconds with a unit: "75s")')

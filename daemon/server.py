@@ -10,6 +10,7 @@ import gc
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,12 +33,34 @@ from storage.migrations import SchemaTooNew
 log = structlog.get_logger("npsd")
 
 
+def _outbox_problem(settings: Settings) -> str | None:
+    """The file backend's directory, made and written to now: a mistake there would
+    otherwise show only as surveys retrying."""
+    if settings.email.backend != "file":
+        return None
+    directory = settings.email.file_dir
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return f"email.file_dir: cannot write .eml files to {directory}: {exc.strerror or exc}"
+    return None
+
+
 async def serve(settings: Settings, config_path: Path | None) -> int:
     # Off loopback the CLI has already refused these; on loopback they are only a warning.
     for weak in weak_secrets(settings):
         log.warning("config.weak_secret", key=weak.key, reason=weak.reason, origin=weak.origin)
     _warn_plain_http(settings)
-    app = create_app(settings, config_path=config_path)
+    try:
+        if (problem := _outbox_problem(settings)) is not None:
+            raise StoreUnavailable(problem)
+        app = create_app(settings, config_path=config_path)
+    except StoreUnavailable as exc:  # the database's directory, or the outbox
+        log.error("server.start_failed", reason=str(exc))
+        print(f"npsd: cannot start: {exc}", file=sys.stderr)
+        return 1
     runtime = app[RUNTIME]
     grace = settings.server.shutdown_timeout.total_seconds()
     runner = web.AppRunner(app, handle_signals=False,

@@ -251,10 +251,13 @@ class Dispatcher:
         delay = max(1.0, backoff_s(c.attempts, SMTP_RETRY))
         due = self._clock.now() + timedelta(seconds=delay)
         self._count("retry")
-        log.info("survey.retry", survey_id=c.id, code=exc.code, delay_s=round(delay, 1))
+        log.info("survey.retry", survey_id=c.id, code=exc.code, delay_s=round(delay, 1),
+                 reason=detail[:200])
+        # A reply code means the server answered; without one npsd could not reach it (or,
+        # file backend, not write the file): the text says which.
+        said = f"the mail server said {detail}" if exc.code else detail
         return Outcome(c.id, c.user_id, SurveyState.PENDING,
-                       f"retry at {format_instant(due)}: the mail server said {detail}",
-                       due_at=due)
+                       f"retry at {format_instant(due)}: {said}", due_at=due)
 
     def _count(self, result: str) -> None:
         if self._on_email is not None:

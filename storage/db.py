@@ -50,7 +50,12 @@ class Database:
         database = make_url(url).database or ""
         self.sqlite_path: str | None = None  # the database file, when there is one
         if self.dialect.writer_thread and database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            parent = Path(database).parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailable(f"storage.url: cannot create the directory {parent} "
+                                       f"for the database: {exc.strerror or exc}") from exc
             self.sqlite_path = database
         self.writer, self.reader = self.dialect.engines(url, pool_size)
         self._intake_writer = SqliteWriter(self.sqlite_path)

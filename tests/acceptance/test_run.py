@@ -41,3 +41,25 @@ async def test_run_refuses_a_newer_schema_and_an_unreachable_store(tmp_path: Pat
     assert await down.wait_exit() == 1
     assert any(e.get("event") == "server.start_failed" for e in down.logs)
     await down.close()
+
+
+async def test_run_names_a_database_directory_or_outbox_it_cannot_write(tmp_path: Path) -> None:
+    """A path mistake stops the start with the key, the path and the reason, as one JSON
+    line (no traceback), instead of a crash or surveys that retry for ever."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cases = [
+        ({"storage": {"url": f"sqlite+aiosqlite:///{blocker / 'npsd.db'}"}},
+         f"storage.url: cannot create the directory {blocker}"),
+        ({"email": {"backend": "file", "file_dir": str(blocker / "outbox")}},
+         f"email.file_dir: cannot write .eml files to {blocker / 'outbox'}"),
+    ]
+    for n, (sections, says) in enumerate(cases):
+        npsd = Daemon(tmp_path / f"run-{n}", f"sqlite+aiosqlite:///{tmp_path / f'{n}.db'}",
+                      **sections)
+        await npsd.start(wait=False)
+        assert await npsd.wait_exit() == 1
+        [failed] = npsd.events("server.start_failed")
+        assert failed["reason"].startswith(says), failed
+        assert not [line for line in npsd.raw_log if "Traceback" in line]
+        await npsd.close()

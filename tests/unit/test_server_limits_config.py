@@ -22,7 +22,7 @@ def test_defaults_and_values() -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "says"), [
-    ("keepalive_timeout", 75, "at most 1h"),          # a bare number is days
+    ("keepalive_timeout", 75, 'needs a unit, e.g. "75s"'),  # a bare number is days
     ("keepalive_timeout", "2h", "at most 1h"),
     ("keepalive_timeout", "0s", "greater than zero"),
     ("body_timeout", "soon", "not a duration"),

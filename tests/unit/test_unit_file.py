@@ -97,9 +97,14 @@ def test_state_config_and_credentials(service: dict[str, list[str]]) -> None:
     assert one(service, "DynamicUser") == "yes"
     assert one(service, "StateDirectory") == "npsd"
     assert one(service, "ConfigurationDirectory") == "npsd"
-    # The credential names are the ones daemon/config.py reads from $CREDENTIALS_DIRECTORY.
+    # Every credential name the config code reads from $CREDENTIALS_DIRECTORY is loaded:
+    # one left out would be ignored in silence (a webhook secret: npsd would not start).
     credentials = {value.partition(":")[0] for value in service["LoadCredential"]}
-    assert credentials >= {"intake_api_keys", "admin_token", "segment_write_key", "smtp_password"}
+    read = set()
+    for path in (ROOT / "daemon").glob("config*.py"):
+        read |= set(re.findall(r'secret[a-z_]*\(env, "NPSD_[A-Z_]+", "([a-z_]+)"\)',
+                               path.read_text()))
+    assert len(read) == 7 and credentials == read
 
 
 def test_hardening(service: dict[str, list[str]]) -> None:
