@@ -20,6 +20,13 @@ class AuthError(Exception):
         self.reason = reason
 
 
+
+def presented(value: str) -> bytes:
+    """A credential as the client sent it. Headers that are not UTF-8 reach us with their
+    bytes escaped as lone surrogates (aiohttp decodes them with surrogateescape): those
+    bytes come back, and simply match nothing."""
+    return value.encode("utf-8", "surrogateescape")
+
 def basic_username(header: str | None) -> str | None:
     """The user part of `Authorization: Basic base64(user:password)`, or None."""
     if not header:
@@ -37,7 +44,7 @@ def basic_username(header: str | None) -> str | None:
 def key_matches(candidate: str | None, keys: Iterable[str]) -> bool:
     if candidate is None:
         return False
-    given = candidate.encode("utf-8")
+    given = presented(candidate)
     matched = False
     for key in keys:
         # No early exit: the time taken does not tell which key nearly matched.
@@ -114,7 +121,7 @@ def check_admin(request: web.Request, token: str) -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-        value.strip().encode("utf-8"), token.encode("utf-8")
+        presented(value.strip()), token.encode("utf-8")
     ):
         raise AuthError("missing or wrong admin token (Authorization: Bearer <admin.token>)",
                         "invalid_admin_token")
@@ -123,7 +130,7 @@ def check_admin(request: web.Request, token: str) -> None:
 def token_role(token: str, admin_token: str, viewer_tokens: Iterable[str]) -> str | None:
     """"admin", "viewer" or None for a presented token; every candidate is compared (no
     early exit), so the time taken says nothing about which one nearly matched."""
-    given = token.encode("utf-8")
+    given = presented(token)
     is_admin = hmac.compare_digest(given, admin_token.encode("utf-8"))
     is_viewer = key_matches(token, viewer_tokens)
     return "admin" if is_admin else "viewer" if is_viewer else None

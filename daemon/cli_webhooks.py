@@ -39,15 +39,19 @@ def parse_since(text: str, now: datetime) -> datetime:
     """`--since`: a date, a date and time, or how long ago ("36h")."""
     try:
         return now - parse_duration(text)
-    except ValueError:
-        pass
+    except ValueError as exc:
+        if "longer than" in str(exc):
+            raise ValueError(f"--since {text!r}: {exc}") from None
     try:
         when = datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError:
         raise ValueError(f"--since {text!r}: expected an ISO 8601 date or time such as "
                          "2026-12-01 or 2026-12-01T09:30:00Z, or a duration such as 36h"
                          ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    try:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
+        raise ValueError(f"--since {text!r}: out of range") from None
 
 
 async def replay(settings: Settings, args: argparse.Namespace, store: SqlStore) -> int:

@@ -215,14 +215,19 @@ def parse_time(text: str, zone: tzinfo, now: datetime,
     if at.tzinfo is None:
         at = at.replace(tzinfo=zone)
     if at.tzinfo is not UTC:
-        at = at.astimezone(UTC)
+        try:
+            at = at.astimezone(UTC)
+        except OverflowError:  # year 1 at +14:00 is before year 1 in UTC
+            return f"{text[:40]!r} is out of range"
     if at > (latest or now + FUTURE_SLACK):
         return f"{text[:40]!r} is in the future"
     return at
 
 
 def _parse(text: str) -> datetime | None:
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
+        if len(text) > 16:  # past any Unix time in milliseconds (and int()'s digit limit)
+            return None
         seconds = int(text)
         if seconds > 100_000_000_000:  # milliseconds
             seconds //= 1000

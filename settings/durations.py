@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -14,16 +15,32 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, bool):
         raise ValueError('expected a duration like "3d", not a boolean')
     if isinstance(value, int | float):
+        if value != value:  # NaN
+            raise ValueError('expected a duration like "3d", got nan')
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(days=value)
+        return _bounded(lambda: timedelta(days=value), value)
     if not isinstance(value, str):
         raise ValueError(f'expected a duration like "3d", got {type(value).__name__}')
     match = _PATTERN.match(value)
     if match is None:
         raise ValueError(f"{value!r} is not a duration: use <n>s, <n>m, <n>h, <n>d or <n>w")
     number, unit = float(match.group(1)), match.group(2) or "d"
-    return timedelta(seconds=number * _UNITS[unit])
+    return _bounded(lambda: timedelta(seconds=number * _UNITS[unit]), value)
+
+
+# Longer than any rule needs, and short enough that now + it is always a date (year 9999).
+LONGEST = timedelta(days=36525)
+
+
+def _bounded(make: Callable[[], timedelta], value: object) -> timedelta:
+    try:
+        delta = make()
+    except (OverflowError, ValueError):  # past timedelta's 999,999,999 days, or inf
+        delta = LONGEST * 2
+    if delta > LONGEST:
+        raise ValueError(f"{value!r} is longer than 100 years")
+    return delta
 
 
 def format_duration(delta: timedelta) -> str:

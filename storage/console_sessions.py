@@ -17,7 +17,8 @@ SESSIONS = ConsoleSession.__table__  # type: ignore[attr-defined]
 
 
 def digest(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+    # A cookie that is not UTF-8 arrives with its bytes escaped (surrogateescape).
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(frozen=True)

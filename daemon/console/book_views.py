@@ -34,7 +34,8 @@ async def accounts(request: web.Request, viewer: Viewer) -> web.StreamResponse:
         sort = "name"
     descending = request.query.get("order", "desc" if sort != "name" else "asc") == "desc"
     page_no = request.query.get("page", "1")
-    number = int(page_no) if page_no.isdigit() and 0 < int(page_no) < 1_000_000 else 1
+    number = int(page_no) if page_no.isascii() and page_no.isdigit() and len(page_no) < 7 \
+        and int(page_no) > 0 else 1
     runtime = request.app[RUNTIME]
     computed_at = runtime.clock.now()
     rows, total = await runtime.store.accounts_page(sort, descending, ACCOUNTS_PER_PAGE,

@@ -15,11 +15,17 @@ class FilterError(ValueError):
     pass
 
 
+def _whole(text: str, digits: int) -> bool:
+    """ASCII digits only (str.isdigit also takes "²"), and few enough that int() of them is
+    cheap and allowed (Python refuses over 4,300 digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= digits
+
+
 def _score(query: Mapping[str, str], key: str) -> int | None:
     text = query.get(key, "").strip()
     if not text:
         return None
-    if not text.isdigit() or int(text) > 10:
+    if not _whole(text, 2) or int(text) > 10:
         raise FilterError(f"{key} must be a whole number from 0 to 10, got {text[:20]!r}")
     return int(text)
 
@@ -35,12 +41,17 @@ def _instant(query: Mapping[str, str], key: str, end_of_day: bool) -> datetime |
             return datetime(day.year, day.month, day.day, tzinfo=UTC) + (
                 timedelta(days=1) if end_of_day else timedelta(0))
         stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if stamp.tzinfo is None:
+            raise FilterError(f"{key} needs a time zone (e.g. 2026-03-01T09:00:00Z)")
+        return stamp.astimezone(UTC)
+    except OverflowError:  # 9999-12-31's next day, year 1 at +14:00
+        raise FilterError(f"{key} is out of range: use a date between 0001-01-02 and "
+                          "9999-12-30") from None
+    except FilterError:
+        raise
     except ValueError:
         raise FilterError(f"{key} must be a date like 2026-03-01 or an ISO 8601 time, "
                           f"got {text[:40]!r}") from None
-    if stamp.tzinfo is None:
-        raise FilterError(f"{key} needs a time zone (e.g. 2026-03-01T09:00:00Z)")
-    return stamp.astimezone(UTC)
 
 
 def parse_filters(query: Mapping[str, str]) -> Filters:
@@ -67,6 +78,6 @@ def parse_limit(query: Mapping[str, str], default: int) -> int:
     text = query.get("limit", "").strip()
     if not text:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not _whole(text, len(str(MAX_LIMIT))) or not 1 <= int(text) <= MAX_LIMIT:
         raise FilterError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return int(text)

@@ -15,16 +15,19 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import structlog
 from aiohttp import web
 
-from daemon.auth import token_role
+from daemon.auth import presented, token_role
+from daemon.bodies import read_body
 from daemon.config import Settings
 from daemon.console.login_limit import LOGIN_LIMITER, Refused
 from daemon.console.render import html, page
+from daemon.http_util import BodyError
 from daemon.runtime import RUNTIME
+from daemon.survey_page import PAGE_BODY_LIMIT
 from storage.console_sessions import digest
 from storage.db import StoreUnavailable
 
@@ -53,23 +56,39 @@ Handler = Callable[[web.Request, Viewer], Awaitable[web.StreamResponse]]
 class BadForm(Exception):
     """A body that is not a form this console sent."""
 
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+MAX_FIELDS = 100  # the console's forms have a handful
+
 
 async def read_form(request: web.Request) -> dict[str, str]:
-    """The urlencoded form's text fields; anything else (multipart, bad bytes) is BadForm.
-    aiohttp's own size bound (client_max_size) still answers 413."""
+    """The urlencoded form's fields, read within server.body_timeout and PAGE_BODY_LIMIT
+    (a sign-in form that trickles in must not hold its connection); anything else
+    (multipart, too large, too slow) is BadForm."""
     if request.content_type not in ("application/x-www-form-urlencoded", ""):
         raise BadForm("send the form as application/x-www-form-urlencoded")
+    timeout = request.app[RUNTIME].settings.server.body_timeout.total_seconds()
     try:
-        form = await request.post()
-    except web.HTTPException:
-        raise
-    except Exception as exc:  # aiohttp raises several kinds on a malformed body
-        raise BadForm("the form could not be read") from exc
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+        body = await read_body(request, PAGE_BODY_LIMIT, timeout)
+    except BodyError as exc:
+        raise BadForm(exc.message, exc.status) from None
+    try:
+        pairs = parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True,
+                          encoding="utf-8", errors="replace", max_num_fields=MAX_FIELDS)
+    except ValueError:
+        raise BadForm("the form has too many fields") from None
+    return dict(pairs)
 
 
-def _bad_form(message: str) -> web.Response:
-    return html(page("console_error.html", title="Bad form", status=400, detail=message), 400)
+def _bad_form(exc: BadForm) -> web.Response:
+    response = html(page("console_error.html", title="Bad form", status=exc.status,
+                         detail=str(exc)), exc.status)
+    if exc.status in (408, 413):
+        response.force_close()  # the rest of the body is not read
+    return response
 
 
 def _secure(settings: Settings) -> bool:
@@ -115,9 +134,9 @@ def console_page(handler: Handler) -> Callable[[web.Request], Awaitable[web.Stre
                 try:
                     form = await read_form(request)
                 except BadForm as exc:
-                    return _bad_form(str(exc))
+                    return _bad_form(exc)
                 given = form.get("csrf", "")
-                if not hmac.compare_digest(given.encode(), viewer.csrf.encode()):
+                if not hmac.compare_digest(presented(given), viewer.csrf.encode()):
                     return html(page("console_error.html", title="Form expired", status=403,
                                      detail="This form is out of date: go back, reload the "
                                             "page and try again."), 403)
@@ -156,10 +175,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     try:
         form = await read_form(request)
     except BadForm as exc:
-        return _bad_form(str(exc))
+        return _bad_form(exc)
     given = form.get("csrf", "")
     expected = request.cookies.get(LOGIN_COOKIE, "")
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+    if not expected or not hmac.compare_digest(presented(given), expected.encode()):
         return _login_page(request, "The sign-in form expired: please try again.", 403)
     limiter, remote = request.app[LOGIN_LIMITER], request.remote or ""
     refused = limiter.check(remote, runtime.clock.now())

@@ -172,6 +172,27 @@ async def test_a_trickling_body_is_cut_at_the_body_timeout(make_client: Any) -> 
     assert closed is not None and closed < 6
 
 
+async def test_a_trickling_sign_in_form_is_cut_at_the_body_timeout(make_client: Any) -> None:
+    """The sign-in form needs no session: a client that trickles it must not hold its
+    connection for ever (it did, past 270 s, before the console read forms itself)."""
+    client = await make_client(server={"body_timeout": "1s"})
+    host, port = _where(client)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    answer, closed = await trickle(host, port, "/console/login", form, 1_000,
+                                   byte_every_s=0.05, timeout_s=8)
+    assert answer.status == 408, answer
+    assert "did not arrive" in answer.body.decode()
+    assert closed is not None and closed < 6
+
+
+async def test_an_oversized_console_form_gets_a_page(make_client: Any) -> None:
+    client = await make_client()
+    response = await client.post("/console/login", data={"token": "x" * 70_000},
+                                 allow_redirects=False)
+    assert response.status == 413 and response.content_type == "text/html"
+    assert "larger than" in await response.text()
+
+
 async def test_idle_keepalive_connections_close(make_client: Any) -> None:
     """After an answer, and before any request at all, an idle connection is closed after
     server.keepalive_timeout (aiohttp's default kept it an hour)."""

@@ -200,6 +200,13 @@ async def test_responses_filters(make_client: Any) -> None:
     ("since=yesterday", "since must be a date like 2026-03-01"),
     ("limit=501", "limit must be a whole number from 1 to 500"),
     ("cursor=%%%", "cursor is not one this server handed out"),
+    # The calendar's edges and numbers too long for int(): each was a 500.
+    ("until=9999-12-31", "until is out of range"),
+    ("since=0001-01-01T00:00:00%2B14:00", "since is out of range"),
+    ("until=9999-12-31T23:59:59-14:00", "until is out of range"),
+    ("score_min=" + "9" * 5000, "score_min must be a whole number from 0 to 10"),
+    ("score_max=%C2%B2", "score_max must be a whole number from 0 to 10"),
+    ("limit=" + "9" * 5000, "limit must be a whole number from 1 to 500"),
 ])
 async def test_bad_filters_are_a_400_saying_what_to_fix(make_client: Any, query: str,
                                                          fix: str) -> None:

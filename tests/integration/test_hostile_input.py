@@ -469,3 +469,24 @@ async def test_random_survey_tokens_are_404(client: Any) -> None:
             assert response.status == 404, (method, token, response.status)
             response.release()
     await still_serving(client)
+
+
+async def test_credentials_that_are_not_utf8_are_refused_not_a_500(client: Any) -> None:
+    """Header bytes that are not UTF-8 reach the handlers escaped (surrogateescape): a token
+    or a session cookie made of them matches nothing."""
+    host, port = client.server.host, client.server.port
+    requests = [
+        (b"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xe9\xff\r\n", 401),
+        (b"GET /v1/users/u1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer caf\xc3\r\n", 401),
+        (b"GET /console/responses HTTP/1.1\r\nHost: x\r\nCookie: npsd_session=\xe9\r\n", 303),
+        (b"GET /console HTTP/1.1\r\nHost: x\r\nCookie: npsd_session=a\xff\xfeb\r\n", 303),
+    ]
+    for head, status in requests:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(head + b"Connection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), timeout=5)
+        finally:
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 %d " % status), (head, answer[:200])
+    await still_serving(client)

@@ -171,6 +171,12 @@ def test_values(raw: dict[str, Any], expected: tuple[str, str, Any]) -> None:
         ({"accounts": {"session_timeout": 30}}, "accounts.session_timeout", "needs a unit"),
         ({"survey": {"reminder_after": "40d"}}, "survey.reminder_after",
          "shorter than survey.response_window (30d)"),
+        # Past what timedelta holds (each was a traceback), or past any rule's need.
+        ({"survey": {"min_delay": 1e309}}, "survey.min_delay", "longer than 100 years"),
+        ({"survey": {"min_delay": 9223372036854775807}}, "survey.min_delay", "longer than"),
+        ({"survey": {"min_delay": "99999999999999999999d"}}, "survey.min_delay", "longer than"),
+        ({"survey": {"min_delay": "40000d"}}, "survey.min_delay", "longer than 100 years"),
+        ({"survey": {"min_delay": float("nan")}}, "survey.min_delay", "got nan"),
         ({"storage": {"url": "mysql://db/npsd"}}, "storage.url", "must start with"),
         ({"storage": {"url": ""}}, "storage.url", "must not be empty"),
         ({"intake": {"dedup_window": "a week"}}, "intake.dedup_window", "not a duration"),

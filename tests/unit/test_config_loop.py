@@ -128,3 +128,7 @@ def test_replay_since_refuses_nonsense() -> None:
 
     with pytest.raises(ValueError, match="expected an ISO 8601 date or time"):
         parse_since("last tuesday", datetime(2026, 12, 2, tzinfo=UTC))
+    with pytest.raises(ValueError, match="longer than 100 years"):
+        parse_since("99999999999999999999h", datetime(2026, 12, 2, tzinfo=UTC))
+    with pytest.raises(ValueError, match="out of range"):
+        parse_since("9999-12-31T23:59:59-14:00", datetime(2026, 12, 2, tzinfo=UTC))

@@ -47,6 +47,9 @@ def test_dates_become_utc(text: str, zone: ZoneInfo, expected: datetime) -> None
     ("yesterday", "'yesterday' is not a date (use ISO 8601, e.g. 2026-03-02T10:00:00Z)"),
     ("2026-13-01", "'2026-13-01' is not a date (use ISO 8601, e.g. 2026-03-02T10:00:00Z)"),
     ("2026-03-04T10:00:00Z", "'2026-03-04T10:00:00Z' is in the future"),
+    # Each was a crash of the whole import, without a line number.
+    ("0001-01-01T00:00:00+14:00", "'0001-01-01T00:00:00+14:00' is out of range"),
+    ("9" * 5000, f"{'9' * 40!r} is not a date (use ISO 8601, e.g. 2026-03-02T10:00:00Z)"),
 ])
 def test_dates_refused(text: str, reason: str) -> None:
     assert parse_time(text, UTC, NOW) == reason
