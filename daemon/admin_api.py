@@ -12,9 +12,9 @@ from aiohttp import web
 
 from daemon.auth import AuthError, bearer_role, check_admin
 from daemon.http_util import json_error
-from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
 from storage.db import StoreUnavailable
+from storage.events import MAX_ID_LENGTH
 from storage.sql_store import SqlStore
 
 log = structlog.get_logger("npsd.admin")

@@ -11,11 +11,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from storage.events import TYPES, Message
+from storage.events import MAX_ID_LENGTH, TYPES, Message
 from storage.timeparse import parse_timestamp
 
 MAX_MESSAGE_BYTES = 32 * 1024
-MAX_ID_LENGTH = 256
 # A timestamp further ahead of the arrival time than this is a bad clock (or an attempt to
 # pin a trait: state follows event time, so "9998-12-31" would win over every later call).
 FUTURE_LIMIT = timedelta(hours=24)
@@ -53,6 +52,11 @@ def _identifier(raw: dict[str, Any], camel: str, snake: str) -> str | None:
         text = str(value)
     if len(text) > MAX_ID_LENGTH:
         raise InvalidMessage(f"{camel} is longer than {MAX_ID_LENGTH} characters")
+    if "\ufffd" in text:
+        # A NUL or lone surrogate was replaced while parsing (no database keeps them):
+        # kept, two different ids would become one, and a messageId a duplicate.
+        raise InvalidMessage(f"{camel} holds a NUL, a lone surrogate or U+FFFD: send ids "
+                             "as plain text")
     return text or None
 
 

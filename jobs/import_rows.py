@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import chain, repeat
 from typing import BinaryIO
 
+from storage.events import MAX_ID_LENGTH
 from storage.import_store import ImportRow
 
 MAX_COMMENT = 5000  # as the survey page takes (daemon/pages.py); a longer one is refused, never cut
@@ -158,8 +159,11 @@ class Reader:
                           reason)
 
         response_id, email_text, score_text, comment_text, at_text, user_text, kind = values
-        if "\ufffd" in "".join(cells):
+        joined = "".join(cells)
+        if "\ufffd" in joined:
             return BadRow(line, "", "not UTF-8 text")
+        if "\x00" in joined:
+            return BadRow(line, "", "holds a NUL character")
         if kind and kind.lower() != "nps":
             return bad("survey_type", f"a {kind.lower()} survey, not NPS")
         # The common case, a bare 0-10, without parse_score's float().
@@ -172,6 +176,9 @@ class Reader:
         user_id, email = user_text or None, email_text or None
         if user_id is None and email is None:
             return BadRow(line, "", "neither a user id nor an email")
+        if user_id is not None and len(user_id) > MAX_ID_LENGTH:
+            # As at the intake: such a user could be neither looked up nor erased.
+            return bad("user_id", f"longer than {MAX_ID_LENGTH} characters")
         if email is not None and _ADDRESS.fullmatch(email) is None:
             return bad("email", "not an email address")
         comment = comment_text or None

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 TYPES = ("identify", "group", "track", "page", "screen", "alias", "delete")
+MAX_ID_LENGTH = 256  # of a userId, anonymousId, groupId or messageId: every door's bound
 ACTIVITY_TYPES = ("track", "page", "screen")
 
 

@@ -12,10 +12,10 @@ from aiohttp import web
 
 from daemon.console.render import html, page
 from daemon.console.session import Viewer, console_page
-from daemon.messages import MAX_ID_LENGTH
 from daemon.runtime import RUNTIME
 from storage.console_book import ACCOUNT_SORTS
 from storage.console_reads import Filters
+from storage.events import MAX_ID_LENGTH
 from storage.nps_totals import account_name
 from storage.timeparse import iso
 

@@ -334,8 +334,19 @@ async def test_invalid_utf8_and_lone_surrogates(client: Any) -> None:
         ("/v1/track", {"userId": "\ud800", "event": "\udfff\x00"}),
     ):
         await check_answer(client, path, encode(payload), payload)
-    # What a database cannot hold arrives as U+FFFD rather than failing the commit.
-    response = await client.get("/v1/users/" + quote("sur-\ufffd"), headers=bearer())
+    # An id holding what a database cannot keep is refused, saying why: replaced, two ids
+    # ("mc-\x00", "mc-\ud800") would become one, and the second message a "duplicate".
+    for ids in ({"userId": "uc\x00"}, {"userId": "uc\ud800"}, {"anonymousId": "a\udfff"},
+                {"userId": "ok", "messageId": "mc-\x00"}, {"userId": "ok", "messageId": "mc-\ufffd"}):
+        response = await client.post("/v1/segment", data=encode({"type": "identify", **ids}),
+                                     headers={**JSON_TYPE, **basic()})
+        assert response.status == 400, (ids, await response.text())
+        assert "send ids as plain text" in (await response.json())["message"]
+    assert (await client.get("/v1/users/" + quote("uc\ufffd"), headers=bearer())).status == 404
+    # Elsewhere it arrives as U+FFFD rather than failing the commit.
+    clean_ids = {**surrogates, "userId": "sur-1", "anonymousId": None, "messageId": "sur-4"}
+    await check_answer(client, "/v1/segment", encode(clean_ids), clean_ids)
+    response = await client.get("/v1/users/sur-1", headers=bearer())
     assert response.status == 200, await response.text()
     user = await response.json()
     assert user["traits"]["email"] == "\ufffd@x.io" and user["traits"]["name"] == "a\ufffdb"

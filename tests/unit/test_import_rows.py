@@ -94,6 +94,20 @@ def test_rows_and_their_reasons() -> None:
                                        "from 0 to 10"
 
 
+def test_ids_the_intake_would_refuse_are_bad_rows() -> None:
+    """A user id over 256 characters, or a NUL anywhere, could be stored but never looked
+    up nor erased (the read API and the intake refuse such ids)."""
+    rows = _read("email,score,comment,answered_at,user_id\n"
+                 f",9,x,2026-02-01T10:00:00Z,{'u' * 257}\n"
+                 ",9,x,2026-02-01T10:00:00Z,u\x00v\n"
+                 "a@example.com,9,a\x00b,2026-02-01T10:00:00Z,\n"
+                 f",9,x,2026-02-01T10:00:00Z,{'u' * 256}\n")
+    assert rows[:3] == [BadRow(2, "user_id", "longer than 256 characters"),
+                        BadRow(3, "", "holds a NUL character"),
+                        BadRow(4, "", "holds a NUL character")]
+    assert isinstance(rows[3], ImportRow) and rows[3].user_id == "u" * 256
+
+
 def test_a_multi_line_comment_keeps_the_line_numbers_of_the_file() -> None:
     rows = _read("email,score,comment,answered_at\n"
                  "a@example.com,9,\"two\nlines\",2026-02-01\n"
