@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print JSON")
     report.add_argument("--by", choices=("account", "month"), help="only this breakdown")
     why = command("why", "every survey decision for a user, with its reason")
-    why.add_argument("user_id")
+    why.add_argument("user_id", help="the customer's Segment userId")
     why.add_argument("--json", action="store_true", help="print JSON")
     status = command("status", "pending surveys, last sync, backlog, dead letters")
     status.add_argument("--json", action="store_true", help="print JSON")
