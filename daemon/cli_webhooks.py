@@ -37,14 +37,16 @@ def add_commands(command: argparse.ArgumentParser, common: argparse.ArgumentPars
 
 def parse_since(text: str, now: datetime) -> datetime:
     """`--since`: a date, a date and time, or how long ago ("36h")."""
+    too_long: ValueError | None = None
     try:
         return now - parse_duration(text)
     except ValueError as exc:
-        if "longer than" in str(exc):
-            raise ValueError(f"--since {text!r}: {exc}") from None
+        too_long = exc if "longer than" in str(exc) else None
     try:
-        when = datetime.fromisoformat(text.strip().replace("z", "Z"))
+        when = datetime.fromisoformat(text.strip().replace("z", "Z"))  # also 20261201
     except ValueError:
+        if too_long is not None:
+            raise ValueError(f"--since {text!r}: {too_long}") from None
         raise ValueError(f"--since {text!r}: expected an ISO 8601 date or time such as "
                          "2026-12-01 or 2026-12-01T09:30:00Z, or a duration such as 36h"
                          ) from None

@@ -7,7 +7,7 @@ the time it was set, and an older message never overwrites a newer value.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,15 +44,19 @@ def apply_message(book: Book, m: Message, rules: BookRules) -> None:
     if m.type == "delete":
         _erase(book, m)
         return
-    if book.suppressed and any(
-            i in book.suppressed or book.resolve(i) in book.suppressed
-            for i in (m.user_id, m.anonymous_id, m.previous_id) if i):
-        # A deleted user's later events are accepted and dropped; a group call still
-        # writes its account (a company's traits), not the erased member.
-        if m.type == "group" and m.group_id:
-            _merge_traits(_account(book, m.group_id), m.traits, m.timestamp)
-            book.dirty_accounts.add(m.group_id)
-        return
+    if book.suppressed:
+        if _is_suppressed(book, m.user_id or m.anonymous_id) or (
+                m.type == "alias" and _is_suppressed(book, m.previous_id or m.anonymous_id)):
+            # A deleted user's later events are accepted and dropped; a group call still
+            # writes its account (a company's traits), not the erased member.
+            if m.type == "group" and m.group_id:
+                _merge_traits(_account(book, m.group_id), m.traits, m.timestamp)
+                book.dirty_accounts.add(m.group_id)
+            return
+        if m.user_id and _is_suppressed(book, m.anonymous_id):
+            # Someone else on an erased person's old browser: theirs, without the erased
+            # anonymousId (never folded in, never linked again).
+            m = replace(m, anonymous_id=None)
     if m.type == "alias":
         source = m.previous_id or m.anonymous_id
         if m.user_id and source and source != m.user_id:
@@ -85,6 +89,12 @@ def apply_message(book: Book, m: Message, rules: BookRules) -> None:
         if m.type == "track":
             _b2b(book, user, m, rules)
     book.dirty_users.add(user["user_id"])
+
+
+def _is_suppressed(book: Book, some_id: str | None) -> bool:
+    if not some_id:
+        return False
+    return some_id in book.suppressed or book.resolve(some_id) in book.suppressed
 
 
 def _subject(book: Book, m: Message) -> str | None:

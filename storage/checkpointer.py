@@ -14,7 +14,7 @@ left to copy, and the next write restarts the log.
 
 After an erasure the log still holds the erased rows' earlier page versions: `wipe_log()`
 asks for a TRUNCATE checkpoint, which copies the whole log and empties the file. It waits
-for the writer and readers a short while only (it holds new writers back meanwhile) and is
+for the writer and readers WIPE_WAIT_MS at most (it holds new writers back meanwhile) and is
 tried again each pass until it succeeds.
 """
 
@@ -28,7 +28,10 @@ import structlog
 log = structlog.get_logger("npsd.storage")
 
 WRITER_AUTOCHECKPOINT = 4096  # pages (16 MB of log with 4 KB pages)
-WIPE_WAIT_MS = 200  # a wipe's wait for the writer and readers, per attempt
+# A wipe's wait for the writer and readers, per attempt. It holds new writers back
+# meanwhile, so it stays short: an intake commit takes a few milliseconds; a long read (a
+# backup) makes the attempt fail, and it is tried again a second later.
+WIPE_WAIT_MS = 20
 WIPE_WARN_AFTER = 30  # attempts (about 30 s) before a wipe still pending is logged
 
 

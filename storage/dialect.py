@@ -188,7 +188,7 @@ _RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_f
 SQLITE: Dialect = _Sqlite("sqlite", writer_thread=True, row_locks="", exclusive_sql="",
                           shared_sql="", day_sql="substr({}, 1, 10)",  # naive UTC text
                           keys_sql="", row_arrays=False, counter_shards=1,
-                          random_rowid=("rowid, ", "abs(random()), "))
+                          random_rowid=("rowid, ", "random(), "))  # any 64-bit rowid
 POSTGRESQL: Dialect = _Postgresql(
     "postgresql", writer_thread=False, row_locks=" FOR UPDATE",
     exclusive_sql="SELECT pg_advisory_xact_lock(?)",

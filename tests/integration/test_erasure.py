@@ -170,6 +170,27 @@ async def test_the_old_anonymous_id_does_not_bring_the_person_back(book: Book,
     assert await b.dispatcher.run_once() == 0 and outbox_mail(b.outbox) == {}
 
 
+async def test_someone_else_on_the_erased_persons_browser_is_still_taken(book: Book) -> None:
+    """A shared browser (no analytics.reset()): the next person's identify carries the
+    erased person's anonymousId. They are created and surveyed; the old id is not linked."""
+    b = book
+    await b.post({"type": "identify", "userId": "gone-user", "anonymousId": "anon-of-gone",
+                  "traits": {"email": EMAIL}})
+    await b.post({"type": "delete", "userId": "gone-user"})
+    await b.post({"type": "identify", "userId": "next-person", "anonymousId": "anon-of-gone",
+                  "traits": {"email": "next@example.com", "firstName": "Next"}})
+    await b.post({"type": "track", "userId": "next-person", "anonymousId": "anon-of-gone",
+                  "event": "Clicked"})
+    status, user = await b.get("/v1/users/next-person")
+    assert status == 200 and user["traits"]["email"] == "next@example.com", user
+    assert user["activity"]["events"] == 1
+    assert (await b.get("/v1/users/anon-of-gone"))[0] == 404
+    assert await b.dispatcher.run_once() == 1
+    async with b.db.read() as conn:
+        aliases = (await conn.execute(sa.text("SELECT count(*) FROM aliases"))).scalar()
+    assert aliases == 0
+
+
 async def test_a_group_call_of_an_erased_member_still_writes_the_account(book: Book) -> None:
     b = book
     await b.post({"type": "identify", "userId": "gone-user", "traits": {"email": EMAIL}})

@@ -224,12 +224,20 @@ def test_delete_follows_aliases_and_takes_the_anonymous_id_too() -> None:
         lambda: identify(None, anonymousId="gone"),
         lambda: message("alias", userId="new", previousId="gone"),
         lambda: message("alias", userId="gone", previousId="other"),
-        lambda: page("fresh", anonymousId="gone"),
+        lambda: page("gone", anonymousId="fresh"),
     ],
 )
-def test_any_message_naming_a_suppressed_id_is_dropped(later: Any) -> None:
+def test_any_message_of_a_suppressed_id_is_dropped(later: Any) -> None:
     b = apply(book(suppressed={"gone"}), later())
     assert b.users == {} and b.aliases == {}
+
+
+def test_another_user_carrying_a_suppressed_anonymous_id_is_kept_without_it() -> None:
+    """A shared browser: the next person's events carry the erased person's anonymousId.
+    They are that person's, and the erased id is neither folded in nor linked."""
+    b = apply(book(suppressed={"gone"}), page("fresh", anonymousId="gone"),
+              identify("fresh", anonymousId="gone"))
+    assert set(b.users) == {"fresh"} and b.aliases == {} and b.merges == []
 
 
 def test_a_message_naming_an_alias_of_a_suppressed_user_is_dropped() -> None:
