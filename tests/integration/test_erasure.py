@@ -203,13 +203,13 @@ async def test_a_group_call_of_an_erased_member_still_writes_the_account(book: B
     assert (await b.get("/v1/users/gone-user"))[0] == 404
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # SQLite's own files
 async def test_the_sqlite_files_hold_no_copy_of_the_erased_person(book: Book) -> None:
     """Not only the tables: the database file's free pages and the write-ahead log, where
     earlier versions of the person's pages were, are cleared within seconds."""
     b = book
     path = b.db.sqlite_path
-    if path is None:
-        pytest.skip("SQLite's files; PostgreSQL keeps dead rows until its own VACUUM")
+    assert path is not None
     await surveyed_and_answered(b)
     for n in range(60):  # enough erased rows that whole pages are freed, not only cells
         await b.post({"type": "identify", "userId": f"race-{n}",
