@@ -14,7 +14,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from daemon import admin_api, console, health, intake, survey_page, tracking_api
+from daemon import admin_api, console, health, intake, survey_page, tracking_api, unmatched
 from daemon.config import Settings
 from daemon.metrics import Metrics
 from daemon.runtime import RUNTIME, Runtime
@@ -70,6 +70,7 @@ def intake_routes(app: web.Application) -> None:
     console.add_routes(app)
     survey_page.add_routes(app)
     health.add_routes(app)
+    unmatched.add_route(app)  # last: it takes what no route above does
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -26,7 +26,9 @@ def route_name(request: BaseRequest) -> str:
     info, and Request.match_info asserts that it has: read the attribute behind it."""
     match_info = getattr(request, "_match_info", None) if isinstance(request, Request) else None
     resource = match_info.route.resource if match_info is not None else None
-    return resource.canonical if resource is not None else UNMATCHED
+    if resource is None or resource.name == UNMATCHED:  # daemon/unmatched.py's catch-all
+        return UNMATCHED
+    return str(resource.canonical)
 
 
 def server_options(metrics: Metrics, server: ServerSettings | None = None) -> dict[str, Any]:
