@@ -83,6 +83,9 @@ class BadRow:
 _FIELDS = ("response_id", "email", "score", "comment", "answered_at", "user_id", "survey_type")
 
 
+MAX_LINE_BYTES = 2**20  # csv refuses a field over 128 KB anyway
+
+
 class Reader:
     """The rows of one export, in file order; `bytes_read` follows for a progress bar.
     With `identities` false the rows' keys are left empty (a check pass has no use for
@@ -102,11 +105,26 @@ class Reader:
     def _lines(self) -> Iterator[str]:
         # A byte that is not UTF-8 becomes U+FFFD, and its row is refused below. The lines
         # after the first are decoded by `map`, without a Python frame per line.
-        first = self._stream.readline()
+        first = self._stream.readline(MAX_LINE_BYTES + 1)
         if not first:
             return iter(())
-        rest = map(bytes.decode, self._stream, repeat("utf-8"), repeat("replace"))
-        return chain((first.decode("utf-8-sig", errors="replace"),), rest)
+        rest = map(bytes.decode, self._bounded(), repeat("utf-8"), repeat("replace"))
+        return chain((self._checked(1, first).decode("utf-8-sig", errors="replace"),), rest)
+
+    def _bounded(self) -> Iterator[bytes]:
+        """The lines after the first, each read at most MAX_LINE_BYTES at a time: a file
+        holding one huge line must not be read into memory whole before csv refuses it."""
+        readline, number = self._stream.readline, 1
+        while line := readline(MAX_LINE_BYTES + 1):
+            number += 1
+            yield self._checked(number, line)
+
+    @staticmethod
+    def _checked(number: int, line: bytes) -> bytes:
+        if len(line) > MAX_LINE_BYTES:
+            raise ImportFileError(f"{number}: a line over {MAX_LINE_BYTES // 2**20} MB: not an "
+                                  "export of answers")
+        return line
 
     def __iter__(self) -> Iterator[ImportRow | BadRow]:
         reader = csv.reader(self._lines())

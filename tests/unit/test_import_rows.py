@@ -108,6 +108,18 @@ def test_ids_the_intake_would_refuse_are_bad_rows() -> None:
     assert isinstance(rows[3], ImportRow) and rows[3].user_id == "u" * 256
 
 
+def test_a_huge_line_stops_the_import_before_it_is_read_whole() -> None:
+    """A 3 MB line (one field): read 1 MB at a time and refused, naming its line, instead
+    of growing the process by twice the line before csv's field limit refuses it."""
+    text = ("email,score,comment,answered_at\n"
+            "a@example.com,9,fine,2026-02-01T10:00:00Z\n"
+            f"b@example.com,9,{'x' * 3 * 2**20},2026-02-01T10:00:00Z\n")
+    with pytest.raises(ImportFileError, match="^3: a line over 1 MB"):
+        _read(text)
+    rows = _read(text.rsplit("b@", 1)[0])  # a line of 1 MB or less is read as before
+    assert len(rows) == 1 and isinstance(rows[0], ImportRow)
+
+
 def test_a_multi_line_comment_keeps_the_line_numbers_of_the_file() -> None:
     rows = _read("email,score,comment,answered_at\n"
                  "a@example.com,9,\"two\nlines\",2026-02-01\n"
