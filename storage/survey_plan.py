@@ -132,18 +132,20 @@ def plan_surveys(v: Values, book: Book, planner: Planner, now: datetime,
         plan = planner(book.users[user_id], seen, now, identified=user_id in book.identified,
                        trigger=triggers.get(user_id))
         if plan.action == "schedule" and plan.due_at is not None:
-            surveys.append((user_id, new_token(), "survey", SurveyState.PENDING, v.ts(plan.due_at),
+            token = new_token()
+            surveys.append((user_id, token, "survey", SurveyState.PENDING, v.ts(plan.due_at),
                             v.ts(now), 0, 0, 0, v.flag(False), key))
-            decisions.append((user_id, v.ts(now), "scheduled", plan.reason))
+            decisions.append((user_id, v.ts(now), "scheduled", plan.reason, token))
             scheduled.append((user_id, plan.due_at))
             if key is not None:
                 planned.add(key)
         elif previous.get(user_id) != plan.reason:
             # Identifies repeat on every page load: log a skip only when the reason changes.
-            decisions.append((user_id, v.ts(now), "skipped", plan.reason))
+            decisions.append((user_id, v.ts(now), "skipped", plan.reason, None))
     yield from many("INSERT INTO surveys (user_id, token, kind, state, due_at, created_at, "
                     "attempts, answer_revision, synced_revision, needs_sync, email_key) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", surveys)
-    yield from many("INSERT INTO decisions (user_id, at, outcome, reason) VALUES (?, ?, ?, ?)",
-                    decisions)
+    # A scheduled decision names its survey (found by the token it was just given).
+    yield from many("INSERT INTO decisions (user_id, at, outcome, reason, survey_id) "
+                    "VALUES (?, ?, ?, ?, (SELECT id FROM surveys WHERE token = ?))", decisions)
     return scheduled

@@ -195,6 +195,7 @@ async def test_the_resurvey_interval_and_reports_count_an_imported_answer(
     user = await (await client.get("/v1/users/u-late", headers=bearer())).json()
     pending = [s for s in user["surveys"] if s["state"] == "pending"]
     assert [s["due_at"][:16] for s in pending] == [ends.strftime("%Y-%m-%dT%H:%M")]
+    assert last["survey_id"] == pending[0]["id"]  # the decision names the survey it made
     months = await (await client.get("/v1/nps?by=month", headers=bearer())).json()
     assert [(g["key"], g["detractors"]) for g in months["groups"]] == [
         (answered.strftime("%Y-%m"), 1)]
