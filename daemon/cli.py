@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     command("sync-now", "sync new answers back to Segment now")
     report = command("report", "NPS overall, by account and by month")
     report.add_argument("--json", action="store_true", help="print JSON")
-    report.add_argument("--by", choices=("account", "month"), help="only this breakdown")
+    report.add_argument("--by", choices=("account", "month"),
+                        help="the overall figures, then only this breakdown")
     why = command("why", "every survey decision for a user, with its reason")
     why.add_argument("user_id", help="the customer's Segment userId")
     why.add_argument("--json", action="store_true", help="print JSON")
