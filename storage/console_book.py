@@ -58,17 +58,17 @@ async def members(db: Database, group_id: str, limit: int = 200) -> list[dict[st
 
 
 async def search_users(db: Database, q: str, limit: int = 50) -> list[dict[str, Any]]:
-    """Users whose id is `q`, or whose email or name starts with it (index range scans: a
-    substring search over a million users would read them all)."""
+    """Users whose id is `q`, or whose email, name or last name starts with it (index range
+    scans: a substring search over a million users would read them all)."""
     q = q.strip()
     if not q:
         return []
     end = q + "\U0010ffff"
-    conds = [USERS.c.user_id == q, sa.and_(USERS.c.email >= q.lower(), USERS.c.email < end.lower()),
-             sa.and_(USERS.c.name >= q, USERS.c.name < end)]
-    if q[:1].islower():
-        cap = q[:1].upper() + q[1:]
-        conds.append(sa.and_(USERS.c.name >= cap, USERS.c.name < cap + "\U0010ffff"))
+    conds = [USERS.c.user_id == q, sa.and_(USERS.c.email >= q.lower(), USERS.c.email < end.lower())]
+    starts = [q] + ([q[:1].upper() + q[1:]] if q[:1].islower() else [])
+    for start in starts:
+        for column in (USERS.c.name, USERS.c.last_name):
+            conds.append(sa.and_(column >= start, column < start + "\U0010ffff"))
     async with db.read() as conn:
         rows = (await conn.execute(
             sa.select(USERS.c.user_id, USERS.c.email, USERS.c.name, USERS.c.first_name,

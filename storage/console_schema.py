@@ -23,3 +23,6 @@ CONSOLE_INDEXES = (
     sa.Index("ix_users_email", USERS.c.email),
     sa.Index("ix_users_name", USERS.c.name),
 )
+
+# Customer search by surname (a lastName trait): schema 9.
+LAST_NAME_INDEX = sa.Index("ix_users_last_name", USERS.c.last_name)

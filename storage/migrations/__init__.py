@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
 from storage import models, nps_totals
-from storage.console_schema import CONSOLE_INDEXES
+from storage.console_schema import CONSOLE_INDEXES, LAST_NAME_INDEX
 from storage.db import Database
 from storage.dialect import dialect_for
 from storage.fast_path import Values, run_async
@@ -134,10 +134,16 @@ async def _sharded_days(conn: AsyncConnection) -> None:
              "sent": r[4]} for r in rows])
 
 
+async def _last_name_search(conn: AsyncConnection) -> None:
+    """8 → 9: customer search finds a surname (the lastName trait) too."""
+    await conn.run_sync(_create_index, LAST_NAME_INDEX)
+
+
 # STEPS[n] upgrades version n to n + 1. Append, never edit.
 STEPS: dict[int, Step] = {1: _events_without_user_ids, 2: _surveys_by_address, 3: _console,
-                          4: _imports, 5: _nps_totals, 6: _deliveries, 7: _sharded_days}
-LATEST = 8
+                          4: _imports, 5: _nps_totals, 6: _deliveries, 7: _sharded_days,
+                          8: _last_name_search}
+LATEST = 9
 _SCHEMA = models.SchemaVersion.__table__  # type: ignore[attr-defined]
 _SYNC = models.SyncState.__table__  # type: ignore[attr-defined]
 _LOCK_KEY = 0x6E707364  # "npsd": serialises migrations across processes

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from storage.console_schema import CONSOLE_INDEXES
+from storage.console_schema import CONSOLE_INDEXES, LAST_NAME_INDEX
 from storage.db import Database
 from storage.migrations import LATEST, migrate
 from storage.sqlutil import USERS
@@ -15,7 +15,8 @@ from storage.sqlutil import USERS
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 WANTED = {"surveys": {"ix_surveys_answered", "ix_surveys_kind_answered_score",
                       "ix_surveys_kind_sent"},
-          "decisions": {"ix_decisions_outcome_at"}, "users": {"ix_users_email", "ix_users_name"},
+          "decisions": {"ix_decisions_outcome_at"},
+          "users": {"ix_users_email", "ix_users_name", "ix_users_last_name"},
           "memberships": {"ix_memberships_group_active"}}
 
 
@@ -35,7 +36,7 @@ async def test_fresh_and_upgraded_databases_have_the_console_schema(db_url: str)
         assert "console_sessions" in found["tables"]
         assert all(WANTED[t] <= found[t] for t in WANTED)
         async with db.write() as conn:  # back to schema 3, with a user in the book
-            for index in CONSOLE_INDEXES:
+            for index in (*CONSOLE_INDEXES, LAST_NAME_INDEX):
                 await conn.execute(sa.text(f"DROP INDEX {index.name}"))
             await conn.execute(sa.text("DROP TABLE console_sessions"))
             await conn.execute(sa.insert(USERS).values(user_id="kept", updated_at=NOW))

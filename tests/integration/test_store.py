@@ -457,6 +457,10 @@ async def test_the_console_reads(store: SqlStore) -> None:
     queue = await store.send_queue(NOW)
     assert queue["total_due"] == 1 and queue["due"][0]["user_id"] == "dan"
     assert queue["due"][0]["why"]
+    # By surname too (a lastName trait), whichever case its first letter is typed in.
+    await store.record([identify(8, "eve", firstName="Eve", lastName="Zhou")], POLICY)
+    for q in ("Zhou", "zhou", "Zh", "Eve"):
+        assert [u["user_id"] for u in await store.search_users(q)] == ["eve"], q
 
 
 async def test_console_sessions_end_by_logout_or_expiry(store: SqlStore) -> None:
