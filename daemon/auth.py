@@ -20,12 +20,12 @@ class AuthError(Exception):
         self.reason = reason
 
 
-
 def presented(value: str) -> bytes:
     """A credential as the client sent it. Headers that are not UTF-8 reach us with their
     bytes escaped as lone surrogates (aiohttp decodes them with surrogateescape): those
     bytes come back, and simply match nothing."""
     return value.encode("utf-8", "surrogateescape")
+
 
 def basic_username(header: str | None) -> str | None:
     """The user part of `Authorization: Basic base64(user:password)`, or None."""

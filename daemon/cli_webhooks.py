@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from settings import Settings
-from settings.durations import parse_duration
+from settings.durations import DurationTooLong, parse_duration
 
 if TYPE_CHECKING:
     from storage.sql_store import SqlStore
@@ -37,11 +37,13 @@ def add_commands(command: argparse.ArgumentParser, common: argparse.ArgumentPars
 
 def parse_since(text: str, now: datetime) -> datetime:
     """`--since`: a date, a date and time, or how long ago ("36h")."""
-    too_long: ValueError | None = None
+    too_long: DurationTooLong | None = None
     try:
         return now - parse_duration(text)
-    except ValueError as exc:
-        too_long = exc if "longer than" in str(exc) else None
+    except DurationTooLong as exc:
+        too_long = exc
+    except ValueError:
+        pass
     try:
         when = datetime.fromisoformat(text.strip().replace("z", "Z"))  # also 20261201
     except ValueError:

@@ -110,8 +110,8 @@ def rate(value: Any) -> float:
     return float(value)
 
 
-def positive_duration(value: Any) -> timedelta:
-    delta = parse_duration(value)
+def positive_duration(value: Any, *, unit_required: bool = False) -> timedelta:
+    delta = parse_duration(value, unit_required=unit_required)
     if delta <= timedelta(0):
         raise ValueError("must be greater than zero")
     return delta
@@ -120,10 +120,7 @@ def positive_duration(value: Any) -> timedelta:
 def timeout(value: Any) -> timedelta:
     """A positive duration written with its unit: a bare number means days for the survey
     delays, so `shutdown_timeout = 30` would wait 30 days; here it is refused instead."""
-    if (isinstance(value, int | float) and not isinstance(value, bool)) or (
-            isinstance(value, str) and value.strip().replace(".", "", 1).isdigit()):
-        raise ValueError(f'needs a unit, e.g. "{value}s" (a bare number would mean days)')
-    return positive_duration(value)
+    return positive_duration(value, unit_required=True)
 
 
 def short_duration(most: timedelta) -> Parser:

@@ -48,19 +48,23 @@ def _outbox_problem(settings: Settings) -> str | None:
     return None
 
 
+def _cannot_start(reason: str) -> int:
+    log.error("server.start_failed", reason=reason)
+    print(f"npsd: cannot start: {reason}", file=sys.stderr)
+    return 1
+
+
 async def serve(settings: Settings, config_path: Path | None) -> int:
     # Off loopback the CLI has already refused these; on loopback they are only a warning.
     for weak in weak_secrets(settings):
         log.warning("config.weak_secret", key=weak.key, reason=weak.reason, origin=weak.origin)
     _warn_plain_http(settings)
+    if (problem := _outbox_problem(settings)) is not None:
+        return _cannot_start(problem)
     try:
-        if (problem := _outbox_problem(settings)) is not None:
-            raise StoreUnavailable(problem)
         app = create_app(settings, config_path=config_path)
-    except StoreUnavailable as exc:  # the database's directory, or the outbox
-        log.error("server.start_failed", reason=str(exc))
-        print(f"npsd: cannot start: {exc}", file=sys.stderr)
-        return 1
+    except StoreUnavailable as exc:  # the database's directory cannot be made
+        return _cannot_start(str(exc))
     runtime = app[RUNTIME]
     grace = settings.server.shutdown_timeout.total_seconds()
     runner = web.AppRunner(app, handle_signals=False,
@@ -68,10 +72,9 @@ async def serve(settings: Settings, config_path: Path | None) -> int:
     try:
         await runner.setup()
     except (SchemaTooNew, StoreUnavailable) as exc:
-        log.error("server.start_failed", reason=str(exc))
-        print(f"npsd: cannot start: {exc}", file=sys.stderr)
+        code = _cannot_start(str(exc))
         await runner.cleanup()
-        return 1
+        return code
     site = web.TCPSite(runner, settings.server.host, settings.server.port,
                        shutdown_timeout=grace, reuse_address=True)
     try:

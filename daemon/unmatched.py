@@ -12,8 +12,7 @@ from aiohttp.web_urldispatcher import AbstractResource
 
 from daemon.console.render import html, page
 from daemon.http_util import json_error
-
-NAME = "unmatched"  # the route's name, and its label in /metrics (daemon/request_counts.py)
+from daemon.request_counts import UNMATCHED as NAME  # its label in /metrics too
 
 
 def add_route(app: web.Application) -> None:

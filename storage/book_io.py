@@ -316,7 +316,6 @@ def _erase(v: Values, book: Book, user_ids: list[str]) -> Steps[None]:
     # The day only, and (SQLite) in no order: nothing ties an address key to the erased id
     # it was erased with.
     day = v.ts(book.now.replace(hour=0, minute=0, second=0, microsecond=0))
-    column, value = v.dialect.random_rowid
     yield from many("INSERT INTO suppressions (user_id, suppressed_at) VALUES (?, ?) "
                     "ON CONFLICT DO NOTHING", [(u, day) for u in user_ids])
     # Their addresses, as keys (hashes), so an import's email-only row cannot bring them back.
@@ -325,6 +324,7 @@ def _erase(v: Values, book: Book, user_ids: list[str]) -> Steps[None]:
     keys.update(str(r[0]) for r in (yield from fetch_in(
         "SELECT email_key FROM surveys WHERE email_key IS NOT NULL AND user_id IN ({})",
         user_ids)))
+    column, value = v.dialect.random_rowid
     yield from many(f"INSERT INTO suppressed_addresses ({column}email_key, suppressed_at) "
                     f"VALUES ({value}?, ?) ON CONFLICT DO NOTHING",
                     [(k, day) for k in sorted(k for k in keys if k)])

@@ -43,7 +43,6 @@ class Checkpointer:
         self._wipe = threading.Event()
         self._thread: threading.Thread | None = None
         self.runs = 0
-        self.wipes = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="npsd-wal-checkpoint",
@@ -97,7 +96,6 @@ class Checkpointer:
             self._wipe.set()  # tried again on the next connection
             raise
         if not busy:
-            self.wipes += 1
             return 0
         self._wipe.set()
         if attempt == WIPE_WARN_AFTER:
